@@ -1,0 +1,99 @@
+// Package caddyfile holds the Caddyfile parsing steps that the registry
+// sources share: reading one subdirective's arguments into a config field,
+// refusing the same subdirective twice.
+package caddyfile
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// String reads the single argument of the current subdirective into dst.
+func String(d *caddyfile.Dispenser, dst *string) error {
+	if err := once(d, *dst != ""); err != nil {
+		return err
+	}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// Strings reads the one or more arguments of the current subdirective into dst.
+func Strings(d *caddyfile.Dispenser, dst *[]string) error {
+	if err := once(d, len(*dst) > 0); err != nil {
+		return err
+	}
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	*dst = args
+	return nil
+}
+
+// Flag sets dst for a subdirective that takes no argument.
+func Flag(d *caddyfile.Dispenser, dst *bool) error {
+	if err := once(d, *dst); err != nil {
+		return err
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = true
+	return nil
+}
+
+// Duration reads the single duration argument (e.g. 5s, 1m) of the current
+// subdirective into dst.
+func Duration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	name, s := d.Val(), ""
+	if err := once(d, *dst != 0); err != nil {
+		return err
+	}
+	if err := String(d, &s); err != nil {
+		return err
+	}
+	v, err := caddy.ParseDuration(s)
+	if err != nil {
+		return d.Errf("%s: %q is not a duration such as 5s or 1m: %v", name, s, err)
+	}
+	*dst = caddy.Duration(v)
+	return nil
+}
+
+// Int reads the single integer argument of the current subdirective into dst.
+func Int(d *caddyfile.Dispenser, dst *int) error {
+	name, s := d.Val(), ""
+	if err := once(d, *dst != 0); err != nil {
+		return err
+	}
+	if err := String(d, &s); err != nil {
+		return err
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		return d.Errf("%s takes a whole number, not %q", name, s)
+	}
+	*dst = v
+	return nil
+}
+
+func once(d *caddyfile.Dispenser, set bool) error {
+	if set {
+		return d.Errf("%s has already been specified", d.Val())
+	}
+	return nil
+}
+
+// Unknown is the error for a subdirective that the block does not know.
+func Unknown(d *caddyfile.Dispenser, block string, known ...string) error {
+	return d.Errf("unrecognized %s option '%s' (known options: %v)", block, d.Val(), known)
+}
+

@@ -1,0 +1,171 @@
+package kubernetes
+
+import (
+	"encoding/json"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	cf "github.com/caddy-discovery/caddy-discovery/caddyfile"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("k8s", parseGlobalOption)
+}
+
+var sourceOptions = []string{
+	"port", "cluster", "target", "node_address", "prefer_zone", "fallback_to_terminating",
+	"kubeconfig", "context", "server", "token", "token_file", "ca_file", "insecure_skip_verify",
+}
+
+// UnmarshalCaddyfile sets up the source from Caddyfile tokens. Syntax:
+//
+//	dynamic k8s <service> {
+//		port                    <name|number>
+//		cluster                 <name>
+//		target                  endpoints|cluster_ip|node_port
+//		node_address            internal|external
+//		prefer_zone             <zone>
+//		fallback_to_terminating
+//
+//		kubeconfig              <path>
+//		context                 <name>
+//		server                  <url>
+//		token                   <token>
+//		token_file              <path>
+//		ca_file                 <path>
+//		insecure_skip_verify
+//	}
+//
+// <service> is namespace/name[:port], cluster/namespace/name[:port] or
+// name.namespace[.svc[.cluster.local]][:port].
+func (u *KubernetesUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume upstream source name
+	if !d.NextArg() {
+		return d.Errf("dynamic k8s needs a service, e.g. dynamic k8s shop/web:http")
+	}
+	u.Service = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch d.Val() {
+		case "port":
+			var p string
+			err = cf.String(d, &p)
+			u.Port = Port(p)
+		case "cluster":
+			err = cf.String(d, &u.Cluster)
+		case "target":
+			err = cf.String(d, &u.Target)
+		case "node_address":
+			err = cf.String(d, &u.NodeAddress)
+		case "prefer_zone":
+			err = cf.String(d, &u.PreferZone)
+		case "fallback_to_terminating":
+			err = cf.Flag(d, &u.FallbackToTerminating)
+		default:
+			var ok bool
+			if ok, err = u.Connection.unmarshalOption(d); !ok {
+				return cf.Unknown(d, "k8s", sourceOptions...)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	// Report at adapt time what can be known before placeholders are replaced.
+	if _, _, err := u.parse(nil); err != nil {
+		return d.Err(err.Error())
+	}
+	if err := u.Connection.Validate(); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}
+
+// unmarshalOption reads one connection subdirective; ok is false for any
+// other subdirective.
+func (c *Connection) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error) {
+	switch d.Val() {
+	case "kubeconfig":
+		return true, cf.String(d, &c.Kubeconfig)
+	case "context":
+		return true, cf.String(d, &c.Context)
+	case "server":
+		return true, cf.String(d, &c.Server)
+	case "token":
+		return true, cf.String(d, &c.Token)
+	case "token_file":
+		return true, cf.String(d, &c.TokenFile)
+	case "ca_file":
+		return true, cf.String(d, &c.CAFile)
+	case "insecure_skip_verify":
+		return true, cf.Flag(d, &c.InsecureSkipVerify)
+	}
+	return false, nil
+}
+
+// parseGlobalOption reads the k8s global option into the k8s app:
+//
+//	{
+//		k8s {
+//			cluster <name> {
+//				kubeconfig           <path>
+//				context              <name>
+//				server               <url>
+//				token                <token>
+//				token_file           <path>
+//				ca_file              <path>
+//				insecure_skip_verify
+//			}
+//		}
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	app := new(App)
+	if prev, ok := existing.(httpcaddyfile.App); ok {
+		// the k8s option appears more than once: add to the clusters so far
+		if err := json.Unmarshal(prev.Value, app); err != nil {
+			return nil, err
+		}
+	}
+	d.Next() // consume option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		if d.Val() != "cluster" {
+			return nil, cf.Unknown(d, "k8s global", "cluster")
+		}
+		if !d.NextArg() {
+			return nil, d.Errf("cluster needs a name, e.g. cluster default { kubeconfig /etc/caddy/kubeconfig }")
+		}
+		name := d.Val()
+		if d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		if _, dup := app.Clusters[name]; dup {
+			return nil, d.Errf("cluster %q has already been specified", name)
+		}
+		conn := new(Connection)
+		for d.NextBlock(1) {
+			ok, err := conn.unmarshalOption(d)
+			if !ok {
+				return nil, cf.Unknown(d, "k8s cluster", "kubeconfig", "context", "server", "token", "token_file", "ca_file", "insecure_skip_verify")
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		if err := conn.Validate(); err != nil {
+			return nil, d.Errf("cluster %q: %v", name, err)
+		}
+		if app.Clusters == nil {
+			app.Clusters = make(map[string]*Connection)
+		}
+		app.Clusters[name] = conn
+	}
+	return httpcaddyfile.App{Name: "k8s", Value: caddyconfig.JSON(app, nil)}, nil
+}

@@ -1,0 +1,162 @@
+package kubernetes
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Connection says how to reach and authenticate to one Kubernetes API server.
+//
+// With no field set, Caddy uses the in-cluster service account when it runs in
+// a Pod, and otherwise kubectl's loading rules: the files in $KUBECONFIG, then
+// ~/.kube/config. Set either `kubeconfig` (and optionally `context`), or
+// `server` with `token`, `token_file` or neither (anonymous).
+//
+// Every field accepts placeholders such as {env.KUBE_TOKEN}.
+type Connection struct {
+	// Path to a kubeconfig file. Its current context is used unless
+	// `context` names another one.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+
+	// The kubeconfig context to use. Default: the file's current context.
+	Context string `json:"context,omitempty"`
+
+	// URL of the API server, e.g. https://10.0.0.1:6443. Used with
+	// `token` or `token_file`, and `ca_file` unless the server's certificate
+	// is signed by a CA in the system trust store.
+	Server string `json:"server,omitempty"`
+
+	// A bearer token for `server`. Prefer `token_file` or a placeholder such
+	// as {env.KUBE_TOKEN} over writing the token into the config. The token
+	// is never logged.
+	Token string `json:"token,omitempty"`
+
+	// A file holding a bearer token for `server`, such as a projected
+	// service account token. It is read again when it changes (at least once
+	// a minute, and at once when the API server rejects the current token),
+	// so rotated tokens are picked up without a reload.
+	TokenFile string `json:"token_file,omitempty"`
+
+	// PEM file with the CA certificate(s) that signed the API server's
+	// certificate. Default: the system trust store.
+	CAFile string `json:"ca_file,omitempty"`
+
+	// Skips verification of the API server's TLS certificate. Insecure:
+	// anyone on the path can then read the token and forge responses. Only
+	// for tests.
+	InsecureSkipVerify bool `json:"insecure_skip_verify,omitempty"`
+}
+
+// IsZero reports whether no connection field is set.
+func (c Connection) IsZero() bool { return c == Connection{} }
+
+// Validate checks that the fields fit together; field names in the errors are
+// those of the config.
+func (c Connection) Validate() error {
+	if c.Token != "" && c.TokenFile != "" {
+		return errors.New("token and token_file are both set; set only one")
+	}
+	if c.Server == "" && (c.Token != "" || c.TokenFile != "" || c.CAFile != "" || c.InsecureSkipVerify) {
+		return errors.New("token, token_file, ca_file and insecure_skip_verify go with server; set server to the API server's URL")
+	}
+	if c.Server != "" && (c.Kubeconfig != "" || c.Context != "") {
+		return errors.New("server is set together with kubeconfig/context; use one way to connect")
+	}
+	if c.Server != "" && !strings.Contains(c.Server, "{") { // placeholders are checked once replaced
+		u, err := url.Parse(c.Server)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("server %q is not a URL such as https://10.0.0.1:6443", c.Server)
+		}
+	}
+	return nil
+}
+
+// expand replaces placeholders such as {env.X} in every field.
+func (c Connection) expand(repl *caddy.Replacer) (Connection, error) {
+	fields := []*string{&c.Kubeconfig, &c.Context, &c.Server, &c.Token, &c.TokenFile, &c.CAFile}
+	names := []string{"kubeconfig", "context", "server", "token", "token_file", "ca_file"}
+	for i, f := range fields {
+		v, err := repl.ReplaceOrErr(*f, true, true)
+		if err != nil {
+			return c, fmt.Errorf("%s: %w", names[i], err)
+		}
+		*f = v
+	}
+	return c, nil
+}
+
+// restConfig builds the client configuration. It reads files (kubeconfig,
+// in-cluster CA) but makes no request.
+func (c Connection) restConfig() (*rest.Config, error) {
+	var (
+		cfg *rest.Config
+		err error
+	)
+	switch {
+	case c.Server != "":
+		cfg = &rest.Config{
+			Host:            c.Server,
+			BearerToken:     c.Token,
+			BearerTokenFile: c.TokenFile,
+			TLSClientConfig: rest.TLSClientConfig{CAFile: c.CAFile, Insecure: c.InsecureSkipVerify},
+		}
+		if c.TokenFile != "" {
+			if _, err := os.Stat(c.TokenFile); err != nil {
+				return nil, fmt.Errorf("token_file: %w", err)
+			}
+		}
+		if c.CAFile != "" {
+			if _, err := os.Stat(c.CAFile); err != nil {
+				return nil, fmt.Errorf("ca_file: %w", err)
+			}
+		}
+	case c.Kubeconfig == "" && c.Context == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != "":
+		cfg, err = rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster config: %w", err)
+		}
+	default:
+		rules := clientcmd.NewDefaultClientConfigLoadingRules()
+		if c.Kubeconfig != "" {
+			rules.ExplicitPath = c.Kubeconfig
+		}
+		overrides := &clientcmd.ConfigOverrides{CurrentContext: c.Context}
+		cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
+		if err != nil {
+			if clientcmd.IsEmptyConfig(err) {
+				return nil, errors.New("no Kubernetes connection configured: not running in a Pod, no kubeconfig at $KUBECONFIG or ~/.kube/config; set kubeconfig, or server and token_file")
+			}
+			return nil, fmt.Errorf("kubeconfig: %w", err)
+		}
+	}
+	cfg.UserAgent = "caddy-discovery"
+	cfg.QPS, cfg.Burst = 20, 40
+	return cfg, nil
+}
+
+// fingerprint identifies the API server and identity that cfg connects as,
+// without holding any secret: configs with equal fingerprints share informers.
+func fingerprint(cfg *rest.Config) string {
+	h := sha256.New()
+	for _, s := range []string{
+		cfg.Host, cfg.APIPath, cfg.BearerToken, cfg.BearerTokenFile, cfg.Username, cfg.Password,
+		cfg.CAFile, string(cfg.CAData), cfg.CertFile, string(cfg.CertData), cfg.KeyFile, string(cfg.KeyData),
+		cfg.ServerName, fmt.Sprint(cfg.Insecure), cfg.Impersonate.UserName, fmt.Sprint(cfg.ExecProvider != nil),
+	} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	if cfg.ExecProvider != nil {
+		fmt.Fprintf(h, "%s %v %v", cfg.ExecProvider.Command, cfg.ExecProvider.Args, cfg.ExecProvider.Env)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}

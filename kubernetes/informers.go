@@ -1,0 +1,349 @@
+package kubernetes
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+)
+
+// watchPool shares informer sets between all upstream sources of all loaded
+// configs: a reload provisions the new config (which finds the running sets
+// here) before it cleans up the old one, so watches survive reloads.
+var watchPool = caddy.NewUsagePool()
+
+// resource is one kind of object an informer set lists and watches.
+type resource struct {
+	group, name string // as in RBAC rules: "discovery.k8s.io", "endpointslices"
+	object      runtime.Object
+	list        func(ctx context.Context, c kubernetes.Interface, ns string, o metav1.ListOptions) (runtime.Object, error)
+	watch       func(ctx context.Context, c kubernetes.Interface, ns string, o metav1.ListOptions) (watch.Interface, error)
+	// key says which service an object concerns; "" means every service.
+	key       func(obj any) string
+	transform cache.TransformFunc
+}
+
+func (r resource) qualified() string {
+	if r.group == "" {
+		return r.name
+	}
+	return r.name + "." + r.group
+}
+
+var (
+	services = resource{
+		name:   "services",
+		object: &corev1.Service{},
+		list: func(ctx context.Context, c kubernetes.Interface, ns string, o metav1.ListOptions) (runtime.Object, error) {
+			return c.CoreV1().Services(ns).List(ctx, o)
+		},
+		watch: func(ctx context.Context, c kubernetes.Interface, ns string, o metav1.ListOptions) (watch.Interface, error) {
+			return c.CoreV1().Services(ns).Watch(ctx, o)
+		},
+		key: func(obj any) string {
+			if svc, ok := obj.(*corev1.Service); ok {
+				return svc.Name
+			}
+			return ""
+		},
+		transform: dropManagedFields,
+	}
+	endpointSlices = resource{
+		group:  discoveryv1.GroupName,
+		name:   "endpointslices",
+		object: &discoveryv1.EndpointSlice{},
+		list: func(ctx context.Context, c kubernetes.Interface, ns string, o metav1.ListOptions) (runtime.Object, error) {
+			return c.DiscoveryV1().EndpointSlices(ns).List(ctx, o)
+		},
+		watch: func(ctx context.Context, c kubernetes.Interface, ns string, o metav1.ListOptions) (watch.Interface, error) {
+			return c.DiscoveryV1().EndpointSlices(ns).Watch(ctx, o)
+		},
+		key: func(obj any) string {
+			if es, ok := obj.(*discoveryv1.EndpointSlice); ok {
+				return es.Labels[discoveryv1.LabelServiceName]
+			}
+			return ""
+		},
+		transform: dropManagedFields,
+	}
+	nodes = resource{
+		name:   "nodes",
+		object: &corev1.Node{},
+		list: func(ctx context.Context, c kubernetes.Interface, _ string, o metav1.ListOptions) (runtime.Object, error) {
+			return c.CoreV1().Nodes().List(ctx, o)
+		},
+		watch: func(ctx context.Context, c kubernetes.Interface, _ string, o metav1.ListOptions) (watch.Interface, error) {
+			return c.CoreV1().Nodes().Watch(ctx, o)
+		},
+		key: func(any) string { return "" },
+		transform: func(obj any) (any, error) {
+			if n, ok := obj.(*corev1.Node); ok {
+				n.ManagedFields = nil
+				n.Status.Images = nil // large, and of no use here
+			}
+			return obj, nil
+		},
+	}
+)
+
+func dropManagedFields(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
+}
+
+// serviceIndex indexes EndpointSlices by the Service they belong to.
+const serviceIndex = "service"
+
+// informerSet lists and watches some resources of one cluster, in one
+// namespace (Services and EndpointSlices) or cluster-wide (Nodes), for every
+// subscription that needs them. It is created without any request to the API
+// server; start begins the watches.
+type informerSet struct {
+	cluster   string // the cluster's name, for messages
+	namespace string // "" for cluster-scoped resources
+	resources []resource
+	informers []cache.SharedIndexInformer
+	problems  []atomic.Pointer[watchProblem] // per resource
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	start  func()
+	done   sync.WaitGroup
+
+	synced atomic.Bool
+
+	mu   sync.Mutex
+	subs map[*subscription]struct{}
+}
+
+// watchProblem is the latest failure to list or watch.
+type watchProblem struct{ err error }
+
+func newInformerSet(cluster, namespace string, cfg *rest.Config, rs ...resource) (*informerSet, error) {
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes cluster %q: creating client: %w", cluster, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &informerSet{
+		cluster:   cluster,
+		namespace: namespace,
+		resources: rs,
+		ctx:       ctx,
+		cancel:    cancel,
+		subs:      make(map[*subscription]struct{}),
+		problems:  make([]atomic.Pointer[watchProblem], len(rs)),
+	}
+	for i, r := range rs {
+		lw := &cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				obj, err := r.list(ctx, client, namespace, o)
+				if err == nil {
+					s.clearProblem(i)
+				}
+				return obj, err
+			},
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				w, err := r.watch(ctx, client, namespace, o)
+				if err == nil {
+					s.clearProblem(i)
+				}
+				return w, err
+			},
+		}
+		opts := cache.SharedIndexInformerOptions{ObjectDescription: r.qualified()}
+		if r.name == endpointSlices.name {
+			opts.Indexers = cache.Indexers{serviceIndex: func(obj any) ([]string, error) {
+				return []string{endpointSlices.key(obj)}, nil
+			}}
+		}
+		inf := cache.NewSharedIndexInformerWithOptions(lw, r.object, opts)
+		if err := inf.SetTransform(r.transform); err != nil {
+			cancel()
+			return nil, err
+		}
+		if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+			s.setProblem(i, explainWatchError(cluster, namespace, r, err))
+		}); err != nil {
+			cancel()
+			return nil, err
+		}
+		if _, err := inf.AddEventHandler(s.handler(r)); err != nil {
+			cancel()
+			return nil, err
+		}
+		s.informers = append(s.informers, inf)
+	}
+	s.start = sync.OnceFunc(s.run)
+	return s, nil
+}
+
+func (s *informerSet) handler(r resource) cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { s.changed(r.key(obj)) },
+		UpdateFunc: func(oldObj, newObj any) {
+			oldKey, newKey := r.key(oldObj), r.key(newObj)
+			s.changed(newKey)
+			if oldKey != newKey {
+				s.changed(oldKey)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			s.changed(r.key(obj))
+		},
+	}
+}
+
+// run starts the informers, then refreshes every subscription once all of
+// them have listed their objects.
+func (s *informerSet) run() {
+	for _, inf := range s.informers {
+		s.done.Go(func() { inf.RunWithContext(s.ctx) })
+	}
+	s.done.Go(func() {
+		hasSynced := make([]cache.InformerSynced, len(s.informers))
+		for i, inf := range s.informers {
+			hasSynced[i] = inf.HasSynced
+		}
+		if !cache.WaitForCacheSync(s.ctx.Done(), hasSynced...) {
+			return
+		}
+		s.synced.Store(true)
+		s.changed("")
+	})
+}
+
+// Destruct stops the watches once the last subscription is gone.
+func (s *informerSet) Destruct() error {
+	s.cancel()
+	s.done.Wait()
+	return nil
+}
+
+func (s *informerSet) subscribe(sub *subscription) {
+	s.mu.Lock()
+	s.subs[sub] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *informerSet) unsubscribe(sub *subscription) {
+	s.mu.Lock()
+	delete(s.subs, sub)
+	s.mu.Unlock()
+}
+
+// changed refreshes the subscriptions to the named service, or all of them
+// for "".
+func (s *informerSet) changed(service string) {
+	if !s.synced.Load() {
+		return // the first sync refreshes everything
+	}
+	s.mu.Lock()
+	var todo []*subscription
+	for sub := range s.subs {
+		if service == "" || sub.ref.Name == service {
+			todo = append(todo, sub)
+		}
+	}
+	s.mu.Unlock()
+	for _, sub := range todo {
+		sub.refresh()
+	}
+}
+
+// state is the set's readiness for subscriptions: nil once synced and
+// healthy; otherwise the error to report while there is no data, or the
+// latest watch problem.
+func (s *informerSet) state() (synced bool, problem error) {
+	for i := range s.problems {
+		if p := s.problems[i].Load(); p != nil {
+			problem = p.err
+			break
+		}
+	}
+	synced = s.synced.Load()
+	if !synced && problem == nil {
+		what := ""
+		for i, r := range s.resources {
+			if i > 0 {
+				what += " and "
+			}
+			what += r.name
+		}
+		where := "cluster-wide"
+		if s.namespace != "" {
+			where = fmt.Sprintf("in namespace %q", s.namespace)
+		}
+		problem = fmt.Errorf("kubernetes cluster %q: waiting for the first list of %s %s", s.cluster, what, where)
+	}
+	return synced, problem
+}
+
+// setProblem records a list/watch failure, logs it once (not on every retry)
+// and shows it to the subscriptions.
+func (s *informerSet) setProblem(i int, err error) {
+	old := s.problems[i].Swap(&watchProblem{err: err})
+	if old != nil && old.err.Error() == err.Error() {
+		return
+	}
+	caddy.Log().Named("kubernetes").Error("watching the API server failed; retrying with backoff", zap.Error(err))
+	s.refreshAll()
+}
+
+func (s *informerSet) clearProblem(i int) {
+	if old := s.problems[i].Swap(nil); old != nil {
+		caddy.Log().Named("kubernetes").Info("watching the API server works again",
+			zap.String("cluster", s.cluster), zap.String("namespace", s.namespace), zap.NamedError("previous_error", old.err))
+		s.refreshAll()
+	}
+}
+
+// refreshAll refreshes every subscription, synced or not, so that they
+// report the set's current problem.
+func (s *informerSet) refreshAll() {
+	s.mu.Lock()
+	todo := make([]*subscription, 0, len(s.subs))
+	for sub := range s.subs {
+		todo = append(todo, sub)
+	}
+	s.mu.Unlock()
+	for _, sub := range todo {
+		sub.refresh()
+	}
+}
+
+// indexer is the local cache of r, or nil if the set does not watch r.
+func (s *informerSet) indexer(r resource) cache.Indexer {
+	for i, x := range s.resources {
+		if x.name == r.name {
+			return s.informers[i].GetIndexer()
+		}
+	}
+	return nil
+}
+
+// acquire returns the pooled informer set for key, creating it if needed. The
+// caller must release it with watchPool.Delete(key).
+func acquire(key string, create func() (*informerSet, error)) (*informerSet, error) {
+	v, _, err := watchPool.LoadOrNew(key, func() (caddy.Destructor, error) { return create() })
+	if err != nil {
+		return nil, err
+	}
+	return v.(*informerSet), nil
+}

@@ -1,0 +1,243 @@
+package kubernetes
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
+)
+
+// Target modes.
+const (
+	targetEndpoints = "endpoints"
+	targetClusterIP = "cluster_ip"
+	targetNodePort  = "node_port"
+)
+
+// Node address types for node_port.
+const (
+	nodeInternal = "internal"
+	nodeExternal = "external"
+)
+
+// selection is how a subscription turns a Service into targets.
+type selection struct {
+	target            string // targetEndpoints, targetClusterIP or targetNodePort
+	nodeAddress       string // nodeInternal or nodeExternal
+	zone              string // preferred zone, or ""
+	terminatingBackup bool   // use serving-but-terminating endpoints when none is ready
+}
+
+// servicePort finds the port that ref names: by the Service port's name, its
+// number, or its targetPort; "" when the Service has exactly one port.
+func servicePort(svc *corev1.Service, port string) (*corev1.ServicePort, error) {
+	ports := svc.Spec.Ports
+	if port == "" {
+		if len(ports) == 1 {
+			return &ports[0], nil
+		}
+		return nil, fmt.Errorf("service %s/%s has %d ports; name one of them (e.g. %s/%s:%s); ports: %s",
+			svc.Namespace, svc.Name, len(ports), svc.Namespace, svc.Name, firstPortName(ports), describePorts(ports))
+	}
+	n, numErr := strconv.Atoi(port)
+	match := []func(p *corev1.ServicePort) bool{
+		func(p *corev1.ServicePort) bool { return p.Name == port },
+		func(p *corev1.ServicePort) bool { return numErr == nil && int(p.Port) == n },
+		func(p *corev1.ServicePort) bool {
+			if p.TargetPort.Type == intstr.String {
+				return p.TargetPort.StrVal == port
+			}
+			return numErr == nil && p.TargetPort.IntValue() == n
+		},
+	}
+	for _, m := range match {
+		for i := range ports {
+			if m(&ports[i]) {
+				return &ports[i], nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("service %s/%s has no port %q; ports: %s", svc.Namespace, svc.Name, port, describePorts(ports))
+}
+
+func firstPortName(ports []corev1.ServicePort) string {
+	if len(ports) > 0 && ports[0].Name != "" {
+		return ports[0].Name
+	}
+	if len(ports) > 0 {
+		return strconv.Itoa(int(ports[0].Port))
+	}
+	return "http"
+}
+
+// describePorts lists ports as "http (80->8080/TCP), metrics (9090->metrics/TCP)".
+func describePorts(ports []corev1.ServicePort) string {
+	if len(ports) == 0 {
+		return "none"
+	}
+	var b strings.Builder
+	for i, p := range ports {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		name := p.Name
+		if name == "" {
+			name = "(unnamed)"
+		}
+		fmt.Fprintf(&b, "%s (%d->%s/%s)", name, p.Port, p.TargetPort.String(), p.Protocol)
+	}
+	return b.String()
+}
+
+// endpointTargets lists the endpoints of sp in the Service's EndpointSlices:
+// ready ones (a nil Ready condition counts as ready), restricted to the
+// preferred zone when it has any; else, when sel asks for it, the serving
+// endpoints that are terminating, as kube-proxy does.
+func endpointTargets(svc *corev1.Service, sp *corev1.ServicePort, eps []*discoveryv1.EndpointSlice, sel selection) ([]upstreams.Target, error) {
+	var ready, inZone, terminating []upstreams.Target
+	for _, es := range eps {
+		if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue // FQDN slices name no IP to dial
+		}
+		port, ok := slicePort(es, sp)
+		if !ok {
+			continue
+		}
+		for _, ep := range es.Endpoints {
+			isReady := ep.Conditions.Ready == nil || *ep.Conditions.Ready
+			isTerminatingServing := !isReady && ep.Conditions.Serving != nil && *ep.Conditions.Serving &&
+				ep.Conditions.Terminating != nil && *ep.Conditions.Terminating
+			if !isReady && !isTerminatingServing {
+				continue
+			}
+			for _, a := range ep.Addresses {
+				addr, err := netip.ParseAddr(a)
+				if err != nil {
+					continue // nothing the API server sends may break us
+				}
+				t := upstreams.Target{Addr: addr.Unmap(), Port: port, Weight: 1}
+				switch {
+				case isTerminatingServing:
+					terminating = append(terminating, t)
+				case sel.zone != "" && ep.Zone != nil && *ep.Zone == sel.zone:
+					inZone = append(inZone, t)
+					fallthrough
+				default:
+					ready = append(ready, t)
+				}
+			}
+		}
+	}
+	switch {
+	case len(inZone) > 0:
+		return inZone, nil
+	case len(ready) > 0:
+		return ready, nil
+	case sel.terminatingBackup && len(terminating) > 0:
+		return terminating, nil
+	}
+	return nil, fmt.Errorf("service %s/%s port %s has no ready endpoints (%d EndpointSlices)",
+		svc.Namespace, svc.Name, portLabel(sp), len(eps))
+}
+
+// slicePort finds sp's port number in an EndpointSlice: slices list ports by
+// the Service port's name, with the number that the targetPort resolved to.
+func slicePort(es *discoveryv1.EndpointSlice, sp *corev1.ServicePort) (uint16, bool) {
+	for _, p := range es.Ports {
+		name := ""
+		if p.Name != nil {
+			name = *p.Name
+		}
+		proto := corev1.ProtocolTCP
+		if p.Protocol != nil {
+			proto = *p.Protocol
+		}
+		spProto := sp.Protocol
+		if spProto == "" {
+			spProto = corev1.ProtocolTCP
+		}
+		if name == sp.Name && proto == spProto && p.Port != nil && *p.Port > 0 && *p.Port <= 65535 {
+			return uint16(*p.Port), true
+		}
+	}
+	return 0, false
+}
+
+func portLabel(sp *corev1.ServicePort) string {
+	if sp.Name != "" {
+		return fmt.Sprintf("%q (%d)", sp.Name, sp.Port)
+	}
+	return strconv.Itoa(int(sp.Port))
+}
+
+// clusterIPTarget is the Service's virtual IP with the Service port.
+func clusterIPTarget(svc *corev1.Service, sp *corev1.ServicePort) ([]upstreams.Target, error) {
+	ip := svc.Spec.ClusterIP
+	if ip == "" || ip == corev1.ClusterIPNone {
+		return nil, fmt.Errorf("service %s/%s is headless (clusterIP: None), so target cluster_ip has no address; use target endpoints",
+			svc.Namespace, svc.Name)
+	}
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return nil, fmt.Errorf("service %s/%s has an unparsable clusterIP %q", svc.Namespace, svc.Name, ip)
+	}
+	return []upstreams.Target{{Addr: addr, Port: uint16(sp.Port), Weight: 1}}, nil
+}
+
+// nodePortTargets is every schedulable, not-NotReady node's internal (or
+// external) IP with the Service's node port. With externalTrafficPolicy
+// Local, only nodes that run a ready endpoint answer, so only those are used.
+func nodePortTargets(svc *corev1.Service, sp *corev1.ServicePort, nodes []*corev1.Node, eps []*discoveryv1.EndpointSlice, sel selection) ([]upstreams.Target, error) {
+	if sp.NodePort == 0 {
+		return nil, fmt.Errorf("service %s/%s port %s has no nodePort (type %s); use type NodePort or LoadBalancer, or another target",
+			svc.Namespace, svc.Name, portLabel(sp), svc.Spec.Type)
+	}
+	var local map[string]bool
+	if svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
+		local = make(map[string]bool)
+		for _, es := range eps {
+			for _, ep := range es.Endpoints {
+				if (ep.Conditions.Ready == nil || *ep.Conditions.Ready) && ep.NodeName != nil {
+					local[*ep.NodeName] = true
+				}
+			}
+		}
+	}
+	want := corev1.NodeInternalIP
+	if sel.nodeAddress == nodeExternal {
+		want = corev1.NodeExternalIP
+	}
+	var ts []upstreams.Target
+	for _, n := range nodes {
+		if n.Spec.Unschedulable || nodeNotReady(n) || (local != nil && !local[n.Name]) {
+			continue
+		}
+		for _, a := range n.Status.Addresses {
+			if a.Type != want {
+				continue
+			}
+			if addr, err := netip.ParseAddr(a.Address); err == nil {
+				ts = append(ts, upstreams.Target{Addr: addr.Unmap(), Port: uint16(sp.NodePort), Weight: 1})
+			}
+		}
+	}
+	if len(ts) == 0 {
+		return nil, fmt.Errorf("service %s/%s: no schedulable, ready node has an %s address (%d nodes)",
+			svc.Namespace, svc.Name, want, len(nodes))
+	}
+	return ts, nil
+}
+
+// nodeNotReady reports a Ready condition that is False or Unknown; a node
+// without one (no kubelet reported yet) is not excluded.
+func nodeNotReady(n *corev1.Node) bool {
+	i := slices.IndexFunc(n.Status.Conditions, func(c corev1.NodeCondition) bool { return c.Type == corev1.NodeReady })
+	return i >= 0 && n.Status.Conditions[i].Status != corev1.ConditionTrue
+}

@@ -1,0 +1,260 @@
+// Package kubernetes provides the http.reverse_proxy.upstreams.k8s upstream
+// source, fed by Kubernetes Services and EndpointSlices through client-go
+// informers, and the k8s app that holds named cluster connections.
+package kubernetes
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"k8s.io/client-go/rest"
+)
+
+func init() {
+	caddy.RegisterModule(KubernetesUpstreams{})
+	caddy.RegisterModule(new(App))
+}
+
+// KubernetesUpstreams provides upstreams from a Kubernetes Service: the
+// addresses of its ready Pods (from EndpointSlices), its cluster IP, or its
+// node ports on every node.
+//
+// Caddy watches the Service and its EndpointSlices (and, for node_port, the
+// Nodes) with client-go informers shared by every site and kept across config
+// reloads. Upstreams are served from memory, so a request never waits for the
+// API server; they follow scaling, rollouts and readiness changes within
+// moments. Returned upstreams are sorted by IP address, then port.
+//
+// Until the first list from the API server has arrived, and whenever the
+// Service has no usable backend, it returns an error saying why, so that
+// reverse_proxy falls back to its static upstreams, if any. When the API
+// server becomes unreachable or refuses access, the last known backends keep
+// being used.
+//
+// Only the namespaces of referenced Services are watched, so a Role (not a
+// ClusterRole) granting get, list and watch on services and
+// endpointslices.discovery.k8s.io in those namespaces is enough. node_port
+// also needs get, list and watch on nodes, which takes a ClusterRole.
+type KubernetesUpstreams struct {
+	// The Service to proxy to, in one of these forms:
+	//
+	//	namespace/name[:port]
+	//	cluster/namespace/name[:port]
+	//	name.namespace[.svc[.cluster.local]][:port]
+	//
+	// `cluster` is the name of a cluster in the `k8s` app. The port is the
+	// Service port's name or number, or its targetPort; it may be left out
+	// when the Service has a single port. Required.
+	Service string `json:"service,omitempty"`
+
+	// The Service port, when `service` does not name one: a name ("http")
+	// or a number (8080 or "8080").
+	Port Port `json:"port,omitempty"`
+
+	// The name of a cluster defined in the `k8s` app, when `service` does
+	// not name one. Default: the cluster named "default" if the app defines
+	// one, else the connection fields below, else the in-cluster service
+	// account or the kubeconfig found by kubectl's rules.
+	Cluster string `json:"cluster,omitempty"`
+
+	// What to proxy to:
+	//
+	// - `endpoints`: each ready Pod's IP with the Service's targetPort. The
+	//   gateway must be able to reach Pod IPs (it runs in the cluster, or the
+	//   network routes Pod IPs to it).
+	// - `cluster_ip`: the Service's cluster IP with the Service port, as a
+	//   single upstream; kube-proxy balances behind it.
+	// - `node_port`: every schedulable node's IP with the Service's nodePort;
+	//   for a gateway outside the cluster. Needs a ClusterRole to watch nodes.
+	//
+	// Default: endpoints
+	Target string `json:"target,omitempty"`
+
+	// With target node_port: which node address to use, `internal`
+	// (InternalIP) or `external` (ExternalIP). Default: internal
+	NodeAddress string `json:"node_address,omitempty"`
+
+	// With target endpoints: prefer endpoints in this zone
+	// (topology.kubernetes.io/zone of their node); when the zone has no ready
+	// endpoint, use all of them.
+	PreferZone string `json:"prefer_zone,omitempty"`
+
+	// With target endpoints: when no endpoint is ready, use the ones that
+	// are terminating but still serving, as kube-proxy does, rather than
+	// none. Default: false
+	FallbackToTerminating bool `json:"fallback_to_terminating,omitempty"`
+
+	// A connection of its own, when no `cluster` is named: see the `k8s`
+	// app's clusters for the fields.
+	Connection
+
+	sub  *subscription
+	keys []string
+}
+
+// CaddyModule returns the Caddy module information.
+func (KubernetesUpstreams) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.upstreams.k8s",
+		New: func() caddy.Module { return new(KubernetesUpstreams) },
+	}
+}
+
+// Provision checks the configuration and subscribes to the Service. It makes
+// no request to the API server: the k8s app starts the watches when the
+// config starts (which `caddy validate` never does).
+func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
+	appVal, err := ctx.App("k8s")
+	if err != nil {
+		return err
+	}
+	app := appVal.(*App)
+
+	ref, sel, err := u.parse(caddy.NewReplacer())
+	if err != nil {
+		return err
+	}
+	name, conn, err := app.connection(ref.Cluster, u.Connection)
+	if err != nil {
+		return err
+	}
+	cfg, err := conn.restConfig()
+	if err != nil {
+		return fmt.Errorf("kubernetes cluster %q: %w", name, err)
+	}
+	return u.subscribe(app, name, cfg, ref, sel)
+}
+
+// parse checks the fields and turns them into a reference and a selection.
+// With a nil repl (at adapt time), a service with placeholders is not checked.
+func (u *KubernetesUpstreams) parse(repl *caddy.Replacer) (Reference, selection, error) {
+	var sel selection
+	service := u.Service
+	if repl != nil {
+		var err error
+		if service, err = repl.ReplaceOrErr(u.Service, true, true); err != nil {
+			return Reference{}, sel, fmt.Errorf("service: %w", err)
+		}
+	} else if strings.Contains(service, "{") {
+		service = "placeholder/placeholder"
+	}
+	if service == "" {
+		return Reference{}, sel, errors.New("service: required; name the Service as namespace/name[:port]")
+	}
+	ref, err := ParseReference(service)
+	if err != nil {
+		return ref, sel, fmt.Errorf("service: %w", err)
+	}
+	if u.Port != "" {
+		if ref.Port != "" && ref.Port != string(u.Port) {
+			return ref, sel, fmt.Errorf("port: %q conflicts with port %q in service %q; give it once", u.Port, ref.Port, service)
+		}
+		if err := validatePort(string(u.Port)); err != nil {
+			return ref, sel, fmt.Errorf("port: %w", err)
+		}
+		ref.Port = string(u.Port)
+	}
+	if u.Cluster != "" {
+		if ref.Cluster != "" && ref.Cluster != u.Cluster {
+			return ref, sel, fmt.Errorf("cluster: %q conflicts with cluster %q in service %q; give it once", u.Cluster, ref.Cluster, service)
+		}
+		ref.Cluster = u.Cluster
+	}
+	if ref.Cluster != "" && !u.Connection.IsZero() {
+		return ref, sel, fmt.Errorf("cluster %q is named and connection fields are set too; define the connection in the k8s app's cluster %q, or remove the cluster name", ref.Cluster, ref.Cluster)
+	}
+
+	sel = selection{target: u.Target, nodeAddress: u.NodeAddress, zone: u.PreferZone, terminatingBackup: u.FallbackToTerminating}
+	switch sel.target {
+	case "":
+		sel.target = targetEndpoints
+	case targetEndpoints, targetClusterIP, targetNodePort:
+	default:
+		return ref, sel, fmt.Errorf("target: unknown target %q; use endpoints, cluster_ip or node_port", sel.target)
+	}
+	switch sel.nodeAddress {
+	case "":
+		sel.nodeAddress = nodeInternal
+	case nodeInternal, nodeExternal:
+		if sel.target != targetNodePort {
+			return ref, sel, errors.New("node_address: only applies to target node_port")
+		}
+	default:
+		return ref, sel, fmt.Errorf("node_address: unknown address type %q; use internal or external", sel.nodeAddress)
+	}
+	if sel.target != targetEndpoints && (sel.zone != "" || sel.terminatingBackup) {
+		return ref, sel, errors.New("prefer_zone and fallback_to_terminating only apply to target endpoints")
+	}
+	return ref, sel, nil
+}
+
+// subscribe joins (or creates) the informer sets the reference needs.
+func (u *KubernetesUpstreams) subscribe(app *App, cluster string, cfg *rest.Config, ref Reference, sel selection) error {
+	fp := fingerprint(cfg)
+	nsKey := "k8s/" + fp + "/namespace/" + ref.Namespace
+	ns, err := acquire(nsKey, func() (*informerSet, error) {
+		return newInformerSet(cluster, ref.Namespace, cfg, services, endpointSlices)
+	})
+	if err != nil {
+		return err
+	}
+	u.keys = append(u.keys, nsKey)
+	sub := &subscription{ref: ref, sel: sel, ns: ns}
+	sets := []*informerSet{ns}
+	if sel.target == targetNodePort {
+		nodesKey := "k8s/" + fp + "/nodes"
+		sub.nodes, err = acquire(nodesKey, func() (*informerSet, error) {
+			return newInformerSet(cluster, "", cfg, nodes)
+		})
+		if err != nil {
+			return err
+		}
+		u.keys = append(u.keys, nodesKey)
+		sets = append(sets, sub.nodes)
+	}
+	for _, s := range sets {
+		s.subscribe(sub)
+	}
+	sub.refresh()
+	u.sub = sub
+	app.track(sets...)
+	return nil
+}
+
+// GetUpstreams returns the Service's current backends from memory.
+func (u *KubernetesUpstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error) {
+	if u.sub == nil {
+		return nil, errors.New("kubernetes upstream source is not provisioned")
+	}
+	return u.sub.cell.Load().Upstreams()
+}
+
+// Cleanup leaves the informer sets; the last user of a set stops it.
+func (u *KubernetesUpstreams) Cleanup() error {
+	if u.sub != nil {
+		for _, s := range []*informerSet{u.sub.ns, u.sub.nodes} {
+			if s != nil {
+				s.unsubscribe(u.sub)
+			}
+		}
+	}
+	var errs []error
+	for _, k := range u.keys {
+		if _, err := watchPool.Delete(k); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	u.keys = nil
+	return errors.Join(errs...)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*KubernetesUpstreams)(nil)
+	_ caddy.CleanerUpper          = (*KubernetesUpstreams)(nil)
+	_ reverseproxy.UpstreamSource = (*KubernetesUpstreams)(nil)
+)

@@ -1,0 +1,15 @@
+// Package discovery plugs registry-fed upstream sources into Caddy's
+// reverse_proxy. Building Caddy with this module,
+//
+//	xcaddy build --with github.com/caddy-discovery/caddy-discovery
+//
+// registers every source:
+//
+//   - http.reverse_proxy.upstreams.k8s: Kubernetes Services and EndpointSlices
+//   - http.reverse_proxy.upstreams.nacos: Nacos service instances
+package discovery
+
+import (
+	// Each package registers its modules.
+	_ "github.com/caddy-discovery/caddy-discovery/kubernetes"
+)

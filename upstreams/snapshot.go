@@ -1,0 +1,125 @@
+// Package upstreams holds what every registry-fed upstream source shares: an
+// immutable, sorted Snapshot of targets, and the Cell that publishes snapshots
+// to the request path without locks.
+//
+// A source keeps its Cell current from registry events; GetUpstreams only loads
+// the current snapshot and copies it into fresh reverseproxy.Upstream values,
+// so a request never waits on, or talks to, the registry.
+package upstreams
+
+import (
+	"cmp"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+// Target is one backend address as a registry reports it.
+type Target struct {
+	// Addr is the backend's IP address.
+	Addr netip.Addr
+	// Port is the backend's TCP port.
+	Port uint16
+	// Weight is the registry's relative weight for this backend. Sources
+	// without weights use 1. It is kept for weighted selection policies.
+	Weight float64
+}
+
+// Dial is the target's network address in the form reverse_proxy dials.
+func (t Target) Dial() string {
+	return net.JoinHostPort(t.Addr.String(), strconv.Itoa(int(t.Port)))
+}
+
+func compareTargets(a, b Target) int {
+	if c := a.Addr.Compare(b.Addr); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Port, b.Port)
+}
+
+// Snapshot is an immutable view of one service: the targets to proxy to, and
+// the problem, if any, that the source last saw with it.
+type Snapshot struct {
+	dials   []string
+	weights []float64
+	err     error
+}
+
+// NewSnapshot sorts the targets by address and port, drops duplicates (the same
+// endpoint can briefly appear twice, e.g. in two EndpointSlices) and keeps err,
+// the latest problem of the source. Snapshots with targets serve them even when
+// err is set: the last known backends stay in use while a registry misbehaves.
+func NewSnapshot(targets []Target, err error) *Snapshot {
+	sorted := slices.Clone(targets)
+	slices.SortFunc(sorted, compareTargets)
+	sorted = slices.CompactFunc(sorted, func(a, b Target) bool { return compareTargets(a, b) == 0 })
+	s := &Snapshot{
+		dials:   make([]string, len(sorted)),
+		weights: make([]float64, len(sorted)),
+		err:     err,
+	}
+	for i, t := range sorted {
+		s.dials[i] = t.Dial()
+		s.weights[i] = t.Weight
+	}
+	return s
+}
+
+// Len is the number of targets.
+func (s *Snapshot) Len() int { return len(s.dials) }
+
+// Dials lists the targets' addresses in order. The caller must not modify it.
+func (s *Snapshot) Dials() []string { return s.dials }
+
+// Weight is the registry weight of the target at dial, or 0 if there is none.
+func (s *Snapshot) Weight(dial string) float64 {
+	if i := slices.Index(s.dials, dial); i >= 0 {
+		return s.weights[i]
+	}
+	return 0
+}
+
+// Err is the source's latest problem with this service, or nil.
+func (s *Snapshot) Err() error { return s.err }
+
+// Upstreams returns fresh upstream values for the snapshot's targets, in its
+// order, with two allocations whatever the number of targets. Without targets
+// it returns the snapshot's error, or ErrNoTargets, so that reverse_proxy falls
+// back to its static upstreams.
+func (s *Snapshot) Upstreams() ([]*reverseproxy.Upstream, error) {
+	if len(s.dials) == 0 {
+		if s.err != nil {
+			return nil, s.err
+		}
+		return nil, ErrNoTargets
+	}
+	// reverse_proxy writes into the upstreams it is given (Host, circuit
+	// breaker, limits), so every call hands out values of its own.
+	values := make([]reverseproxy.Upstream, len(s.dials))
+	ptrs := make([]*reverseproxy.Upstream, len(s.dials))
+	for i, dial := range s.dials {
+		values[i].Dial = dial
+		ptrs[i] = &values[i]
+	}
+	return ptrs, nil
+}
+
+// ErrNoTargets is returned for a service that exists but has no usable backends.
+var ErrNoTargets = errors.New("no usable backends")
+
+// Cell holds the current snapshot of one service. Writers Store whole new
+// snapshots; readers Load without locking.
+type Cell struct {
+	p atomic.Pointer[Snapshot]
+}
+
+// Store publishes s.
+func (c *Cell) Store(s *Snapshot) { c.p.Store(s) }
+
+// Load returns the current snapshot, or nil before the first Store.
+func (c *Cell) Load() *Snapshot { return c.p.Load() }
