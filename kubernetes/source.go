@@ -108,6 +108,7 @@ func (KubernetesUpstreams) CaddyModule() caddy.ModuleInfo {
 // no request to the API server: the k8s app starts the watches when the
 // config starts (which `caddy validate` never does).
 func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
+	redirectKlog()
 	appVal, err := ctx.App("k8s")
 	if err != nil {
 		return err

@@ -1,0 +1,140 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	_ "github.com/caddyserver/caddy/v2/modules/standard" // the modules a stock caddy has
+
+	_ "github.com/caddy-discovery/caddy-discovery" // the modules under test
+)
+
+// Caddy is the process's Caddy instance, configured by the test. Caddy is a
+// process-wide singleton: tests using it must not run in parallel.
+type Caddy struct {
+	t      testing.TB
+	Port   int // the HTTP port sites listen on
+	client *http.Client
+}
+
+// StartCaddy loads a config with one HTTP server on 127.0.0.1:port whose only
+// route is the given reverse_proxy handler (JSON), and stops Caddy when the
+// test ends.
+func StartCaddy(t testing.TB, port int, handlerJSON string, extraApps string) *Caddy {
+	t.Helper()
+	c := &Caddy{t: t, Port: port, client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
+	c.Load(handlerJSON, extraApps)
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil {
+			t.Errorf("stopping caddy: %v", err)
+		}
+	})
+	return c
+}
+
+// Load (re)loads Caddy with the handler: on a running Caddy this is a config
+// reload, with the new config provisioned before the old one is cleaned up.
+func (c *Caddy) Load(handlerJSON string, extraApps string) {
+	c.t.Helper()
+	if extraApps != "" {
+		extraApps = "," + extraApps
+	}
+	cfg := fmt.Sprintf(`{
+		"admin": {"disabled": true},
+		"logging": {"logs": {"default": {"level": "INFO"}}},
+		"apps": {
+			"http": {"servers": {"test": {
+				"listen": ["127.0.0.1:%d"],
+				"automatic_https": {"disable": true},
+				"routes": [{"handle": [%s]}]
+			}}}%s
+		}
+	}`, c.Port, handlerJSON, extraApps)
+	if err := caddy.Load([]byte(cfg), true); err != nil {
+		c.t.Fatalf("loading caddy config: %v\n%s", err, cfg)
+	}
+}
+
+// Get sends one request through Caddy and returns the answering backend's
+// name, or the status and body when it is not 200.
+func (c *Caddy) Get(host string) (string, error) {
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/", c.Port), nil)
+	if err != nil {
+		return "", err
+	}
+	if host != "" {
+		req.Host = host
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	return string(body), nil
+}
+
+// Spread sends n requests and counts the answers per backend name; errors are
+// counted under "error: ...".
+func (c *Caddy) Spread(n int) map[string]int {
+	got := make(map[string]int)
+	for range n {
+		name, err := c.Get("")
+		if err != nil {
+			name = "error: " + err.Error()
+		}
+		got[name]++
+	}
+	return got
+}
+
+// Names is the sorted set of keys of a Spread result.
+func Names(spread map[string]int) []string {
+	var names []string
+	for k := range spread {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Eventually polls check every 50ms until it returns nil or timeout passes,
+// then fails the test with the last error.
+func Eventually(t testing.TB, timeout time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ExpectBackends polls until a spread of requests reaches exactly the named
+// backends (all of them, and nothing else).
+func (c *Caddy) ExpectBackends(t testing.TB, timeout time.Duration, want ...string) {
+	t.Helper()
+	slices.Sort(want)
+	Eventually(t, timeout, func() error {
+		got := c.Spread(6 * max(len(want), 1))
+		if names := Names(got); !slices.Equal(names, want) {
+			return fmt.Errorf("requests reached %v, want exactly %v", got, want)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,174 @@
+// Package harness runs what the integration tests need around the real
+// registries: test backends in a network namespace of their own (registries
+// refuse loopback endpoint addresses), Caddy in-process, and polling helpers.
+package harness
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Netns is a network namespace joined to the root namespace by a veth pair.
+// The root end is Gateway; addresses added with AddAddr live inside the
+// namespace, where backends listen. Only these addresses receive test traffic.
+type Netns struct {
+	Name    string
+	Gateway netip.Addr // root side of the veth
+	prefix  netip.Prefix
+	inner   string // veth name inside the namespace
+
+	mu   sync.Mutex
+	next netip.Addr
+}
+
+var netnsSeq atomic.Int32
+
+// NewNetns creates a namespace with a /24 from 10.251.0.0/16 (IPv4) and a
+// /64 from fd51::/16 (IPv6), and removes it when the test ends.
+func NewNetns(t testing.TB) *Netns {
+	t.Helper()
+	seq := netnsSeq.Add(1)
+	id := fmt.Sprintf("%d%d", os.Getpid()%10000, seq)
+	n := &Netns{
+		Name:    "cdt" + id,
+		Gateway: netip.AddrFrom4([4]byte{10, 251, byte(seq), 1}),
+		prefix:  netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 251, byte(seq), 0}), 24),
+		inner:   "vn" + id,
+	}
+	outer := "vh" + id
+	n.next = n.Gateway.Next()
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "netns", "del", n.Name).Run()
+		_ = exec.Command("ip", "link", "del", outer).Run()
+	})
+	v6gw := fmt.Sprintf("fd51:0:0:%x::1/64", seq)
+	for _, args := range [][]string{
+		{"netns", "add", n.Name},
+		{"link", "add", outer, "type", "veth", "peer", "name", n.inner},
+		{"link", "set", n.inner, "netns", n.Name},
+		{"addr", "add", n.Gateway.String() + "/24", "dev", outer},
+		{"-6", "addr", "add", v6gw, "dev", outer, "nodad"},
+		{"link", "set", outer, "up"},
+		{"-n", n.Name, "link", "set", "lo", "up"},
+		{"-n", n.Name, "link", "set", n.inner, "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	return n
+}
+
+// AddAddr adds the next free IPv4 address of the namespace's subnet inside it.
+func (n *Netns) AddAddr(t testing.TB) netip.Addr {
+	t.Helper()
+	n.mu.Lock()
+	a := n.next
+	n.next = a.Next()
+	n.mu.Unlock()
+	if !n.prefix.Contains(a) {
+		t.Fatalf("netns %s: out of addresses", n.Name)
+	}
+	n.ip(t, "addr", "add", a.String()+"/24", "dev", n.inner)
+	return a
+}
+
+// AddAddr6 adds an IPv6 address inside the namespace, in the veth's /64.
+func (n *Netns) AddAddr6(t testing.TB) netip.Addr {
+	t.Helper()
+	n.mu.Lock()
+	last := n.next.As4()[3]
+	n.next = n.next.Next()
+	n.mu.Unlock()
+	seq := n.Gateway.As4()[2]
+	a := netip.MustParseAddr(fmt.Sprintf("fd51:0:0:%x::%x", seq, last))
+	n.ip(t, "-6", "addr", "add", a.String()+"/64", "dev", n.inner, "nodad")
+	return a
+}
+
+func (n *Netns) ip(t testing.TB, args ...string) {
+	t.Helper()
+	args = append([]string{"-n", n.Name}, args...)
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// Listen opens a TCP listener inside the namespace. A socket belongs to the
+// namespace it was created in, so the calling thread enters the namespace
+// just for the socket() call.
+func (n *Netns) Listen(addr string) (net.Listener, error) {
+	runtime.LockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	defer orig.Close()
+	target, err := os.Open("/run/netns/" + n.Name)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("entering netns %s: %w", n.Name, err)
+	}
+	ln, lerr := net.Listen("tcp", addr)
+	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		// The thread is stuck in the test namespace: keep it locked, so it
+		// exits with this goroutine instead of running other code.
+		return nil, fmt.Errorf("leaving netns %s: %w", n.Name, err)
+	}
+	runtime.UnlockOSThread()
+	return ln, lerr
+}
+
+// Backend is an HTTP server inside a namespace that answers every request
+// with its name.
+type Backend struct {
+	Name string
+	Addr netip.AddrPort
+	srv  *http.Server
+	done chan struct{}
+}
+
+// Backend starts an HTTP server named name on addr:port inside the namespace;
+// it stops when the test ends or on Close.
+func (n *Netns) Backend(t testing.TB, name string, addr netip.Addr, port uint16) *Backend {
+	t.Helper()
+	ap := netip.AddrPortFrom(addr, port)
+	ln, err := n.Listen(ap.String())
+	if err != nil {
+		t.Fatalf("backend %s: %v", name, err)
+	}
+	b := &Backend{Name: name, Addr: ap, done: make(chan struct{})}
+	b.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Backend", name)
+		fmt.Fprint(w, name)
+	})}
+	go func() {
+		defer close(b.done)
+		_ = b.srv.Serve(ln)
+	}()
+	t.Cleanup(b.Close)
+	return b
+}
+
+// Close stops the backend; it is safe to call more than once.
+func (b *Backend) Close() {
+	_ = b.srv.Close()
+	<-b.done
+}
