@@ -19,6 +19,20 @@
 # The binary comes from build-polaris.sh (built on first use), or from
 # POLARIS_DIR if set. Prints nothing on stdout; exits once both Nacos ports
 # answer. Stop it with stop-polaris.sh DIR.
+#
+# How this server departs from a Java Nacos server (measured with
+# nacos-sdk-go v2.3.5), so that tests do not take a quirk for a bug:
+#   - disabled instances (Enable=false) are left out of pushes and lists
+#     altogether, rather than pushed with enabled=false;
+#   - after a crash (kill -9) instances survive in boltdb and those whose
+#     client connection is gone turn healthy=false ~3 s after the restart, for
+#     good; after a graceful stop they are deleted;
+#   - one client may register several instances of a service (real Nacos 2
+#     keeps one per client and service): use one SDK client per instance for
+#     tests that must behave the same on both;
+#   - a push arrives ~1 s after a change (1 s cache refresh tick);
+#   - namespaces are created on first register; there is no namespace API;
+#   - every instance carries internal-nacos-* metadata keys.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
