@@ -12,4 +12,5 @@ package discovery
 import (
 	// Each package registers its modules.
 	_ "github.com/caddy-discovery/caddy-discovery/kubernetes"
+	_ "github.com/caddy-discovery/caddy-discovery/nacos"
 )

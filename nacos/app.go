@@ -1,0 +1,134 @@
+package nacos
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// defaultServer is the name of the server that sources without a server name
+// use, and of the implicit connection.
+const defaultServer = "default"
+
+// App holds named Nacos server connections that any number of `nacos`
+// upstream sources refer to, so that connection settings are written once.
+// Its module ID is `nacos`.
+//
+// A source without a `server` name uses the server named "default" if there
+// is one, else the connection fields set in the source itself, else a Nacos
+// server at 127.0.0.1:8848 without authentication.
+//
+// Sources that end up with the same addresses, namespace and credentials
+// share one naming client (one gRPC connection), and sources that reference
+// the same service through it share one subscription; both are kept across
+// config reloads and closed when the last source using them is unloaded.
+type App struct {
+	// Named server connections, e.g. "default", "prod". A source with
+	// `server prod` uses the one named "prod".
+	Servers map[string]*Server `json:"servers,omitempty"`
+
+	mu      sync.Mutex
+	clients []*client
+	watches []*watch
+}
+
+// CaddyModule returns the Caddy module information.
+func (*App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "nacos",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision checks the servers.
+func (a *App) Provision(caddy.Context) error {
+	for _, name := range slices.Sorted(maps.Keys(a.Servers)) {
+		if err := validateServerName(name); err != nil {
+			return fmt.Errorf("servers: %w", err)
+		}
+		s := a.Servers[name]
+		if s == nil {
+			return fmt.Errorf("servers: %s: empty server", name)
+		}
+		if err := s.Validate(); err != nil {
+			return fmt.Errorf("servers: %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func validateServerName(name string) error {
+	if name == "" {
+		return fmt.Errorf("empty server name")
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("invalid server name %q; use letters, digits, '-' and '_'", name)
+		}
+	}
+	return nil
+}
+
+// server resolves the server for a name ("" for the default) and the
+// source's own connection fields, with placeholders replaced.
+func (a *App) server(name string, inline Server) (string, Server, error) {
+	var srv Server
+	switch s, ok := a.Servers[name]; {
+	case name != "" && !ok:
+		return "", srv, fmt.Errorf("server: %q is not defined in the nacos app; defined servers: %v", name, slices.Sorted(maps.Keys(a.Servers)))
+	case name != "":
+		srv = *s
+	case inline.connectionSet():
+		name, srv = defaultServer, inline
+	default:
+		name = defaultServer
+		if s, ok := a.Servers[defaultServer]; ok {
+			srv = *s
+		}
+	}
+	srv, err := srv.expand(caddy.NewReplacer())
+	if err != nil {
+		return "", srv, fmt.Errorf("nacos server %q: %w", name, err)
+	}
+	if err := srv.Validate(); err != nil {
+		return "", srv, fmt.Errorf("nacos server %q: %w", name, err)
+	}
+	return name, srv, nil
+}
+
+// track remembers the clients and subscriptions that the sources of this
+// config use, so that Start can start them.
+func (a *App) track(c *client, w *watch) {
+	a.mu.Lock()
+	a.clients = append(a.clients, c)
+	a.watches = append(a.watches, w)
+	a.mu.Unlock()
+}
+
+// Start starts the clients and subscriptions of this config's sources in the
+// background; it does not wait for any server. Those already running for the
+// previous config go on as they are.
+func (a *App) Start() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, c := range a.clients {
+		c.start()
+	}
+	for _, w := range a.watches {
+		w.start()
+	}
+	return nil
+}
+
+// Stop does nothing: clients and subscriptions stop when their last upstream
+// source is cleaned up, which lets a reload keep them.
+func (a *App) Stop() error { return nil }
+
+// Interface guards
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+)

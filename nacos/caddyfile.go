@@ -1,0 +1,227 @@
+package nacos
+
+import (
+	"encoding/json"
+	"math"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	cf "github.com/caddy-discovery/caddy-discovery/caddyfile"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("nacos", parseGlobalOption)
+}
+
+var connectionOptions = []string{
+	"addresses", "grpc_port", "username", "password", "access_key", "secret_key",
+	"tls", "ca_file", "insecure_skip_verify", "timeout", "reconcile_interval",
+}
+
+var sourceOptions = append([]string{
+	"namespace", "group", "clusters", "metadata", "protect_threshold", "server",
+}, connectionOptions...)
+
+// UnmarshalCaddyfile sets up the source from Caddyfile tokens. Syntax:
+//
+//	dynamic nacos <service> {
+//		namespace            <id>
+//		group                <group>
+//		clusters             <name...>
+//		metadata             <key> <value>
+//		protect_threshold    <fraction>
+//		server               <name>
+//
+//		addresses            <address...>
+//		grpc_port            <port>
+//		username             <user>
+//		password             <password>
+//		access_key           <key>
+//		secret_key           <key>
+//		tls
+//		ca_file              <path>
+//		insecure_skip_verify
+//		timeout              <duration>
+//		reconcile_interval   <duration>
+//	}
+//
+// <service> is service, group@@service or namespace/group/service.
+// metadata may be given once per key. An address is host[:port] or
+// http[s]://host[:port][/context-path].
+func (u *NacosUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume upstream source name
+	if !d.NextArg() {
+		return d.Errf("dynamic nacos needs a service, e.g. dynamic nacos DEFAULT_GROUP@@orders")
+	}
+	u.Service = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch d.Val() {
+		case "namespace":
+			err = cf.String(d, &u.Namespace)
+		case "group":
+			err = cf.String(d, &u.Group)
+		case "clusters":
+			err = cf.Strings(d, &u.Clusters)
+		case "metadata":
+			var k, v string
+			if !d.Args(&k, &v) || d.NextArg() {
+				return d.Errf("metadata takes a key and a value, e.g. metadata version v2")
+			}
+			if _, dup := u.Metadata[k]; dup {
+				return d.Errf("metadata %q has already been specified", k)
+			}
+			if u.Metadata == nil {
+				u.Metadata = make(map[string]string)
+			}
+			u.Metadata[k] = v
+		case "protect_threshold":
+			var s string
+			if err = cf.String(d, &s); err == nil {
+				if u.ProtectThreshold != 0 {
+					return d.Errf("protect_threshold has already been specified")
+				}
+				u.ProtectThreshold, err = strconv.ParseFloat(s, 64)
+				if err != nil || u.ProtectThreshold < 0 || u.ProtectThreshold > 1 || math.IsNaN(u.ProtectThreshold) {
+					return d.Errf("protect_threshold takes a fraction from 0 to 1, not %q", s)
+				}
+			}
+		case "server":
+			err = cf.String(d, &u.ServerName)
+		default:
+			var ok bool
+			if ok, err = u.Server.unmarshalOption(d, false); !ok {
+				return cf.Unknown(d, "nacos", sourceOptions...)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	// Report at adapt time what can be known before placeholders are replaced.
+	if _, _, err := u.parse(nil); err != nil {
+		return d.Err(err.Error())
+	}
+	if err := u.Server.Validate(); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}
+
+// unmarshalOption reads one connection subdirective (and namespace, when
+// withNamespace); ok is false for any other subdirective.
+func (s *Server) unmarshalOption(d *caddyfile.Dispenser, withNamespace bool) (ok bool, err error) {
+	switch d.Val() {
+	case "addresses":
+		return true, cf.Strings(d, &s.Addresses)
+	case "grpc_port":
+		if err := cf.Int(d, &s.GRPCPort); err != nil {
+			return true, err
+		}
+		if s.GRPCPort < 1 || s.GRPCPort > 65535 {
+			return true, d.Errf("grpc_port: %d is out of range 1-65535", s.GRPCPort)
+		}
+		return true, nil
+	case "namespace":
+		if !withNamespace {
+			return false, nil
+		}
+		return true, cf.String(d, &s.Namespace)
+	case "username":
+		return true, cf.String(d, &s.Username)
+	case "password":
+		return true, cf.String(d, &s.Password)
+	case "access_key":
+		return true, cf.String(d, &s.AccessKey)
+	case "secret_key":
+		return true, cf.String(d, &s.SecretKey)
+	case "tls":
+		return true, cf.Flag(d, &s.TLS)
+	case "ca_file":
+		return true, cf.String(d, &s.CAFile)
+	case "insecure_skip_verify":
+		return true, cf.Flag(d, &s.InsecureSkipVerify)
+	case "timeout":
+		return true, cf.Duration(d, &s.Timeout)
+	case "reconcile_interval":
+		return true, cf.Duration(d, &s.ReconcileInterval)
+	}
+	return false, nil
+}
+
+// parseGlobalOption reads the nacos global option into the nacos app:
+//
+//	{
+//		nacos {
+//			server <name> {
+//				addresses            <address...>
+//				grpc_port            <port>
+//				namespace            <id>
+//				username             <user>
+//				password             <password>
+//				access_key           <key>
+//				secret_key           <key>
+//				tls
+//				ca_file              <path>
+//				insecure_skip_verify
+//				timeout              <duration>
+//				reconcile_interval   <duration>
+//			}
+//		}
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	app := new(App)
+	if prev, ok := existing.(httpcaddyfile.App); ok {
+		// the nacos option appears more than once: add to the servers so far
+		if err := json.Unmarshal(prev.Value, app); err != nil {
+			return nil, err
+		}
+	}
+	d.Next() // consume option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	known := append([]string{"namespace"}, connectionOptions...)
+	for d.NextBlock(0) {
+		if d.Val() != "server" {
+			return nil, cf.Unknown(d, "nacos global", "server")
+		}
+		if !d.NextArg() {
+			return nil, d.Errf("server needs a name, e.g. server default { addresses 10.0.0.1:8848 }")
+		}
+		name := d.Val()
+		if d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		if err := validateServerName(name); err != nil {
+			return nil, d.Err(err.Error())
+		}
+		if _, dup := app.Servers[name]; dup {
+			return nil, d.Errf("server %q has already been specified", name)
+		}
+		srv := new(Server)
+		for d.NextBlock(1) {
+			ok, err := srv.unmarshalOption(d, true)
+			if !ok {
+				return nil, cf.Unknown(d, "nacos server", known...)
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		if err := srv.Validate(); err != nil {
+			return nil, d.Errf("server %q: %v", name, err)
+		}
+		if app.Servers == nil {
+			app.Servers = make(map[string]*Server)
+		}
+		app.Servers[name] = srv
+	}
+	return httpcaddyfile.App{Name: "nacos", Value: caddyconfig.JSON(app, nil)}, nil
+}

@@ -1,0 +1,327 @@
+package nacos
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/nacos-group/nacos-sdk-go/v2/common/constant"
+	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+)
+
+// Defaults of Server.
+const (
+	defaultPort              = 8848
+	defaultContextPath       = "/nacos"
+	defaultTimeout           = 5 * time.Second
+	defaultReconcileInterval = 30 * time.Second
+)
+
+// Server says how to reach and authenticate to one Nacos server or cluster.
+//
+// Every string field accepts placeholders such as {env.NACOS_PASSWORD};
+// they are replaced when the config is loaded. Secrets (password,
+// secret_key) never appear in logs or error messages.
+type Server struct {
+	// The addresses of the Nacos servers of one cluster, each as
+	// `host[:port]` or a URL `http[s]://host[:port][/context-path]`, e.g.
+	// "10.0.0.1:8848" or "https://nacos.internal/nacos". Caddy talks to
+	// them over gRPC (subscriptions and queries) at the port plus 1000, or
+	// `grpc_port`, and over HTTP at the port (login). Default port: 8848.
+	// Default context path: /nacos. Default: ["127.0.0.1:8848"]
+	Addresses []string `json:"addresses,omitempty"`
+
+	// The gRPC port of every address, when it is not the HTTP port plus
+	// 1000 (Nacos's fixed offset). Default: HTTP port + 1000
+	GRPCPort int `json:"grpc_port,omitempty"`
+
+	// The namespace ID (not its display name) to look services up in.
+	// A source's reference or its own `namespace` takes precedence.
+	// Default: "" (Nacos's public namespace)
+	Namespace string `json:"namespace,omitempty"`
+
+	// The user name for Nacos authentication (`nacos.core.auth.enabled`).
+	// Caddy logs in with `username` and `password` and renews the token by
+	// itself. Default: no authentication.
+	Username string `json:"username,omitempty"`
+
+	// The password of `username`. Prefer a placeholder such as
+	// {env.NACOS_PASSWORD} over writing it into the config.
+	Password string `json:"password,omitempty"`
+
+	// An access key for Alibaba Cloud MSE / RAM authentication, used with
+	// `secret_key` instead of `username` and `password`.
+	AccessKey string `json:"access_key,omitempty"`
+
+	// The secret key of `access_key`. Prefer a placeholder such as
+	// {env.NACOS_SECRET_KEY}.
+	SecretKey string `json:"secret_key,omitempty"`
+
+	// Connects with TLS, for gRPC and HTTP alike. Implied when an address
+	// is an https:// URL. The server's certificate is verified against the
+	// system trust store, or `ca_file`. Default: false
+	TLS bool `json:"tls,omitempty"`
+
+	// A PEM file with the CA certificate(s) that signed the servers'
+	// certificates, in addition to the system trust store. Implies `tls`.
+	CAFile string `json:"ca_file,omitempty"`
+
+	// Skips verification of the servers' TLS certificates. Insecure:
+	// anyone on the path can then read the credentials and forge instance
+	// lists. Only for tests. Implies `tls`.
+	InsecureSkipVerify bool `json:"insecure_skip_verify,omitempty"`
+
+	// How long one request to the server (login, subscribe, query) may
+	// take. Default: 5s
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// How often every subscription is re-read from the server, as a safety
+	// net behind the server's push: the Go SDK is known to miss pushes after
+	// a server restart (nacos-sdk-go #683, #736). Subscriptions are also
+	// re-read as soon as a lost connection comes back. A negative value
+	// disables the periodic re-read (not the one after reconnecting).
+	// Default: 30s
+	ReconcileInterval caddy.Duration `json:"reconcile_interval,omitempty"`
+}
+
+// credentialsSet reports whether any connection field is set, i.e. whether
+// the server is worth defining (Namespace is not a connection field: a source
+// sets it beside a named server).
+func (s Server) connectionSet() bool {
+	s.Namespace = ""
+	return len(s.Addresses) > 0 || s.GRPCPort != 0 || s.Username != "" || s.Password != "" ||
+		s.AccessKey != "" || s.SecretKey != "" || s.TLS || s.CAFile != "" || s.InsecureSkipVerify ||
+		s.Timeout != 0 || s.ReconcileInterval != 0
+}
+
+// Validate checks that the fields fit together; field names in the errors are
+// those of the config. Values with placeholders are checked once replaced.
+func (s Server) Validate() error {
+	for _, a := range s.Addresses {
+		if strings.Contains(a, "{") {
+			continue
+		}
+		if _, err := parseAddress(a); err != nil {
+			return fmt.Errorf("addresses: %w", err)
+		}
+	}
+	if s.GRPCPort < 0 || s.GRPCPort > 65535 {
+		return fmt.Errorf("grpc_port: %d is out of range 1-65535", s.GRPCPort)
+	}
+	if (s.Username == "") != (s.Password == "") {
+		return errors.New("username and password go together; set both or neither")
+	}
+	if (s.AccessKey == "") != (s.SecretKey == "") {
+		return errors.New("access_key and secret_key go together; set both or neither")
+	}
+	if !strings.Contains(s.Namespace, "{") {
+		if err := validateName("namespace", s.Namespace); err != nil {
+			return fmt.Errorf("namespace: %w", err)
+		}
+	}
+	if s.Timeout < 0 {
+		return errors.New("timeout: must be positive")
+	}
+	return nil
+}
+
+// expand replaces placeholders such as {env.X} in every string field.
+func (s Server) expand(repl *caddy.Replacer) (Server, error) {
+	s.Addresses = append([]string(nil), s.Addresses...)
+	for i := range s.Addresses {
+		v, err := repl.ReplaceOrErr(s.Addresses[i], true, true)
+		if err != nil {
+			return s, fmt.Errorf("addresses: %w", err)
+		}
+		s.Addresses[i] = v
+	}
+	fields := []*string{&s.Namespace, &s.Username, &s.Password, &s.AccessKey, &s.SecretKey, &s.CAFile}
+	names := []string{"namespace", "username", "password", "access_key", "secret_key", "ca_file"}
+	for i, f := range fields {
+		v, err := repl.ReplaceOrErr(*f, true, true)
+		if err != nil {
+			// the error names the placeholder, never the value
+			return s, fmt.Errorf("%s: %w", names[i], err)
+		}
+		*f = v
+	}
+	return s, nil
+}
+
+// address is one parsed entry of Addresses.
+type address struct {
+	scheme, host, contextPath string
+	port                      int
+}
+
+func (a address) String() string {
+	return a.scheme + "://" + net.JoinHostPort(a.host, strconv.Itoa(a.port)) + a.contextPath
+}
+
+// parseAddress reads host[:port] or http[s]://host[:port][/path].
+func parseAddress(s string) (address, error) {
+	a := address{scheme: "http", port: defaultPort, contextPath: defaultContextPath}
+	hostport := s
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err != nil {
+			return a, fmt.Errorf("%q is not a URL such as http://10.0.0.1:8848/nacos: %w", s, err)
+		}
+		if u.Scheme != "http" && u.Scheme != "https" {
+			return a, fmt.Errorf("%q: scheme must be http or https", s)
+		}
+		if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return a, fmt.Errorf("%q: only scheme, host, port and path are allowed (credentials go in username and password)", s)
+		}
+		a.scheme, hostport = u.Scheme, u.Host
+		if p := strings.TrimRight(u.Path, "/"); p != "" {
+			a.contextPath = p
+		}
+	} else if strings.ContainsAny(s, "/?#@") {
+		return a, fmt.Errorf("%q is neither host:port nor a URL such as http://10.0.0.1:8848/nacos", s)
+	}
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
+	} else {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return a, fmt.Errorf("%q: port %q is not a number in 1-65535", s, port)
+		}
+		a.port = n
+	}
+	if host == "" {
+		return a, fmt.Errorf("%q: empty host", s)
+	}
+	a.host = host
+	return a, nil
+}
+
+// tlsEnabled reports whether the connection uses TLS.
+func (s Server) tlsEnabled(addrs []address) bool {
+	if s.TLS || s.CAFile != "" || s.InsecureSkipVerify {
+		return true
+	}
+	for _, a := range addrs {
+		if a.scheme == "https" {
+			return true
+		}
+	}
+	return false
+}
+
+// clientParam builds the SDK configuration for the server with the given
+// (placeholder-free, validated) fields. It reads ca_file but makes no request.
+func (s Server) clientParam(namespace string) (vo.NacosClientParam, error) {
+	addrs := s.Addresses
+	if len(addrs) == 0 {
+		addrs = []string{"127.0.0.1:8848"}
+	}
+	parsed := make([]address, 0, len(addrs))
+	for _, a := range addrs {
+		p, err := parseAddress(a)
+		if err != nil {
+			return vo.NacosClientParam{}, fmt.Errorf("addresses: %w", err)
+		}
+		parsed = append(parsed, p)
+	}
+	tlsOn := s.tlsEnabled(parsed)
+	servers := make([]constant.ServerConfig, len(parsed))
+	for i, a := range parsed {
+		scheme := a.scheme
+		if tlsOn {
+			scheme = "https"
+		}
+		grpc := a.port + constant.RpcPortOffset
+		if s.GRPCPort != 0 {
+			grpc = s.GRPCPort
+		}
+		if grpc > 65535 {
+			return vo.NacosClientParam{}, fmt.Errorf("addresses: %q: the gRPC port %d (port + 1000) is out of range; set grpc_port", a, grpc)
+		}
+		servers[i] = constant.ServerConfig{
+			Scheme:      scheme,
+			ContextPath: a.contextPath,
+			IpAddr:      a.host,
+			Port:        uint64(a.port),
+			GrpcPort:    uint64(grpc),
+		}
+	}
+	if s.CAFile != "" {
+		// The SDK ignores an unreadable CA file and exits the process on a bad
+		// client certificate; check what we hand it.
+		pem, err := os.ReadFile(s.CAFile)
+		if err != nil {
+			return vo.NacosClientParam{}, fmt.Errorf("ca_file: %w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return vo.NacosClientParam{}, fmt.Errorf("ca_file: %s holds no PEM certificate", s.CAFile)
+		}
+	}
+	timeout := time.Duration(s.Timeout)
+	if timeout == 0 {
+		timeout = defaultTimeout
+	}
+	dir := filepath.Join(caddy.AppDataDir(), "nacos")
+	cc := &constant.ClientConfig{
+		TimeoutMs:            uint64(timeout.Milliseconds()),
+		NamespaceId:          namespace,
+		Username:             s.Username,
+		Password:             s.Password,
+		AccessKey:            s.AccessKey,
+		SecretKey:            s.SecretKey,
+		NotLoadCacheAtStart:  true,
+		UpdateCacheWhenEmpty: true,
+		DisableUseSnapShot:   true,
+		CacheDir:             filepath.Join(dir, "cache"),
+		LogDir:               filepath.Join(dir, "log"),
+		LogLevel:             "warn",
+		AppName:              "caddy",
+		ContextPath:          parsed[0].contextPath,
+		TLSCfg: constant.TLSConfig{
+			Appointed: true, // never read TLS settings from nacos_remote_client_rpc_tls_* environment variables
+			Enable:    tlsOn,
+			TrustAll:  s.InsecureSkipVerify,
+			CaFile:    s.CAFile,
+		},
+	}
+	return vo.NacosClientParam{ClientConfig: cc, ServerConfigs: servers}, nil
+}
+
+// fingerprintKey makes fingerprints unguessable from outside the process, so
+// that the hashed secrets in them cannot be brute-forced from a pool key.
+var fingerprintKey = func() []byte {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return b
+}()
+
+// fingerprint identifies the servers, namespace and identity that p connects
+// as, without holding any secret: equal fingerprints share one client.
+func fingerprint(p vo.NacosClientParam) string {
+	h := hmac.New(sha256.New, fingerprintKey)
+	cc := p.ClientConfig
+	for _, sc := range p.ServerConfigs {
+		fmt.Fprintf(h, "%s|%s|%s|%d|%d\x00", sc.Scheme, sc.IpAddr, sc.ContextPath, sc.Port, sc.GrpcPort)
+	}
+	for _, s := range []string{
+		cc.NamespaceId, cc.Username, cc.Password, cc.AccessKey, cc.SecretKey,
+		fmt.Sprint(cc.TimeoutMs), fmt.Sprint(cc.TLSCfg.Enable, cc.TLSCfg.TrustAll), cc.TLSCfg.CaFile,
+	} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}

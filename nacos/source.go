@@ -1,0 +1,273 @@
+// Package nacos provides the http.reverse_proxy.upstreams.nacos upstream
+// source, fed by Nacos service instances through nacos-sdk-go subscriptions
+// (server push over gRPC), and the nacos app that holds named server
+// connections.
+package nacos
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+func init() {
+	caddy.RegisterModule(NacosUpstreams{})
+	caddy.RegisterModule(new(App))
+}
+
+// NacosUpstreams provides upstreams from a Nacos service: the addresses of its
+// healthy, enabled instances with a weight above 0, optionally only those in
+// some clusters or with some metadata. Each upstream keeps its instance's
+// weight for weighted selection policies.
+//
+// Caddy subscribes to the service and the Nacos server pushes every change;
+// the subscription is shared by every site and kept across config reloads.
+// Upstreams are served from memory, so a request never waits for Nacos; they
+// follow registrations, deregistrations, weight and enabled/healthy changes
+// within about a second. Returned upstreams are sorted by IP address, then
+// port. As a safety net behind the push, the service is re-read from the
+// server every `reconcile_interval` of its server and at once after a lost
+// connection comes back.
+//
+// Until the first instance list has arrived, and whenever the service has no
+// usable instance, it returns an error saying why, so that reverse_proxy falls
+// back to its static upstreams, if any. While the Nacos server is unreachable,
+// the last known instances keep being used; see `protect_threshold` for
+// updates that would empty the service meanwhile.
+type NacosUpstreams struct {
+	// The service to proxy to, in one of these forms:
+	//
+	//	service
+	//	group@@service
+	//	namespace/group/service
+	//
+	// The first uses the group DEFAULT_GROUP (or `group`); the second is
+	// Nacos's own grouped name; the third is APISIX's namespace_id,
+	// group_name and service_name joined with '/' (an empty namespace, as in
+	// "/group/service", is the server's; an empty group is DEFAULT_GROUP).
+	// Namespaces and groups are made of letters, digits and "-_.:"; service
+	// names of printable characters without whitespace, '/' or "@@".
+	// Required.
+	Service string `json:"service,omitempty"`
+
+	// The namespace ID (not its display name), when `service` does not name
+	// one. Default: the server's `namespace`, else Nacos's public namespace.
+	Namespace string `json:"namespace,omitempty"`
+
+	// The group, when `service` does not name one. Default: DEFAULT_GROUP
+	Group string `json:"group,omitempty"`
+
+	// Only instances in these clusters are used. Default: all clusters.
+	Clusters []string `json:"clusters,omitempty"`
+
+	// Only instances whose metadata has all of these keys with exactly these
+	// values are used, e.g. {"version": "v2"}. Default: no condition.
+	Metadata map[string]string `json:"metadata,omitempty"`
+
+	// Keeps the last known instances when an update would leave fewer than
+	// this fraction of them (0 to 1) while the connection to the Nacos server
+	// is down or was restored less than 10 seconds ago, e.g. a restarted
+	// server pushing an empty list before the instances have registered
+	// again. The kept instances are replaced by the next update that passes
+	// the threshold, or by the current list once the connection has been up
+	// for 10 seconds. With 1, any shrinking is held back during that time;
+	// 0 disables this. Updates while the connection is healthy always apply.
+	// Default: 0
+	ProtectThreshold float64 `json:"protect_threshold,omitempty"`
+
+	// The name of a server defined in the `nacos` app. Default: the server
+	// named "default" if the app defines one, else the connection fields
+	// below, else 127.0.0.1:8848 without authentication.
+	ServerName string `json:"server,omitempty"`
+
+	// A connection of its own, when no `server` is named: see the `nacos`
+	// app's servers for the fields (`namespace` is the field above).
+	Server
+
+	view *view
+	keys []string
+}
+
+// CaddyModule returns the Caddy module information.
+func (NacosUpstreams) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.upstreams.nacos",
+		New: func() caddy.Module { return new(NacosUpstreams) },
+	}
+}
+
+// Provision checks the configuration and joins (or creates) the naming
+// client and the subscription. It makes no request to the Nacos server: the
+// nacos app starts them when the config starts (which `caddy validate` never
+// does).
+func (u *NacosUpstreams) Provision(ctx caddy.Context) error {
+	redirectSDKLogs()
+	appVal, err := ctx.App("nacos")
+	if err != nil {
+		return err
+	}
+	app := appVal.(*App)
+
+	ref, f, err := u.parse(caddy.NewReplacer())
+	if err != nil {
+		return err
+	}
+	name, srv, err := app.server(u.ServerName, u.Server)
+	if err != nil {
+		return err
+	}
+	if ref.Namespace == "" {
+		ref.Namespace = srv.Namespace
+	}
+	if err := validateName("namespace", ref.Namespace); err != nil {
+		return fmt.Errorf("nacos server %q: namespace: %w", name, err)
+	}
+	param, err := srv.clientParam(ref.Namespace)
+	if err != nil {
+		return fmt.Errorf("nacos server %q: %w", name, err)
+	}
+	reconcile := time.Duration(srv.ReconcileInterval)
+	switch {
+	case reconcile == 0:
+		reconcile = defaultReconcileInterval
+	case reconcile < 0:
+		reconcile = 0
+	}
+
+	c, clientKey, err := acquireClient(name, param, reconcile)
+	if err != nil {
+		return err
+	}
+	u.keys = append(u.keys, clientKey)
+	w, watchKey, err := acquireWatch(c, clientKey, ref)
+	if err != nil {
+		return err
+	}
+	u.keys = append(u.keys, watchKey)
+	u.view = &view{w: w, filter: f, protect: u.ProtectThreshold}
+	w.addView(u.view)
+	app.track(c, w)
+	return nil
+}
+
+// parse checks the fields and turns them into a reference and a filter. With
+// a nil repl (at adapt time), fields with placeholders are not checked.
+func (u *NacosUpstreams) parse(repl *caddy.Replacer) (Reference, filter, error) {
+	var f filter
+	fields := []struct {
+		name string
+		val  *string
+	}{{"service", new(string)}, {"namespace", new(string)}, {"group", new(string)}}
+	for i, v := range []string{u.Service, u.Namespace, u.Group} {
+		*fields[i].val = v
+		switch {
+		case repl != nil:
+			s, err := repl.ReplaceOrErr(v, true, true)
+			if err != nil {
+				return Reference{}, f, fmt.Errorf("%s: %w", fields[i].name, err)
+			}
+			*fields[i].val = s
+		case strings.Contains(v, "{"):
+			*fields[i].val = "placeholder"
+			if i > 0 {
+				*fields[i].val = ""
+			}
+		}
+	}
+	service, namespace, group := *fields[0].val, *fields[1].val, *fields[2].val
+	if service == "" {
+		return Reference{}, f, fmt.Errorf("service: required; name the Nacos service as %s", referenceForms)
+	}
+	ref, err := ParseReference(service)
+	if err != nil {
+		return ref, f, fmt.Errorf("service: %w", err)
+	}
+	if namespace != "" {
+		if err := validateName("namespace", namespace); err != nil {
+			return ref, f, fmt.Errorf("namespace: %w", err)
+		}
+		if ref.Namespace != "" && ref.Namespace != namespace {
+			return ref, f, fmt.Errorf("namespace: %q conflicts with namespace %q in service %q; give it once", namespace, ref.Namespace, service)
+		}
+		ref.Namespace = namespace
+	}
+	if group != "" {
+		if err := validateName("group", group); err != nil {
+			return ref, f, fmt.Errorf("group: %w", err)
+		}
+		if ref.Group != "" && ref.Group != group {
+			return ref, f, fmt.Errorf("group: %q conflicts with group %q in service %q; give it once", group, ref.Group, service)
+		}
+		ref.Group = group
+	}
+	if ref.Group == "" {
+		ref.Group = defaultGroup
+	}
+	for _, c := range u.Clusters {
+		if c == "" {
+			return ref, f, errors.New("clusters: empty cluster name")
+		}
+		if err := validateName("cluster", c); err != nil {
+			return ref, f, fmt.Errorf("clusters: %w", err)
+		}
+	}
+	for k := range u.Metadata {
+		if k == "" {
+			return ref, f, errors.New("metadata: empty key")
+		}
+	}
+	if p := u.ProtectThreshold; p < 0 || p > 1 || math.IsNaN(p) {
+		return ref, f, fmt.Errorf("protect_threshold: %v is not a fraction from 0 to 1", p)
+	}
+	if u.ServerName != "" {
+		if err := validateServerName(u.ServerName); err != nil {
+			return ref, f, fmt.Errorf("server: %w", err)
+		}
+		if u.Server.connectionSet() {
+			return ref, f, fmt.Errorf("server %q is named and connection fields are set too; define the connection in the nacos app's server %q, or remove the server name",
+				u.ServerName, u.ServerName)
+		}
+	}
+	f = filter{clusters: slices.Clone(u.Clusters), metadata: u.Metadata}
+	return ref, f, nil
+}
+
+// GetUpstreams returns the service's current instances from memory.
+func (u *NacosUpstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error) {
+	if u.view == nil {
+		return nil, errors.New("nacos upstream source is not provisioned")
+	}
+	return u.view.cell.Load().Upstreams()
+}
+
+// Cleanup leaves the subscription and the client; the last user of each
+// ends it.
+func (u *NacosUpstreams) Cleanup() error {
+	if u.view != nil {
+		u.view.w.removeView(u.view)
+	}
+	var errs []error
+	// the subscription's key comes after its client's: release it first,
+	// while the client is still there to unsubscribe
+	for _, k := range slices.Backward(u.keys) {
+		if _, err := pool.Delete(k); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	u.keys = nil
+	return errors.Join(errs...)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*NacosUpstreams)(nil)
+	_ caddy.CleanerUpper          = (*NacosUpstreams)(nil)
+	_ reverseproxy.UpstreamSource = (*NacosUpstreams)(nil)
+)
