@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -19,9 +20,10 @@ import (
 // Caddy is the process's Caddy instance, configured by the test. Caddy is a
 // process-wide singleton: tests using it must not run in parallel.
 type Caddy struct {
-	t      testing.TB
-	Port   int // the HTTP port sites listen on
-	client *http.Client
+	t       testing.TB
+	Port    int    // the HTTP port sites listen on
+	LogFile string // where Caddy logs, if not stderr
+	client  *http.Client
 }
 
 // StartCaddy loads a config with one HTTP server on 127.0.0.1:port whose only
@@ -29,7 +31,13 @@ type Caddy struct {
 // test ends.
 func StartCaddy(t testing.TB, port int, handlerJSON string, extraApps string) *Caddy {
 	t.Helper()
-	c := &Caddy{t: t, Port: port, client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
+	return StartCaddyLogged(t, port, handlerJSON, extraApps, "")
+}
+
+// StartCaddyLogged is StartCaddy with Caddy's logs written to logFile.
+func StartCaddyLogged(t testing.TB, port int, handlerJSON, extraApps, logFile string) *Caddy {
+	t.Helper()
+	c := &Caddy{t: t, Port: port, LogFile: logFile, client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
 	c.Load(handlerJSON, extraApps)
 	t.Cleanup(func() {
 		if err := caddy.Stop(); err != nil {
@@ -46,9 +54,13 @@ func (c *Caddy) Load(handlerJSON string, extraApps string) {
 	if extraApps != "" {
 		extraApps = "," + extraApps
 	}
+	writer := ""
+	if c.LogFile != "" {
+		writer = fmt.Sprintf(`, "writer": {"output": "file", "filename": %q}`, c.LogFile)
+	}
 	cfg := fmt.Sprintf(`{
 		"admin": {"disabled": true},
-		"logging": {"logs": {"default": {"level": "INFO"}}},
+		"logging": {"logs": {"default": {"level": "INFO"%s}}},
 		"apps": {
 			"http": {"servers": {"test": {
 				"listen": ["127.0.0.1:%d"],
@@ -56,7 +68,7 @@ func (c *Caddy) Load(handlerJSON string, extraApps string) {
 				"routes": [{"handle": [%s]}]
 			}}}%s
 		}
-	}`, c.Port, handlerJSON, extraApps)
+	}`, writer, c.Port, handlerJSON, extraApps)
 	if err := caddy.Load([]byte(cfg), true); err != nil {
 		c.t.Fatalf("loading caddy config: %v\n%s", err, cfg)
 	}
@@ -137,4 +149,10 @@ func (c *Caddy) ExpectBackends(t testing.TB, timeout time.Duration, want ...stri
 		}
 		return nil
 	})
+}
+
+// ReadFile returns a file's contents, or "" if it cannot be read.
+func ReadFile(name string) string {
+	b, _ := os.ReadFile(name)
+	return string(b)
 }

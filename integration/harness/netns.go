@@ -97,6 +97,18 @@ func (n *Netns) AddAddr6(t testing.TB) netip.Addr {
 	return a
 }
 
+// AddHostRoute puts addr inside the namespace and routes it there from the
+// root namespace, for an address outside the namespace's subnet (such as a
+// Service's cluster IP, which kube-proxy would otherwise handle).
+func (n *Netns) AddHostRoute(t testing.TB, addr netip.Addr) {
+	t.Helper()
+	n.ip(t, "addr", "add", addr.String()+"/32", "dev", n.inner)
+	args := []string{"route", "add", addr.String() + "/32", "dev", "vh" + strings.TrimPrefix(n.inner, "vn")}
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
 func (n *Netns) ip(t testing.TB, args ...string) {
 	t.Helper()
 	args = append([]string{"-n", n.Name}, args...)

@@ -1,0 +1,319 @@
+//go:build integration
+
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/caddy-discovery/caddy-discovery/integration/harness"
+)
+
+const caddyPort = 18080
+
+// k8sProxy is a reverse_proxy handler with round-robin selection (so that a
+// spread of requests reaches every upstream) over a k8s dynamic source.
+func k8sProxy(source map[string]any) string {
+	source["source"] = "k8s"
+	b, _ := json.Marshal(source)
+	return fmt.Sprintf(`{"handler": "reverse_proxy", "load_balancing": {"selection_policy": {"policy": "round_robin"}}, "dynamic_upstreams": %s}`, b)
+}
+
+func webService(ns string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "web"},
+			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("web")}},
+		},
+	}
+}
+
+var appWeb = map[string]string{"app": "web"}
+
+// TestKubernetesEndpointsFollowPods: requests reach exactly the ready pods,
+// through scale up, readiness flips and scale down.
+func TestKubernetesEndpointsFollowPods(t *testing.T) {
+	k := sharedKube(t)
+	net := harness.NewNetns(t)
+	k.Namespace(t, "follow")
+	k.Node(t, "follow-node", "z1", net.Gateway, netip.Addr{})
+	k.Service(t, webService("follow"))
+
+	var ips []netip.Addr
+	for i := range 3 {
+		ip := net.AddAddr(t)
+		ips = append(ips, ip)
+		net.Backend(t, fmt.Sprintf("pod%d", i), ip, 8080)
+	}
+	k.Pod(t, "follow", "pod0", "follow-node", appWeb, ips[0], true)
+	k.Pod(t, "follow", "pod1", "follow-node", appWeb, ips[1], true)
+
+	c := harness.StartCaddy(t, caddyPort, k8sProxy(map[string]any{"service": "follow/web:http", "kubeconfig": filepath.Join(k.Dir, "admin.kubeconfig")}), "")
+	c.ExpectBackends(t, 10*time.Second, "pod0", "pod1")
+
+	k.Pod(t, "follow", "pod2", "follow-node", appWeb, ips[2], false)
+	c.ExpectBackends(t, 5*time.Second, "pod0", "pod1") // not ready yet
+	k.SetReady(t, "follow", "pod2", true)
+	c.ExpectBackends(t, 5*time.Second, "pod0", "pod1", "pod2")
+	k.SetReady(t, "follow", "pod1", false)
+	c.ExpectBackends(t, 5*time.Second, "pod0", "pod2")
+	k.DeletePod(t, "follow", "pod0")
+	c.ExpectBackends(t, 5*time.Second, "pod2")
+	k.SetReady(t, "follow", "pod2", false)
+	harness.Eventually(t, 5*time.Second, func() error {
+		_, err := c.Get("")
+		if err == nil {
+			return fmt.Errorf("with no ready pod, requests must fail")
+		}
+		return nil
+	})
+}
+
+// TestKubernetesReferenceForms: every reference and port form reaches the
+// same backend.
+func TestKubernetesReferenceForms(t *testing.T) {
+	k := sharedKube(t)
+	net := harness.NewNetns(t)
+	k.Namespace(t, "forms")
+	k.Node(t, "forms-node", "z1", net.Gateway, netip.Addr{})
+	svc := webService("forms")
+	svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: "metrics", Port: 9090, TargetPort: intstr.FromInt32(9100)})
+	k.Service(t, svc)
+	single := webService("forms")
+	single.Name = "single"
+	k.Service(t, single)
+	ip := net.AddAddr(t)
+	net.Backend(t, "web", ip, 8080)
+	net.Backend(t, "metrics", ip, 9100)
+	k.Pod(t, "forms", "pod", "forms-node", appWeb, ip, true)
+
+	kubeconfig := filepath.Join(k.Dir, "admin.kubeconfig")
+	apps := fmt.Sprintf(`"k8s": {"clusters": {"main": {"kubeconfig": %q}}}`, kubeconfig)
+	var c *harness.Caddy
+	for _, tc := range []struct {
+		source map[string]any
+		want   string
+	}{
+		{map[string]any{"service": "forms/web:http"}, "web"},
+		{map[string]any{"service": "forms/web:80"}, "web"},
+		{map[string]any{"service": "forms/web:web"}, "web"},   // targetPort name
+		{map[string]any{"service": "forms/web:9100"}, "metrics"}, // targetPort number
+		{map[string]any{"service": "forms/web", "port": 9090}, "metrics"},
+		{map[string]any{"service": "forms/web", "port": "metrics"}, "metrics"},
+		{map[string]any{"service": "forms/single"}, "web"},
+		{map[string]any{"service": "web.forms:http"}, "web"},
+		{map[string]any{"service": "web.forms.svc:http"}, "web"},
+		{map[string]any{"service": "web.forms.svc.cluster.local:http"}, "web"},
+		{map[string]any{"service": "single.forms.svc.cluster.local"}, "web"},
+		{map[string]any{"service": "main/forms/web:http"}, "web"},
+		{map[string]any{"service": "forms/web:metrics", "cluster": "main"}, "metrics"},
+	} {
+		src := tc.source
+		if !strings.Contains(fmt.Sprint(src), "main") {
+			src["kubeconfig"] = kubeconfig
+		}
+		h := k8sProxy(src)
+		if c == nil {
+			c = harness.StartCaddy(t, caddyPort, h, apps)
+		} else {
+			c.Load(h, apps)
+		}
+		c.ExpectBackends(t, 10*time.Second, tc.want)
+	}
+}
+
+// TestKubernetesTargetModes: cluster_ip dials the Service's virtual IP and
+// node_port every node's address (internal or external) with the nodePort.
+// The test plays kube-proxy: those addresses live in the test namespace.
+func TestKubernetesTargetModes(t *testing.T) {
+	k := sharedKube(t)
+	net := harness.NewNetns(t)
+	k.Namespace(t, "modes")
+	n1, n1ext, n2 := net.AddAddr(t), net.AddAddr(t), net.AddAddr(t)
+	k.Node(t, "modes-n1", "z1", n1, n1ext)
+	k.Node(t, "modes-n2", "z2", n2, netip.Addr{})
+	svc := webService("modes")
+	svc.Spec.Type = corev1.ServiceTypeNodePort
+	svc.Spec.ClusterIP = "10.96.77.7"
+	svc.Spec.Ports[0].NodePort = 30777
+	k.Service(t, svc)
+	pod := net.AddAddr(t)
+	k.Pod(t, "modes", "pod", "modes-n1", appWeb, pod, true)
+
+	// The cluster IP is routed to the test namespace, as kube-proxy would.
+	vip := netip.MustParseAddr("10.96.77.7")
+	net.AddHostRoute(t, vip)
+	net.Backend(t, "via-cluster-ip", vip, 80)
+	net.Backend(t, "node1", n1, 30777)
+	net.Backend(t, "node1-external", n1ext, 30777)
+	net.Backend(t, "node2", n2, 30777)
+	net.Backend(t, "pod", pod, 8080)
+
+	kubeconfig := filepath.Join(k.Dir, "admin.kubeconfig")
+	c := harness.StartCaddy(t, caddyPort, k8sProxy(map[string]any{"service": "modes/web:http", "kubeconfig": kubeconfig}), "")
+	c.ExpectBackends(t, 10*time.Second, "pod")
+	c.Load(k8sProxy(map[string]any{"service": "modes/web:http", "kubeconfig": kubeconfig, "target": "cluster_ip"}), "")
+	c.ExpectBackends(t, 10*time.Second, "via-cluster-ip")
+	c.Load(k8sProxy(map[string]any{"service": "modes/web:http", "kubeconfig": kubeconfig, "target": "node_port"}), "")
+	c.ExpectBackends(t, 10*time.Second, "node1", "node2")
+	c.Load(k8sProxy(map[string]any{"service": "modes/web:http", "kubeconfig": kubeconfig, "target": "node_port", "node_address": "external"}), "")
+	c.ExpectBackends(t, 10*time.Second, "node1-external")
+
+	// Cordoning a node takes it out of node_port.
+	node, err := k.Client.CoreV1().Nodes().Get(t.Context(), "modes-n2", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Spec.Unschedulable = true
+	if _, err := k.Client.CoreV1().Nodes().Update(t.Context(), node, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.Load(k8sProxy(map[string]any{"service": "modes/web:http", "kubeconfig": kubeconfig, "target": "node_port"}), "")
+	c.ExpectBackends(t, 10*time.Second, "node1")
+}
+
+// TestKubernetesZoneAndTerminating: prefer_zone keeps traffic in its zone
+// while the zone has ready pods; fallback_to_terminating uses terminating but
+// serving pods when nothing is ready.
+func TestKubernetesZoneAndTerminating(t *testing.T) {
+	k := sharedKube(t)
+	net := harness.NewNetns(t)
+	k.Namespace(t, "zones")
+	k.Node(t, "zones-a", "zone-a", net.Gateway, netip.Addr{})
+	k.Node(t, "zones-b", "zone-b", net.Gateway, netip.Addr{})
+	k.Service(t, webService("zones"))
+	a, b := net.AddAddr(t), net.AddAddr(t)
+	net.Backend(t, "in-a", a, 8080)
+	net.Backend(t, "in-b", b, 8080)
+	k.Pod(t, "zones", "pa", "zones-a", appWeb, a, true)
+	k.Pod(t, "zones", "pb", "zones-b", appWeb, b, true)
+
+	kubeconfig := filepath.Join(k.Dir, "admin.kubeconfig")
+	c := harness.StartCaddy(t, caddyPort, k8sProxy(map[string]any{
+		"service": "zones/web:http", "kubeconfig": kubeconfig, "prefer_zone": "zone-a", "fallback_to_terminating": true}), "")
+	c.ExpectBackends(t, 10*time.Second, "in-a")
+	k.SetReady(t, "zones", "pa", false)
+	c.ExpectBackends(t, 5*time.Second, "in-b")
+
+	// Deleting a pod without a kubelet leaves it terminating; while it was
+	// ready it keeps serving=true: the fallback uses it.
+	k.SetReady(t, "zones", "pa", true)
+	c.ExpectBackends(t, 5*time.Second, "in-a")
+	if err := k.Client.CoreV1().Pods("zones").Delete(t.Context(), "pb", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Client.CoreV1().Pods("zones").Delete(t.Context(), "pa", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.ExpectBackends(t, 5*time.Second, "in-a", "in-b")
+}
+
+// TestKubernetesMultiCluster: two real control planes; references with a
+// cluster name go to that cluster, others to "default".
+func TestKubernetesMultiCluster(t *testing.T) {
+	k := sharedKube(t)
+	east, err := harness.StartKube(filepath.Join(t.TempDir(), "east"), 16444, 23800)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = east.Stop() })
+	net := harness.NewNetns(t)
+	for name, kc := range map[string]*harness.Kube{"main": k, "east": east} {
+		kc.Namespace(t, "multi")
+		kc.Node(t, "multi-node", "z1", net.Gateway, netip.Addr{})
+		kc.Service(t, webService("multi"))
+		ip := net.AddAddr(t)
+		net.Backend(t, name, ip, 8080)
+		kc.Pod(t, "multi", "pod", "multi-node", appWeb, ip, true)
+	}
+	apps := fmt.Sprintf(`"k8s": {"clusters": {
+		"default": {"server": %q, "token": %q, "ca_file": %q},
+		"east": {"server": %q, "token_file": %q, "ca_file": %q}}}`,
+		k.Server, k.AdminToken, k.CAFile, east.Server, filepath.Join(east.Dir, "admin.token"), east.CAFile)
+	c := harness.StartCaddy(t, caddyPort, k8sProxy(map[string]any{"service": "multi/web:http"}), apps)
+	c.ExpectBackends(t, 10*time.Second, "main")
+	c.Load(k8sProxy(map[string]any{"service": "east/multi/web:http"}), apps)
+	c.ExpectBackends(t, 10*time.Second, "east")
+}
+
+// TestKubernetesRBAC: a restricted user first gets a 403 naming the user,
+// verb, resource, namespace and the rule to add, logged once; once the Role
+// exists, it works without a reload. A bad token gets the 401 message.
+func TestKubernetesRBAC(t *testing.T) {
+	k := sharedKube(t)
+	net := harness.NewNetns(t)
+	k.Namespace(t, "rbac")
+	k.Node(t, "rbac-node", "z1", net.Gateway, netip.Addr{})
+	k.Service(t, webService("rbac"))
+	ip := net.AddAddr(t)
+	net.Backend(t, "web", ip, 8080)
+	k.Pod(t, "rbac", "pod", "rbac-node", appWeb, ip, true)
+
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("not-a-valid-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := map[string]any{"service": "rbac/web:http", "server": k.Server, "token_file": tokenFile, "ca_file": k.CAFile}
+	c := harness.StartCaddyLogged(t, caddyPort, k8sProxy(src), "", logFile)
+	harness.Eventually(t, 10*time.Second, func() error {
+		_, err := c.Get("")
+		if err == nil || !strings.Contains(harness.ReadFile(logFile), "401 Unauthorized") {
+			return fmt.Errorf("want a 401 explanation in the log; request error: %v", err)
+		}
+		return nil
+	})
+	log := harness.ReadFile(logFile)
+	if !strings.Contains(log, `the API server rejected the credentials (401 Unauthorized)`) || strings.Contains(log, "not-a-valid-token") {
+		t.Fatalf("401 log must explain and never show the token:\n%s", log)
+	}
+
+	// The file now holds a valid token of a user without permissions:
+	// client-go re-reads it after the 401, and the 403 is explained.
+	if err := os.WriteFile(tokenFile, []byte(k.RestrictedToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want403 := `user "restricted" may not list endpointslices.discovery.k8s.io in namespace "rbac" (403 Forbidden); add to a Role in namespace "rbac" bound to restricted the rule {apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["get", "list", "watch"]}`
+	harness.Eventually(t, 40*time.Second, func() error {
+		if !strings.Contains(harness.ReadFile(logFile), want403) {
+			return fmt.Errorf("want the 403 explanation in the log")
+		}
+		return nil
+	})
+	_, err := c.Get("")
+	if err == nil {
+		t.Fatal("requests must fail without permissions")
+	}
+	time.Sleep(5 * time.Second) // the reflector retries meanwhile
+	if n := strings.Count(harness.ReadFile(logFile), "may not list endpointslices"); n != 1 {
+		t.Errorf("the 403 must be logged once, not on every retry: %d times", n)
+	}
+
+	// Least privilege: a namespaced Role is enough.
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "rbac", Name: "caddy"}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
+	}}
+	if _, err := k.Client.RbacV1().Roles("rbac").Create(t.Context(), role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "rbac", Name: "caddy"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "caddy"},
+		Subjects: []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: "restricted"}}}
+	if _, err := k.Client.RbacV1().RoleBindings("rbac").Create(t.Context(), binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.ExpectBackends(t, 60*time.Second, "web")
+}
