@@ -113,8 +113,10 @@ func (u *NacosUpstreams) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	app := appVal.(*App)
+	return u.provision(appVal.(*App))
+}
 
+func (u *NacosUpstreams) provision(app *App) error {
 	ref, f, err := u.parse(caddy.NewReplacer())
 	if err != nil {
 		return err

@@ -1,0 +1,653 @@
+package nacos
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/nacos-group/nacos-sdk-go/v2/model"
+	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	healthInterval = 20 * time.Millisecond
+	retryMin, retryMax = 10*time.Millisecond, 50*time.Millisecond
+	// The SDK's UDP push receiver (HTTP proxy) outlives CloseClient: an SDK
+	// leak, once per real client, and only TestCredentialsReachLogin makes one.
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client/naming_http.(*PushReceiver).handleClient"))
+}
+
+func TestParseReference(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Reference
+		err  string
+	}{
+		{in: "orders", want: Reference{Service: "orders"}},
+		{in: "shop@@orders", want: Reference{Group: "shop", Service: "orders"}},
+		{in: "prod/shop/orders", want: Reference{Namespace: "prod", Group: "shop", Service: "orders"}},
+		{in: "/shop/orders", want: Reference{Group: "shop", Service: "orders"}},
+		{in: "prod//orders", want: Reference{Namespace: "prod", Service: "orders"}},
+		{in: "providers:com.example.Api:1.0:", want: Reference{Service: "providers:com.example.Api:1.0:"}},
+		{in: "", err: "empty service reference"},
+		{in: "@@orders", err: "empty group"},
+		{in: "shop@@", err: "empty service name"},
+		{in: "a/b", err: "expected service"},
+		{in: "a/b/c/d", err: "expected service"},
+		{in: "prod/shop/", err: "empty service name"},
+		{in: "or ders", err: "contains"},
+		{in: "a@@b@@c", err: "must not contain '@@'"},
+		{in: "@x", err: "must not start with '@'"},
+		{in: "pr od/g/s", err: "invalid namespace"},
+		{in: "ns/gr\x00p/s", err: "invalid group"},
+	} {
+		got, err := ParseReference(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("ParseReference(%q) err = %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("ParseReference(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func inst(ip string, port uint64, mod ...func(*model.Instance)) model.Instance {
+	in := model.Instance{Ip: ip, Port: port, Weight: 1, Healthy: true, Enable: true, ClusterName: "DEFAULT"}
+	for _, m := range mod {
+		m(&in)
+	}
+	return in
+}
+
+func TestFilterTargets(t *testing.T) {
+	list := []model.Instance{
+		inst("10.0.0.2", 80, func(i *model.Instance) { i.Weight = 3 }),
+		inst("10.0.0.1", 80),
+		inst("2001:db8::1", 8080, func(i *model.Instance) { i.ClusterName = "B" }),
+		inst("10.0.0.3", 80, func(i *model.Instance) { i.Healthy = false }),
+		inst("10.0.0.4", 80, func(i *model.Instance) { i.Enable = false }),
+		inst("10.0.0.5", 80, func(i *model.Instance) { i.Weight = 0 }),
+		inst("10.0.0.6", 80, func(i *model.Instance) { i.Weight = math.NaN() }),
+		inst("10.0.0.7", 80, func(i *model.Instance) { i.Weight = math.Inf(1) }),
+		inst("not-an-ip", 80),
+		inst("", 80),
+		inst("10.0.0.8", 0),
+		inst("10.0.0.9", 70000),
+		inst("[2001:db8::2]", 81, func(i *model.Instance) { i.Metadata = map[string]string{"version": "v2"} }),
+		inst("::ffff:10.0.0.10", 82, func(i *model.Instance) { i.Metadata = map[string]string{"version": "v2", "zone": "a"} }),
+	}
+	dials := func(f filter) ([]string, skipped) {
+		ts, s := f.targets(list)
+		var out []string
+		for _, tg := range ts {
+			out = append(out, fmt.Sprintf("%s/%g", tg.Dial(), tg.Weight))
+		}
+		slices.Sort(out)
+		return out, s
+	}
+	got, skip := dials(filter{})
+	want := []string{"10.0.0.10:82/1", "10.0.0.1:80/1", "10.0.0.2:80/3", "[2001:db8::1]:8080/1", "[2001:db8::2]:81/1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("no filter: %v, want %v", got, want)
+	}
+	if skip.unhealthy != 1 || skip.disabled != 1 || skip.noWeight != 3 || skip.badAddr != 4 {
+		t.Errorf("skipped = %+v", skip)
+	}
+	got, _ = dials(filter{clusters: []string{"B"}})
+	if !slices.Equal(got, []string{"[2001:db8::1]:8080/1"}) {
+		t.Errorf("clusters B: %v", got)
+	}
+	got, skip = dials(filter{metadata: map[string]string{"version": "v2"}})
+	if !slices.Equal(got, []string{"10.0.0.10:82/1", "[2001:db8::2]:81/1"}) || skip.metadata != 7 {
+		t.Errorf("metadata version=v2: %v, %+v", got, skip)
+	}
+	got, _ = dials(filter{metadata: map[string]string{"version": "v2", "zone": "a"}})
+	if !slices.Equal(got, []string{"10.0.0.10:82/1"}) {
+		t.Errorf("metadata version=v2,zone=a: %v", got)
+	}
+	// nothing a server sends can crash the filter
+	_, _ = filter{metadata: map[string]string{"a": "b"}}.targets([]model.Instance{{}, {Ip: "1.2.3.4", Port: math.MaxUint64, Weight: -1}})
+}
+
+func TestServerValidateAndParam(t *testing.T) {
+	for _, tc := range []struct {
+		srv Server
+		err string
+	}{
+		{srv: Server{Addresses: []string{"10.0.0.1:8848", "nacos.internal", "https://[::1]:443/ctx/", "{env.X}"}}},
+		{srv: Server{Addresses: []string{"ftp://x"}}, err: "scheme must be http or https"},
+		{srv: Server{Addresses: []string{"http://u:p@x"}}, err: "only scheme, host, port and path"},
+		{srv: Server{Addresses: []string{"x:99999"}}, err: "not a number in 1-65535"},
+		{srv: Server{Addresses: []string{"x/y"}}, err: "neither host:port nor a URL"},
+		{srv: Server{Username: "u"}, err: "username and password go together"},
+		{srv: Server{AccessKey: "a"}, err: "access_key and secret_key go together"},
+		{srv: Server{GRPCPort: 70000}, err: "grpc_port"},
+		{srv: Server{Namespace: "a b"}, err: "namespace"},
+	} {
+		err := tc.srv.Validate()
+		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("Validate(%+v) = %v, want %q", tc.srv, err, tc.err)
+		}
+	}
+
+	srv := Server{
+		Addresses: []string{"10.0.0.1", "https://nacos.example:9000/ctx"}, Username: "u", Password: "s3cret",
+		AccessKey: "ak", SecretKey: "sk", Timeout: caddy.Duration(2 * time.Second),
+	}
+	p, err := srv.clientParam("prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := p.ClientConfig
+	if p.ServerConfigs[0].Port != 8848 || p.ServerConfigs[0].GrpcPort != 9848 || p.ServerConfigs[0].ContextPath != "/nacos" {
+		t.Errorf("default port/grpc/context: %+v", p.ServerConfigs[0])
+	}
+	if sc := p.ServerConfigs[1]; sc.Port != 9000 || sc.GrpcPort != 10000 || sc.ContextPath != "/ctx" || sc.Scheme != "https" {
+		t.Errorf("URL address: %+v", sc)
+	}
+	if !cc.TLSCfg.Enable || !cc.TLSCfg.Appointed || cc.TLSCfg.TrustAll {
+		t.Errorf("an https address must enable verified TLS, appointed (not from env): %+v", cc.TLSCfg)
+	}
+	if cc.NamespaceId != "prod" || cc.Username != "u" || cc.Password != "s3cret" || cc.AccessKey != "ak" || cc.SecretKey != "sk" || cc.TimeoutMs != 2000 {
+		t.Errorf("client config: %+v", cc)
+	}
+	if !cc.NotLoadCacheAtStart || !cc.UpdateCacheWhenEmpty {
+		t.Error("NotLoadCacheAtStart and UpdateCacheWhenEmpty must be set")
+	}
+	dir := filepath.Join(caddy.AppDataDir(), "nacos")
+	if !strings.HasPrefix(cc.CacheDir, dir) || !strings.HasPrefix(cc.LogDir, dir) {
+		t.Errorf("cache %q and log %q dirs must be under %q", cc.CacheDir, cc.LogDir, dir)
+	}
+	srv.GRPCPort = 7777
+	p2, _ := srv.clientParam("prod")
+	if p2.ServerConfigs[0].GrpcPort != 7777 || p2.ServerConfigs[1].GrpcPort != 7777 {
+		t.Errorf("grpc_port override: %+v", p2.ServerConfigs)
+	}
+	if fingerprint(p) == fingerprint(p2) {
+		t.Error("different gRPC ports must not share a client")
+	}
+	p3, _ := srv.clientParam("prod")
+	if fingerprint(p2) != fingerprint(p3) {
+		t.Error("equal configs must share a client")
+	}
+	if strings.Contains(fingerprint(p), "s3cret") {
+		t.Error("fingerprint holds the password")
+	}
+	if _, err := (Server{CAFile: "/nonexistent/ca.pem"}).clientParam(""); err == nil || !strings.Contains(err.Error(), "ca_file") {
+		t.Errorf("missing ca_file: %v", err)
+	}
+}
+
+// TestSecretsStayOutOfErrors checks that a failing placeholder names the
+// field, not its value, and that no error repeats a password.
+func TestSecretsStayOutOfErrors(t *testing.T) {
+	t.Setenv("NACOS_TEST_PW", "hunter2")
+	app := &App{Servers: map[string]*Server{"default": {Username: "u", Password: "{env.NACOS_TEST_PW}", Addresses: []string{"{env.NACOS_TEST_MISSING}"}}}}
+	_, _, err := app.server("", Server{})
+	if err == nil || !strings.Contains(err.Error(), "addresses") || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("err = %v", err)
+	}
+	_, srv, err := (&App{Servers: map[string]*Server{"default": {Username: "u", Password: "{env.NACOS_TEST_PW}"}}}).server("", Server{})
+	if err != nil || srv.Password != "hunter2" {
+		t.Fatalf("placeholder not replaced: %v", err)
+	}
+}
+
+func TestCaddyfile(t *testing.T) {
+	for name, tc := range map[string]struct {
+		in   string
+		want func(u *NacosUpstreams) bool
+		err  string
+	}{
+		"minimal": {in: `nacos orders`, want: func(u *NacosUpstreams) bool { return u.Service == "orders" }},
+		"all": {
+			in: `nacos prod/shop/orders {
+				clusters A B
+				metadata version v2
+				metadata zone a
+				protect_threshold 0.5
+				addresses 10.0.0.1:8848 https://n:9000/ctx
+				grpc_port 9999
+				username u
+				password {env.PW}
+				access_key ak
+				secret_key sk
+				tls
+				ca_file /ca.pem
+				insecure_skip_verify
+				timeout 3s
+				reconcile_interval 10s
+			}`,
+			want: func(u *NacosUpstreams) bool {
+				return u.Service == "prod/shop/orders" && slices.Equal(u.Clusters, []string{"A", "B"}) &&
+					u.Metadata["version"] == "v2" && u.Metadata["zone"] == "a" && u.ProtectThreshold == 0.5 &&
+					len(u.Addresses) == 2 && u.GRPCPort == 9999 && u.Username == "u" && u.Password == "{env.PW}" &&
+					u.AccessKey == "ak" && u.SecretKey == "sk" && u.TLS && u.CAFile == "/ca.pem" && u.InsecureSkipVerify &&
+					u.Timeout == caddy.Duration(3*time.Second) && u.ReconcileInterval == caddy.Duration(10*time.Second)
+			},
+		},
+		"named server": {
+			in: "nacos orders {\n namespace prod\n group shop\n server eu\n}",
+			want: func(u *NacosUpstreams) bool {
+				return u.Namespace == "prod" && u.Group == "shop" && u.ServerName == "eu"
+			},
+		},
+		"no service":        {in: `nacos`, err: "needs a service"},
+		"two services":      {in: `nacos a b`, err: "wrong argument count"},
+		"bad reference":     {in: `nacos a/b`, err: "service: service reference"},
+		"unknown option":    {in: "nacos a {\n weight 3\n}", err: "unrecognized nacos option 'weight'"},
+		"duplicate":         {in: "nacos a {\n group x\n group y\n}", err: "group has already been specified"},
+		"dup metadata":      {in: "nacos a {\n metadata k v\n metadata k w\n}", err: `metadata "k" has already been specified`},
+		"metadata args":     {in: "nacos a {\n metadata k\n}", err: "metadata takes a key and a value"},
+		"threshold":         {in: "nacos a {\n protect_threshold 2\n}", err: "protect_threshold takes a fraction"},
+		"group conflict":    {in: "nacos g@@a {\n group h\n}", err: "conflicts with group"},
+		"server and inline": {in: "nacos a {\n server eu\n username u\n password p\n}", err: "is named and connection fields are set too"},
+		"half credentials":  {in: "nacos a {\n username u\n}", err: "username and password go together"},
+		"bad timeout":       {in: "nacos a {\n timeout soon\n}", err: "timeout"},
+		"bad grpc port":     {in: "nacos a {\n grpc_port 0\n}", err: "grpc_port"},
+		"placeholders":      {in: "nacos {env.SVC} {\n namespace {env.NS}\n}", want: func(u *NacosUpstreams) bool { return u.Service == "{env.SVC}" }},
+	} {
+		t.Run(name, func(t *testing.T) {
+			u := new(NacosUpstreams)
+			err := u.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.in))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || !tc.want(u) {
+				t.Fatalf("err = %v, got %+v", err, u)
+			}
+		})
+	}
+}
+
+func TestGlobalOption(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`nacos {
+		server default {
+			addresses 10.0.0.1:8848
+			namespace prod
+			username u
+			password p
+		}
+		server eu {
+			addresses 10.1.0.1
+		}
+	}`)
+	v, err := parseGlobalOption(d, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := fmt.Sprintf("%s", v)
+	for _, want := range []string{`"default"`, `"namespace":"prod"`, `"eu"`} {
+		if !strings.Contains(js, want) {
+			t.Errorf("app JSON %s lacks %s", js, want)
+		}
+	}
+	for in, want := range map[string]string{
+		"nacos {\n server a {\n weight 1\n }\n}":          "unrecognized nacos server option",
+		"nacos {\n server a\n server a\n}":                "has already been specified",
+		"nacos {\n cluster a\n}":                          "unrecognized nacos global option",
+		"nacos {\n server a/b\n}":                         "invalid server name",
+		"nacos {\n server a {\n username u\n }\n}":        "username and password go together",
+		"nacos {\n server a {\n addresses ftp://x\n }\n}": "scheme",
+	} {
+		if _, err := parseGlobalOption(caddyfile.NewTestDispenser(in), nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err = %v, want %q", in, err, want)
+		}
+	}
+}
+
+// fakeNaming stands in for the SDK client, for the lifecycle logic only.
+type fakeNaming struct {
+	mu           sync.Mutex
+	healthy      bool
+	subs         map[*vo.SubscribeParam]int // Subscribe calls per param
+	unsubs       map[*vo.SubscribeParam]int
+	active       map[string]*vo.SubscribeParam
+	closed       int
+	subscribeErr error
+}
+
+func newFake() *fakeNaming {
+	return &fakeNaming{healthy: true, subs: map[*vo.SubscribeParam]int{}, unsubs: map[*vo.SubscribeParam]int{}, active: map[string]*vo.SubscribeParam{}}
+}
+
+func (f *fakeNaming) Subscribe(p *vo.SubscribeParam) error {
+	f.mu.Lock()
+	f.subs[p]++
+	err := f.subscribeErr
+	if err == nil {
+		f.active[p.GroupName+"@@"+p.ServiceName] = p
+	}
+	f.mu.Unlock()
+	return err
+}
+
+func (f *fakeNaming) Unsubscribe(p *vo.SubscribeParam) error {
+	f.mu.Lock()
+	f.unsubs[p]++
+	delete(f.active, p.GroupName+"@@"+p.ServiceName)
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeNaming) GetAllServicesInfo(vo.GetAllServiceInfoParam) (model.ServiceList, error) {
+	return model.ServiceList{Count: 1, Doms: []string{"other"}}, nil
+}
+
+func (f *fakeNaming) ServerHealthy() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.healthy }
+func (f *fakeNaming) CloseClient()        { f.mu.Lock(); f.closed++; f.mu.Unlock() }
+
+func (f *fakeNaming) push(key string, list ...model.Instance) bool {
+	f.mu.Lock()
+	p := f.active[key]
+	f.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	p.SubscribeCallback(list, nil)
+	return true
+}
+
+func eventually(t *testing.T, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func dials(u *NacosUpstreams) ([]string, error) {
+	ups, err := u.GetUpstreams(nil)
+	var out []string
+	for _, up := range ups {
+		out = append(out, up.Dial)
+	}
+	return out, err
+}
+
+func expectDials(u *NacosUpstreams, want ...string) func() error {
+	return func() error {
+		got, err := dials(u)
+		if err != nil || !slices.Equal(got, want) {
+			return fmt.Errorf("upstreams = %v, %v; want %v", got, err, want)
+		}
+		return nil
+	}
+}
+
+func useFake(t *testing.T) (*fakeNaming, *int) {
+	fake, created := newFake(), new(int)
+	var mu sync.Mutex
+	old := newNamingClient
+	newNamingClient = func(vo.NacosClientParam) (namingClient, error) {
+		mu.Lock()
+		*created++
+		mu.Unlock()
+		return fake, nil
+	}
+	t.Cleanup(func() { newNamingClient = old })
+	return fake, created
+}
+
+// TestSharedLifecycle checks that sources share one client and one
+// subscription across a "reload", filter the shared list themselves, and that
+// the last Cleanup unsubscribes with the original parameter and closes the
+// client.
+func TestSharedLifecycle(t *testing.T) {
+	fake, created := useFake(t)
+	app1 := new(App)
+	a := &NacosUpstreams{Service: "shop@@orders"}
+	b := &NacosUpstreams{Service: "orders", Group: "shop", Metadata: map[string]string{"version": "v2"}}
+	for _, u := range []*NacosUpstreams{a, b} {
+		if err := u.provision(app1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.view.w != b.view.w {
+		t.Fatal("sources of the same service must share one subscription")
+	}
+	if _, err := a.GetUpstreams(nil); err == nil || !strings.Contains(err.Error(), "connecting") {
+		t.Fatalf("before start: %v", err)
+	}
+	if err := app1.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() error {
+		if !fake.push("shop@@orders", inst("10.0.0.2", 80), inst("10.0.0.1", 80, func(i *model.Instance) { i.Metadata = map[string]string{"version": "v2"} })) {
+			return errors.New("not subscribed yet")
+		}
+		return nil
+	})
+	eventually(t, expectDials(a, "10.0.0.1:80", "10.0.0.2:80"))
+	eventually(t, expectDials(b, "10.0.0.1:80"))
+	u1, _ := a.GetUpstreams(nil)
+	u2, _ := a.GetUpstreams(nil)
+	if u1[0] == u2[0] {
+		t.Fatal("GetUpstreams must return fresh upstream values")
+	}
+
+	// "reload": a new config provisions and starts, then the old one is cleaned up
+	app2 := new(App)
+	c := &NacosUpstreams{Service: "orders", Group: "shop"}
+	if err := c.provision(app2); err != nil {
+		t.Fatal(err)
+	}
+	if err := app2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, expectDials(c, "10.0.0.1:80", "10.0.0.2:80")) // served at once from the shared list
+	w := a.view.w
+	for _, u := range []*NacosUpstreams{a, b} {
+		if err := u.Cleanup(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w.ctx.Err() != nil {
+		t.Fatal("the subscription must survive the reload")
+	}
+	// an empty push is followed, and explained
+	fake.push("shop@@orders")
+	eventually(t, func() error {
+		_, err := c.GetUpstreams(nil)
+		if err == nil || !strings.Contains(err.Error(), `service "orders" is not registered in group "shop"`) {
+			return fmt.Errorf("empty: %v", err)
+		}
+		return nil
+	})
+	if err := c.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	if *created != 1 {
+		t.Errorf("%d naming clients created, want 1", *created)
+	}
+	if len(fake.subs) != 1 {
+		t.Errorf("%d distinct subscribe params, want 1 (the original is kept for Unsubscribe)", len(fake.subs))
+	}
+	for p, n := range fake.subs {
+		if fake.unsubs[p] != n {
+			t.Errorf("param subscribed %d times, unsubscribed %d times", n, fake.unsubs[p])
+		}
+	}
+	if fake.closed != 1 {
+		t.Errorf("CloseClient called %d times, want 1", fake.closed)
+	}
+}
+
+// TestReconcileAndOutage checks the re-read after reconnecting, that the last
+// instances stay while the server is unreachable, and protect_threshold.
+func TestReconcileAndOutage(t *testing.T) {
+	fake, _ := useFake(t)
+	old := reconnectGrace
+	reconnectGrace = 200 * time.Millisecond
+	t.Cleanup(func() { reconnectGrace = old })
+	app := new(App)
+	plain := &NacosUpstreams{Service: "orders"}
+	protected := &NacosUpstreams{Service: "orders", ProtectThreshold: 1}
+	for _, u := range []*NacosUpstreams{plain, protected} {
+		if err := u.provision(app); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _ = plain.Cleanup(); _ = protected.Cleanup() })
+	_ = app.Start()
+	key := "DEFAULT_GROUP@@orders"
+	eventually(t, func() error {
+		if !fake.push(key, inst("10.0.0.1", 80), inst("10.0.0.2", 80)) {
+			return errors.New("not subscribed")
+		}
+		return nil
+	})
+	eventually(t, expectDials(plain, "10.0.0.1:80", "10.0.0.2:80"))
+
+	fake.mu.Lock()
+	fake.healthy = false
+	fake.mu.Unlock()
+	eventually(t, func() error {
+		if plain.view.w.c.connProblem() == nil {
+			return errors.New("outage not noticed")
+		}
+		return nil
+	})
+	// while unreachable, the last instances keep serving
+	if err := expectDials(plain, "10.0.0.1:80", "10.0.0.2:80")(); err != nil {
+		t.Fatal(err)
+	}
+	// a push that would shrink the set during the outage: plain follows, protected holds
+	fake.push(key, inst("10.0.0.1", 80))
+	eventually(t, expectDials(plain, "10.0.0.1:80"))
+	eventually(t, expectDials(protected, "10.0.0.1:80", "10.0.0.2:80"))
+	fake.push(key)
+	_, err := plain.GetUpstreams(nil)
+	if err == nil || !strings.Contains(err.Error(), "cannot reach") {
+		t.Fatalf("empty during outage: err = %v, want the connection problem", err)
+	}
+
+	// reconnecting re-subscribes at once
+	fake.mu.Lock()
+	before := 0
+	for _, n := range fake.subs {
+		before += n
+	}
+	fake.healthy = true
+	fake.mu.Unlock()
+	eventually(t, func() error {
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		n := 0
+		for _, c := range fake.subs {
+			n += c
+		}
+		if n <= before {
+			return errors.New("no re-subscribe after reconnect")
+		}
+		return nil
+	})
+	fake.push(key, inst("10.0.0.3", 80))
+	eventually(t, expectDials(plain, "10.0.0.3:80"))
+	// after the grace, protected follows too
+	eventually(t, expectDials(protected, "10.0.0.3:80"))
+}
+
+// TestSubscribeErrors checks the explanation of a failing subscription, and
+// that validate-like provision+cleanup creates no client.
+func TestSubscribeErrors(t *testing.T) {
+	fake, created := useFake(t)
+	fake.subscribeErr = errors.New("rpc error: code = 403, user not found")
+	u := &NacosUpstreams{Service: "orders", Server: Server{Username: "u", Password: "hunter2"}}
+	app := new(App)
+	if err := u.provision(app); err != nil {
+		t.Fatal(err)
+	}
+	_ = app.Start()
+	eventually(t, func() error {
+		_, err := u.GetUpstreams(nil)
+		if err == nil || !strings.Contains(err.Error(), "rejected the credentials") || !strings.Contains(err.Error(), "check username and password") {
+			return fmt.Errorf("err = %v", err)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Fatal("password in error")
+		}
+		return nil
+	})
+	if err := u.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+
+	*created = 0
+	v := &NacosUpstreams{Service: "other"}
+	if err := v.provision(new(App)); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if *created != 0 {
+		t.Fatal("provision without Start (caddy validate) must create no client")
+	}
+}
+
+// TestCredentialsReachLogin checks with the real SDK that username and
+// password reach its login request (the Polaris test server cannot prove
+// this: its login endpoint does not accept the SDK's form body).
+func TestCredentialsReachLogin(t *testing.T) {
+	got := make(chan url.Values, 10)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/v1/auth/users/login") {
+			_ = r.ParseForm()
+			select {
+			case got <- r.Form:
+			default:
+			}
+			_, _ = w.Write([]byte(`{"accessToken":"t","tokenTtl":18000}`))
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer ts.Close()
+	srv := Server{Addresses: []string{ts.URL}, Username: "caddy", Password: "s3cret", GRPCPort: 1, Timeout: caddy.Duration(200 * time.Millisecond)}
+	p, err := srv.clientParam("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	redirectSDKLogs()
+	nc, err := newNamingClient(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.CloseClient()
+	select {
+	case f := <-got:
+		if f.Get("username") != "caddy" || f.Get("password") != "s3cret" {
+			t.Fatalf("login form = %v", f)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no login request")
+	}
+}
