@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -41,9 +42,8 @@ type Connection struct {
 	Token string `json:"token,omitempty"`
 
 	// A file holding a bearer token for `server`, such as a projected
-	// service account token. It is read again when it changes (at least once
-	// a minute, and at once when the API server rejects the current token),
-	// so rotated tokens are picked up without a reload.
+	// service account token. It is read again as soon as it changes, so
+	// rotated tokens are used without a reload.
 	TokenFile string `json:"token_file,omitempty"`
 
 	// PEM file with the CA certificate(s) that signed the API server's
@@ -94,9 +94,24 @@ func (c Connection) expand(repl *caddy.Replacer) (Connection, error) {
 	return c, nil
 }
 
-// restConfig builds the client configuration. It reads files (kubeconfig,
-// in-cluster CA) but makes no request.
-func (c Connection) restConfig() (*rest.Config, error) {
+// restConfig builds the client configuration and its fingerprint. It reads
+// files (kubeconfig, in-cluster CA) but makes no request.
+func (c Connection) restConfig() (*rest.Config, string, error) {
+	cfg, err := c.baseConfig()
+	if err != nil {
+		return nil, "", err
+	}
+	fp := fingerprint(cfg)
+	if path := cfg.BearerTokenFile; path != "" {
+		// Read the token again whenever the file changes (see tokenFile).
+		cfg.BearerTokenFile, cfg.BearerToken = "", ""
+		file := &tokenFile{path: path}
+		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &tokenFileTransport{file: file, next: rt} })
+	}
+	return cfg, fp, nil
+}
+
+func (c Connection) baseConfig() (*rest.Config, error) {
 	var (
 		cfg *rest.Config
 		err error

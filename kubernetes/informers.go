@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -132,11 +131,7 @@ type informerSet struct {
 // watchProblem is the latest failure to list or watch.
 type watchProblem struct{ err error }
 
-func newInformerSet(cluster, namespace string, cfg *rest.Config, rs ...resource) (*informerSet, error) {
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes cluster %q: creating client: %w", cluster, err)
-	}
+func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs ...resource) (*informerSet, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &informerSet{
 		cluster:   cluster,

@@ -11,7 +11,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
-	"k8s.io/client-go/rest"
+	"k8s.io/client-go/kubernetes"
 )
 
 func init() {
@@ -123,11 +123,15 @@ func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := conn.restConfig()
+	cfg, fp, err := conn.restConfig()
 	if err != nil {
 		return fmt.Errorf("kubernetes cluster %q: %w", name, err)
 	}
-	return u.subscribe(app, name, cfg, ref, sel)
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes cluster %q: creating client: %w", name, err)
+	}
+	return u.subscribe(app, name, fp, client, ref, sel)
 }
 
 // parse checks the fields and turns them into a reference and a selection.
@@ -194,11 +198,10 @@ func (u *KubernetesUpstreams) parse(repl *caddy.Replacer) (Reference, selection,
 }
 
 // subscribe joins (or creates) the informer sets the reference needs.
-func (u *KubernetesUpstreams) subscribe(app *App, cluster string, cfg *rest.Config, ref Reference, sel selection) error {
-	fp := fingerprint(cfg)
+func (u *KubernetesUpstreams) subscribe(app *App, cluster, fp string, client kubernetes.Interface, ref Reference, sel selection) error {
 	nsKey := "k8s/" + fp + "/namespace/" + ref.Namespace
 	ns, err := acquire(nsKey, func() (*informerSet, error) {
-		return newInformerSet(cluster, ref.Namespace, cfg, services, endpointSlices)
+		return newInformerSet(cluster, ref.Namespace, client, services, endpointSlices)
 	})
 	if err != nil {
 		return err
@@ -209,7 +212,7 @@ func (u *KubernetesUpstreams) subscribe(app *App, cluster string, cfg *rest.Conf
 	if sel.target == targetNodePort {
 		nodesKey := "k8s/" + fp + "/nodes"
 		sub.nodes, err = acquire(nodesKey, func() (*informerSet, error) {
-			return newInformerSet(cluster, "", cfg, nodes)
+			return newInformerSet(cluster, "", client, nodes)
 		})
 		if err != nil {
 			return err
