@@ -287,8 +287,9 @@ func TestKubernetesRBAC(t *testing.T) {
 	}
 	want403 := `user "restricted" may not list endpointslices.discovery.k8s.io in namespace "rbac" (403 Forbidden); add to a Role in namespace "rbac" bound to restricted the rule {apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["get", "list", "watch"]}`
 	harness.Eventually(t, 40*time.Second, func() error {
-		if !strings.Contains(harness.ReadFile(logFile), want403) {
-			return fmt.Errorf("want the 403 explanation in the log")
+		// the log is JSON: compare with its quotes unescaped
+		if log := strings.ReplaceAll(harness.ReadFile(logFile), `\"`, `"`); !strings.Contains(log, want403) {
+			return fmt.Errorf("want the 403 explanation %q in the log:\n%s", want403, log)
 		}
 		return nil
 	})

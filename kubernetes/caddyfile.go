@@ -53,7 +53,7 @@ func (u *KubernetesUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		var err error
 		switch d.Val() {
 		case "port":
-			var p string
+			p := string(u.Port)
 			err = cf.String(d, &p)
 			u.Port = Port(p)
 		case "cluster":
