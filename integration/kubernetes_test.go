@@ -8,14 +8,18 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	"github.com/caddy-discovery/caddy-discovery/integration/harness"
 )
@@ -317,4 +321,121 @@ func TestKubernetesRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.ExpectBackends(t, 60*time.Second, "web")
+}
+
+// TestKubernetesReloadKeepsOneWatch: reloads share the running watch (one
+// WATCH on the API server, whatever the number of reloads and sites), and
+// stopping Caddy ends it and leaves no goroutine behind.
+func TestKubernetesReloadKeepsOneWatch(t *testing.T) {
+	k := sharedKube(t)
+	net := harness.NewNetns(t)
+	k.Namespace(t, "reload")
+	k.Node(t, "reload-node", "z1", net.Gateway, netip.Addr{})
+	k.Service(t, webService("reload"))
+	ip := net.AddAddr(t)
+	net.Backend(t, "web", ip, 8080)
+	k.Pod(t, "reload", "pod", "reload-node", appWeb, ip, true)
+	watches := func() float64 {
+		n, err := k.Metric("apiserver_longrunning_requests", `resource="endpointslices"`, `scope="namespace"`, `verb="WATCH"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := watches(); n != 0 {
+		t.Fatalf("%v namespaced EndpointSlice watches before Caddy starts, want 0", n)
+	}
+
+	// Caddy's own process-wide goroutines (certificate cache and the like)
+	// start with its first config; the baseline is taken after that.
+	warm := harness.StartCaddy(t, caddyPort, `{"handler": "static_response", "body": "warm"}`, "")
+	warm.Stop()
+	ignore := goleak.IgnoreCurrent()
+
+	kubeconfig := filepath.Join(k.Dir, "admin.kubeconfig")
+	h := k8sProxy(map[string]any{"service": "reload/web:http", "kubeconfig": kubeconfig})
+	c := harness.StartCaddy(t, caddyPort, h, "")
+	c.ExpectBackends(t, 10*time.Second, "web")
+	for i := range 5 {
+		// the same Service, referenced once and then twice
+		hs := h
+		if i%2 == 1 {
+			hs = fmt.Sprintf(`{"handler": "subroute", "routes": [{"handle": [%s]}, {"handle": [%s]}]}`, h,
+				k8sProxy(map[string]any{"service": "web.reload.svc.cluster.local:http", "kubeconfig": kubeconfig}))
+		}
+		c.Load(hs, "")
+		c.ExpectBackends(t, 5*time.Second, "web")
+	}
+	if !harness.WaitFor(5*time.Second, func() bool { return watches() == 1 }) {
+		t.Fatalf("%v namespaced EndpointSlice watches after 5 reloads, want 1", watches())
+	}
+	c.Stop()
+	if !harness.WaitFor(10*time.Second, func() bool { return watches() == 0 }) {
+		t.Fatalf("%v EndpointSlice watches after Caddy stopped, want 0", watches())
+	}
+	goleak.VerifyNone(t, ignore,
+		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
+		// reverse_proxy's own timer that forgets dynamic hosts after 5 minutes
+		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy.(*Upstream).fillDynamicHost.func1.1"),
+		// Caddy's storage clean-up lock, refreshed by certmagic
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"), // test backends, still listening
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"))
+}
+
+// TestKubernetesPropagationLatency measures, against the real API server,
+// the time from an EndpointSlice update returning to Caddy proxying to the
+// new endpoint, over 200 updates. It reports; it does not judge (machines
+// are noisy): see the README's performance section.
+func TestKubernetesPropagationLatency(t *testing.T) {
+	k := sharedKube(t)
+	net := harness.NewNetns(t)
+	k.Namespace(t, "latency")
+	svc := webService("latency")
+	svc.Spec.Selector = nil // endpoints are managed by the test
+	k.Service(t, svc)
+	a, b := net.AddAddr(t), net.AddAddr(t)
+	net.Backend(t, "a", a, 8080)
+	net.Backend(t, "b", b, 8080)
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "latency", Name: "web-manual", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080)}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{a.String()}}},
+	}
+	es, err := k.Client.DiscoveryV1().EndpointSlices("latency").Create(t.Context(), es, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := harness.StartCaddy(t, caddyPort, k8sProxy(map[string]any{"service": "latency/web:http", "kubeconfig": filepath.Join(k.Dir, "admin.kubeconfig")}), "")
+	c.ExpectBackends(t, 10*time.Second, "a")
+
+	const updates = 200
+	var lat []time.Duration
+	names := map[netip.Addr]string{a: "a", b: "b"}
+	for i := range updates {
+		next := a
+		if i%2 == 0 {
+			next = b
+		}
+		es.Endpoints[0].Addresses = []string{next.String()}
+		es, err = k.Client.DiscoveryV1().EndpointSlices("latency").Update(t.Context(), es, metav1.UpdateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		for {
+			if got, _ := c.Get(""); got == names[next] {
+				break
+			}
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("update %d not visible after 5s", i)
+			}
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	t.Logf("propagation over %d EndpointSlice updates (update returned -> proxied to the new endpoint): p50 %v, p99 %v, max %v",
+		updates, lat[updates/2], lat[updates*99/100], lat[updates-1])
 }

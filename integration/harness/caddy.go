@@ -39,12 +39,15 @@ func StartCaddyLogged(t testing.TB, port int, handlerJSON, extraApps, logFile st
 	t.Helper()
 	c := &Caddy{t: t, Port: port, LogFile: logFile, client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
 	c.Load(handlerJSON, extraApps)
-	t.Cleanup(func() {
-		if err := caddy.Stop(); err != nil {
-			t.Errorf("stopping caddy: %v", err)
-		}
-	})
+	t.Cleanup(c.Stop)
 	return c
+}
+
+// Stop stops Caddy, cleaning up its config; it is safe to call twice.
+func (c *Caddy) Stop() {
+	if err := caddy.Stop(); err != nil {
+		c.t.Errorf("stopping caddy: %v", err)
+	}
 }
 
 // Load (re)loads Caddy with the handler: on a running Caddy this is a config
