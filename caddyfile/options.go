@@ -96,4 +96,3 @@ func once(d *caddyfile.Dispenser, set bool) error {
 func Unknown(d *caddyfile.Dispenser, block string, known ...string) error {
 	return d.Errf("unrecognized %s option '%s' (known options: %v)", block, d.Val(), known)
 }
-

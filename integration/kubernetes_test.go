@@ -112,7 +112,7 @@ func TestKubernetesReferenceForms(t *testing.T) {
 	}{
 		{map[string]any{"service": "forms/web:http"}, "web"},
 		{map[string]any{"service": "forms/web:80"}, "web"},
-		{map[string]any{"service": "forms/web:web"}, "web"},   // targetPort name
+		{map[string]any{"service": "forms/web:web"}, "web"},      // targetPort name
 		{map[string]any{"service": "forms/web:9100"}, "metrics"}, // targetPort number
 		{map[string]any{"service": "forms/web", "port": 9090}, "metrics"},
 		{map[string]any{"service": "forms/web", "port": "metrics"}, "metrics"},

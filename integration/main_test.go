@@ -66,4 +66,3 @@ func sharedKube(t testing.TB) *harness.Kube {
 	}
 	return kube
 }
-

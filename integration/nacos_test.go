@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -28,6 +27,11 @@ import (
 	"github.com/caddy-discovery/caddy-discovery/nacos"
 )
 
+// nacosCaddyPort is where Caddy listens in the Nacos tests; apart from the
+// Kubernetes tests' port, as Caddy listens with SO_REUSEPORT and two test
+// binaries on one port would share its connections.
+const nacosCaddyPort = 18090
+
 // polaris is a running Polaris server speaking the Nacos protocol.
 type polaris struct {
 	dir  string
@@ -43,7 +47,7 @@ func startPolaris(t testing.TB, dir string, port int) *polaris {
 
 func (p *polaris) script(t testing.TB, name string, env ...string) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(".", name), p.dir)
+	cmd := exec.Command("./"+name, p.dir)
 	cmd.Env = append(os.Environ(), append(env, fmt.Sprintf("NACOS_HTTP_PORT=%d", p.port))...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, p.dir, err, out)
@@ -209,7 +213,7 @@ func TestNacosFollowsInstances(t *testing.T) {
 	ia, ib, ic := up("DEFAULT_GROUP", "follow", a, 8080), up("DEFAULT_GROUP", "follow", b, 8080), up("DEFAULT_GROUP", "follow", c, 8080)
 	reg.put(ia)
 
-	cd := harness.StartCaddy(t, caddyPort, nacosProxy(map[string]any{"service": "follow"}), nacosServerApp(p.port))
+	cd := harness.StartCaddy(t, nacosCaddyPort, nacosProxy(map[string]any{"service": "follow"}), nacosServerApp(p.port))
 	cd.ExpectBackends(t, 10*time.Second, "a")
 
 	reg.put(ib)
@@ -267,7 +271,7 @@ func TestNacosSelection(t *testing.T) {
 	}
 	other.put(i5)
 
-	cd := harness.StartCaddy(t, caddyPort, nacosProxy(map[string]any{"service": "sel"}), nacosServerApp(p.port))
+	cd := harness.StartCaddy(t, nacosCaddyPort, nacosProxy(map[string]any{"service": "sel"}), nacosServerApp(p.port))
 	for _, tc := range []struct {
 		source map[string]any
 		want   []string
@@ -328,7 +332,7 @@ func TestNacosReloadKeepsClient(t *testing.T) {
 	base := grpcConns(t, grpc)
 	goroutines := runtime.NumGoroutine()
 
-	cd := harness.StartCaddy(t, caddyPort, nacosProxy(map[string]any{"service": "reload"}), nacosServerApp(p.port))
+	cd := harness.StartCaddy(t, nacosCaddyPort, nacosProxy(map[string]any{"service": "reload"}), nacosServerApp(p.port))
 	cd.ExpectBackends(t, 10*time.Second, "a")
 	if got := grpcConns(t, grpc); got != base+1 {
 		t.Fatalf("%d gRPC connections with Caddy running, want %d", got, base+1)
@@ -379,7 +383,7 @@ func TestNacosServerRestart(t *testing.T) {
 	reg.put(up("DEFAULT_GROUP", "restart", a, 8080))
 	reg.put(up("DEFAULT_GROUP", "restart", b, 8080))
 
-	cd := harness.StartCaddy(t, caddyPort, nacosProxy(map[string]any{"service": "restart"}), nacosServerApp(p.port))
+	cd := harness.StartCaddy(t, nacosCaddyPort, nacosProxy(map[string]any{"service": "restart"}), nacosServerApp(p.port))
 	cd.ExpectBackends(t, 10*time.Second, "a", "b")
 
 	var stop atomic.Bool
@@ -439,7 +443,7 @@ func TestNacosPropagation(t *testing.T) {
 	})
 	t.Cleanup(func() { nacos.SetPublishObserver(nil) })
 
-	cd := harness.StartCaddy(t, caddyPort, nacosProxy(map[string]any{"service": "prop"}), nacosServerApp(p.port))
+	cd := harness.StartCaddy(t, nacosCaddyPort, nacosProxy(map[string]any{"service": "prop"}), nacosServerApp(p.port))
 	cd.ExpectBackends(t, 10*time.Second, "a")
 
 	var total []time.Duration
