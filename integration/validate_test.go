@@ -1,0 +1,67 @@
+package integration
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// TestValidateJSON runs `caddy validate`'s code path on JSON configs: bad
+// input is refused with an error naming the field, good input passes without
+// contacting any registry (no server listens at the addresses used here).
+func TestValidateJSON(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		source  string
+		apps    string
+		wantErr string // "" for a valid config
+	}{
+		{"numeric port", `"service": "shop/web", "port": 8080, "server": "https://127.0.0.1:1"`, "", ""},
+		{"string port", `"service": "shop/web", "port": "8080", "server": "https://127.0.0.1:1"`, "", ""},
+		{"dns name", `"service": "web.shop.svc.cluster.local:http", "server": "https://127.0.0.1:1"`, "", ""},
+		{"env placeholder", `"service": "{env.CD_TEST_SERVICE}", "server": "{env.CD_TEST_SERVER}", "token": "{env.CD_TEST_TOKEN}"`, "", ""},
+		{"named cluster", `"service": "east/shop/web:http"`, `"k8s": {"clusters": {"east": {"server": "https://127.0.0.1:1"}}}`, ""},
+		{"unknown field", `"service": "shop/web", "namespace": "shop"`, "", `unknown field "namespace"`},
+		{"bad port type", `"service": "shop/web", "port": true`, "", "port must be a name"},
+		{"bad reference", `"service": "web"`, "", "service: service reference \"web\" names no namespace"},
+		{"missing service", `"server": "https://127.0.0.1:1"`, "", "service: required"},
+		{"bad target", `"service": "shop/web", "target": "pods"`, "", `target: unknown target "pods"; use endpoints, cluster_ip or node_port`},
+		{"token and token_file", `"service": "shop/web", "server": "https://127.0.0.1:1", "token": "x", "token_file": "/t"`, "", "token and token_file are both set"},
+		{"unknown cluster", `"service": "west/shop/web"`, `"k8s": {"clusters": {"east": {"server": "https://127.0.0.1:1"}}}`, `cluster "west" is not defined in the k8s app; defined clusters: [east]`},
+		{"server not a url", `"service": "shop/web", "server": "127.0.0.1:6443"`, "", `server "127.0.0.1:6443" is not a URL`},
+		{"missing ca_file", `"service": "shop/web", "server": "https://127.0.0.1:1", "ca_file": "/nonexistent/ca.crt"`, "", "ca_file: stat /nonexistent/ca.crt"},
+		{"unknown app field", `"service": "shop/web"`, `"k8s": {"cluster": {}}`, `unknown field "cluster"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("CD_TEST_SERVICE", "shop/web:http")
+			t.Setenv("CD_TEST_SERVER", "https://127.0.0.1:1")
+			t.Setenv("CD_TEST_TOKEN", "secret")
+			apps := ""
+			if tc.apps != "" {
+				apps = "," + tc.apps
+			}
+			cfg := fmt.Sprintf(`{"admin": {"disabled": true}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [
+				{"handler": "reverse_proxy", "dynamic_upstreams": {"source": "k8s", %s}}]}]}}}%s}}`, tc.source, apps)
+			var c caddy.Config
+			if err := caddy.StrictUnmarshalJSON([]byte(cfg), &c); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			err := caddy.Validate(&c)
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("validate took %v: it must not wait on a registry", took)
+			}
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("validate: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("validate error = %v, want it to contain %q", err, tc.wantErr)
+			case err != nil && strings.Contains(err.Error(), "secret"):
+				t.Fatalf("validate error shows a secret: %v", err)
+			}
+		})
+	}
+}
