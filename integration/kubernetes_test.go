@@ -439,3 +439,50 @@ func TestKubernetesPropagationLatency(t *testing.T) {
 	t.Logf("propagation over %d EndpointSlice updates (update returned -> proxied to the new endpoint): p50 %v, p99 %v, max %v",
 		updates, lat[updates/2], lat[updates*99/100], lat[updates-1])
 }
+
+// TestKubernetesExplainsMissingServiceAndPortAndIPv6: a missing Service
+// lists the namespace's Services, a missing port lists the Service's ports,
+// and IPv6 endpoints are proxied to.
+func TestKubernetesExplainsMissingServiceAndPortAndIPv6(t *testing.T) {
+	k := sharedKube(t)
+	net := harness.NewNetns(t)
+	k.Namespace(t, "explain")
+	svc := webService("explain")
+	svc.Spec.Selector = nil
+	k.Service(t, svc)
+	v6 := net.AddAddr6(t)
+	net.Backend(t, "v6", v6, 8080)
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "explain", Name: "web-v6", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv6,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080)}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{v6.String()}}},
+	}
+	if _, err := k.Client.DiscoveryV1().EndpointSlices("explain").Create(t.Context(), es, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	kubeconfig := filepath.Join(k.Dir, "admin.kubeconfig")
+	c := harness.StartCaddy(t, caddyPort, k8sProxy(map[string]any{"service": "explain/web:http", "kubeconfig": kubeconfig}), "")
+	c.ExpectBackends(t, 10*time.Second, "v6")
+
+	// reverse_proxy has no fallback upstreams here, so the source's error
+	// shows in the log only; GetUpstreams' message is checked through it.
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	c.LogFile = logFile
+	for ref, want := range map[string]string{
+		"explain/web:grpc": `service explain/web has no port "grpc"; ports: http (80->web/TCP)`,
+		"explain/api:http": `service explain/api not found (services in namespace "explain": [explain/web])`,
+	} {
+		c.Load(k8sProxy(map[string]any{"service": ref, "kubeconfig": kubeconfig}), "")
+		harness.Eventually(t, 10*time.Second, func() error {
+			if _, err := c.Get(""); err == nil {
+				return fmt.Errorf("%s: want requests to fail", ref)
+			}
+			if log := strings.ReplaceAll(harness.ReadFile(logFile), `\"`, `"`); !strings.Contains(log, want) {
+				return fmt.Errorf("%s: want %q in the log", ref, want)
+			}
+			return nil
+		})
+	}
+}
