@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -485,4 +486,88 @@ func TestKubernetesExplainsMissingServiceAndPortAndIPv6(t *testing.T) {
 			return nil
 		})
 	}
+}
+
+// TestKubernetesTokenRotationAcrossRestart: Caddy authenticates with a
+// service account token from token_file. The file is rotated to a new token
+// and the old one revoked; the API server then restarts, which breaks every
+// watch. Meanwhile requests keep reaching the last known pods, and afterwards
+// the watches resume with the new token and follow changes again.
+func TestKubernetesTokenRotationAcrossRestart(t *testing.T) {
+	k := sharedKube(t)
+	net := harness.NewNetns(t)
+	k.Namespace(t, "rotate")
+	k.Node(t, "rotate-node", "z1", net.Gateway, netip.Addr{})
+	k.Service(t, webService("rotate"))
+	ip0, ip1 := net.AddAddr(t), net.AddAddr(t)
+	net.Backend(t, "pod0", ip0, 8080)
+	net.Backend(t, "pod1", ip1, 8080)
+	k.Pod(t, "rotate", "pod0", "rotate-node", appWeb, ip0, true)
+
+	// A service account with a namespaced Role, and two tokens bound to two
+	// Secrets: deleting a Secret revokes its token.
+	cs := k.Client
+	if _, err := cs.CoreV1().ServiceAccounts("rotate").Create(t.Context(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "caddy"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "caddy"}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
+	}}
+	if _, err := cs.RbacV1().Roles("rotate").Create(t.Context(), role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "caddy"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "caddy"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "caddy", Namespace: "rotate"}}}
+	if _, err := cs.RbacV1().RoleBindings("rotate").Create(t.Context(), binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mint := func(secret string) string {
+		s, err := cs.CoreV1().Secrets("rotate").Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secret}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := cs.CoreV1().ServiceAccounts("rotate").CreateToken(t.Context(), "caddy", &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+			BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Secret", APIVersion: "v1", Name: secret, UID: s.UID},
+		}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr.Status.Token
+	}
+	oldToken, newToken := mint("old"), mint("new")
+
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(oldToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := harness.StartCaddy(t, caddyPort, k8sProxy(map[string]any{
+		"service": "rotate/web:http", "server": k.Server, "token_file": tokenFile, "ca_file": k.CAFile}), "")
+	c.ExpectBackends(t, 10*time.Second, "pod0")
+
+	// Rotate: the kubelet would replace the projected token file atomically.
+	tmp := tokenFile + ".new"
+	if err := os.WriteFile(tmp, []byte(newToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, tokenFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.CoreV1().Secrets("rotate").Delete(t.Context(), "old", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Restart the control plane; requests keep going to the last known pod.
+	if err := k.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Spread(20); got["pod0"] != 20 {
+		t.Fatalf("while the API server is down, requests must keep reaching the last known pod: %v", got)
+	}
+	if _, err := harness.StartKube(k.Dir, 16443, 23790); err != nil {
+		t.Fatal(err)
+	}
+	k.Pod(t, "rotate", "pod1", "rotate-node", appWeb, ip1, true)
+	c.ExpectBackends(t, 60*time.Second, "pod0", "pod1")
 }
