@@ -23,7 +23,7 @@ type subscription struct {
 	cell upstreams.Cell
 
 	mu          sync.Mutex // serializes refresh, so an older view never overwrites a newer one
-	lastProblem string
+	lastProblem string     // the Service problem last logged, "" if none
 }
 
 // refresh recomputes the targets from the informers' caches and publishes them.
@@ -34,21 +34,32 @@ func (s *subscription) refresh() {
 	targets, err := s.compute()
 	s.cell.Store(upstreams.NewSnapshot(targets, err))
 
+	// Problems of the watches themselves (and the wait for the first list)
+	// are logged once by their informer set; only the Service's own are
+	// logged here, when they start and end.
 	problem := ""
-	if err != nil {
+	if err != nil && s.synced() && s.watchProblem() == nil {
 		problem = err.Error()
 	}
-	if problem != s.lastProblem {
+	if problem != s.lastProblem && (problem != "" || err == nil) {
 		log := caddy.Log().Named("kubernetes")
-		switch {
-		case problem == "":
+		if problem == "" {
 			log.Info("service has backends again", zap.String("service", s.ref.String()), zap.Int("backends", len(targets)))
-		case s.watchProblem() == nil:
-			// watch problems are logged once by their informer set
+		} else {
 			log.Warn("service has no usable backends", zap.String("service", s.ref.String()), zap.Error(err))
 		}
 		s.lastProblem = problem
 	}
+}
+
+// synced reports whether every informer set has listed its objects once.
+func (s *subscription) synced() bool {
+	for _, set := range []*informerSet{s.ns, s.nodes} {
+		if set != nil && !set.synced.Load() {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *subscription) watchProblem() error {
