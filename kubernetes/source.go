@@ -12,6 +12,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 func init() {
@@ -92,8 +94,9 @@ type KubernetesUpstreams struct {
 	// app's clusters for the fields.
 	Connection
 
-	sub  *subscription
-	keys []string
+	sub        *subscription
+	keys       []string
+	unregister func()
 }
 
 // CaddyModule returns the Caddy module information.
@@ -225,6 +228,7 @@ func (u *KubernetesUpstreams) subscribe(app *App, cluster, fp string, client kub
 	}
 	sub.refresh()
 	u.sub = sub
+	u.unregister = upstreams.Register("k8s", ref.String(), &sub.cell)
 	app.track(sets...)
 	return nil
 }
@@ -239,6 +243,10 @@ func (u *KubernetesUpstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstr
 
 // Cleanup leaves the informer sets; the last user of a set stops it.
 func (u *KubernetesUpstreams) Cleanup() error {
+	if u.unregister != nil {
+		u.unregister()
+		u.unregister = nil
+	}
 	if u.sub != nil {
 		for _, s := range []*informerSet{u.sub.ns, u.sub.nodes} {
 			if s != nil {

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
@@ -48,6 +49,7 @@ type Snapshot struct {
 	dials   []string
 	weights []float64
 	err     error
+	at      time.Time // when it was made, for the admin dump
 }
 
 // NewSnapshot sorts the targets by address and port, drops duplicates (the same
@@ -62,6 +64,7 @@ func NewSnapshot(targets []Target, err error) *Snapshot {
 		dials:   make([]string, len(sorted)),
 		weights: make([]float64, len(sorted)),
 		err:     err,
+		at:      time.Now(),
 	}
 	for i, t := range sorted {
 		s.dials[i] = t.Dial()
