@@ -19,6 +19,8 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/model"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 	"go.uber.org/goleak"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 func TestMain(m *testing.M) {
@@ -445,6 +447,15 @@ func TestSharedLifecycle(t *testing.T) {
 	})
 	eventually(t, expectDials(a, "10.0.0.1:80", "10.0.0.2:80"))
 	eventually(t, expectDials(b, "10.0.0.1:80"))
+	var dumped []string
+	for _, e := range upstreams.Dump() {
+		if e.Source == "nacos" {
+			dumped = append(dumped, fmt.Sprintf("%s %d", e.Service, len(e.Upstreams)))
+		}
+	}
+	if want := []string{"shop@@orders 2", "shop@@orders (metadata version=v2) 1"}; !slices.Equal(dumped, want) {
+		t.Errorf("admin dump lists %q, want %q", dumped, want)
+	}
 	u1, _ := a.GetUpstreams(nil)
 	u2, _ := a.GetUpstreams(nil)
 	if u1[0] == u2[0] {
@@ -481,6 +492,11 @@ func TestSharedLifecycle(t *testing.T) {
 	})
 	if err := c.Cleanup(); err != nil {
 		t.Fatal(err)
+	}
+	for _, e := range upstreams.Dump() {
+		if e.Source == "nacos" {
+			t.Errorf("admin dump still lists %s after Cleanup", e.Service)
+		}
 	}
 	fake.mu.Lock()
 	defer fake.mu.Unlock()

@@ -15,6 +15,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 func init() {
@@ -91,8 +93,9 @@ type NacosUpstreams struct {
 	// app's servers for the fields (`namespace` is the field above).
 	Server
 
-	view *view
-	keys []string
+	view       *view
+	keys       []string
+	unregister func()
 }
 
 // CaddyModule returns the Caddy module information.
@@ -155,6 +158,11 @@ func (u *NacosUpstreams) provision(app *App) error {
 	u.keys = append(u.keys, watchKey)
 	u.view = &view{w: w, filter: f, protect: u.ProtectThreshold}
 	w.addView(u.view)
+	dumpName := ref.String()
+	if sel := f.String(); sel != "" {
+		dumpName += " (" + sel + ")"
+	}
+	u.unregister = upstreams.Register("nacos", dumpName, &u.view.cell)
 	app.track(c, w)
 	return nil
 }
@@ -252,6 +260,10 @@ func (u *NacosUpstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, 
 // Cleanup leaves the subscription and the client; the last user of each
 // ends it.
 func (u *NacosUpstreams) Cleanup() error {
+	if u.unregister != nil {
+		u.unregister()
+		u.unregister = nil
+	}
 	if u.view != nil {
 		u.view.w.removeView(u.view)
 	}
