@@ -47,28 +47,60 @@ func webService(ns string) *corev1.Service {
 
 var appWeb = map[string]string{"app": "web"}
 
+// webSetup creates namespace ns with a Node "<ns>-node" (zone z1) and the
+// Service web selecting app=web, and a test network for its Pods' backends.
+func webSetup(t *testing.T, ns string) (*harness.Kube, *harness.Netns) {
+	t.Helper()
+	k := sharedKube(t)
+	net := harness.NewNetns(t)
+	k.Namespace(t, ns)
+	k.Node(t, ns+"-node", "z1", net.Gateway, netip.Addr{})
+	k.Service(t, webService(ns))
+	return k, net
+}
+
+// readyPod starts a backend answering name on a new address of net, and a
+// ready Pod of that name and address on the namespace's node.
+func readyPod(t *testing.T, k *harness.Kube, net *harness.Netns, ns, name string) netip.Addr {
+	t.Helper()
+	ip := net.AddAddr(t)
+	net.Backend(t, name, ip, 8080)
+	k.Pod(t, ns, name, ns+"-node", appWeb, ip, true)
+	return ip
+}
+
+// grantDiscovery gives subject the namespaced Role this module needs in ns:
+// get, list and watch on services and endpointslices.
+func grantDiscovery(t *testing.T, k *harness.Kube, ns string, subject rbacv1.Subject) {
+	t.Helper()
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "caddy"}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
+	}}
+	if _, err := k.Client.RbacV1().Roles(ns).Create(t.Context(), role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "caddy"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "caddy"},
+		Subjects: []rbacv1.Subject{subject}}
+	if _, err := k.Client.RbacV1().RoleBindings(ns).Create(t.Context(), binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestKubernetesEndpointsFollowPods: requests reach exactly the ready pods,
 // through scale up, readiness flips and scale down.
 func TestKubernetesEndpointsFollowPods(t *testing.T) {
-	k := sharedKube(t)
-	net := harness.NewNetns(t)
-	k.Namespace(t, "follow")
-	k.Node(t, "follow-node", "z1", net.Gateway, netip.Addr{})
-	k.Service(t, webService("follow"))
-
-	var ips []netip.Addr
-	for i := range 3 {
-		ip := net.AddAddr(t)
-		ips = append(ips, ip)
-		net.Backend(t, fmt.Sprintf("pod%d", i), ip, 8080)
-	}
-	k.Pod(t, "follow", "pod0", "follow-node", appWeb, ips[0], true)
-	k.Pod(t, "follow", "pod1", "follow-node", appWeb, ips[1], true)
+	k, net := webSetup(t, "follow")
+	readyPod(t, k, net, "follow", "pod0")
+	readyPod(t, k, net, "follow", "pod1")
+	ip2 := net.AddAddr(t)
+	net.Backend(t, "pod2", ip2, 8080)
 
 	c := harness.StartCaddy(t, caddyPort, k8sProxy(map[string]any{"service": "follow/web:http", "kubeconfig": filepath.Join(k.Dir, "admin.kubeconfig")}), "")
 	c.ExpectBackends(t, 10*time.Second, "pod0", "pod1")
 
-	k.Pod(t, "follow", "pod2", "follow-node", appWeb, ips[2], false)
+	k.Pod(t, "follow", "pod2", "follow-node", appWeb, ip2, false)
 	c.ExpectBackends(t, 5*time.Second, "pod0", "pod1") // not ready yet
 	k.SetReady(t, "follow", "pod2", true)
 	c.ExpectBackends(t, 5*time.Second, "pod0", "pod1", "pod2")
@@ -257,14 +289,8 @@ func TestKubernetesMultiCluster(t *testing.T) {
 // verb, resource, namespace and the rule to add, logged once; once the Role
 // exists, it works without a reload. A bad token gets the 401 message.
 func TestKubernetesRBAC(t *testing.T) {
-	k := sharedKube(t)
-	net := harness.NewNetns(t)
-	k.Namespace(t, "rbac")
-	k.Node(t, "rbac-node", "z1", net.Gateway, netip.Addr{})
-	k.Service(t, webService("rbac"))
-	ip := net.AddAddr(t)
-	net.Backend(t, "web", ip, 8080)
-	k.Pod(t, "rbac", "pod", "rbac-node", appWeb, ip, true)
+	k, net := webSetup(t, "rbac")
+	readyPod(t, k, net, "rbac", "pod")
 
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
 	tokenFile := filepath.Join(t.TempDir(), "token")
@@ -308,34 +334,16 @@ func TestKubernetesRBAC(t *testing.T) {
 	}
 
 	// Least privilege: a namespaced Role is enough.
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "rbac", Name: "caddy"}, Rules: []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
-	}}
-	if _, err := k.Client.RbacV1().Roles("rbac").Create(t.Context(), role, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "rbac", Name: "caddy"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "caddy"},
-		Subjects: []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: "restricted"}}}
-	if _, err := k.Client.RbacV1().RoleBindings("rbac").Create(t.Context(), binding, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	c.ExpectBackends(t, 60*time.Second, "web")
+	grantDiscovery(t, k, "rbac", rbacv1.Subject{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: "restricted"})
+	c.ExpectBackends(t, 60*time.Second, "pod")
 }
 
 // TestKubernetesReloadKeepsOneWatch: reloads share the running watch (one
 // WATCH on the API server, whatever the number of reloads and sites), and
 // stopping Caddy ends it and leaves no goroutine behind.
 func TestKubernetesReloadKeepsOneWatch(t *testing.T) {
-	k := sharedKube(t)
-	net := harness.NewNetns(t)
-	k.Namespace(t, "reload")
-	k.Node(t, "reload-node", "z1", net.Gateway, netip.Addr{})
-	k.Service(t, webService("reload"))
-	ip := net.AddAddr(t)
-	net.Backend(t, "web", ip, 8080)
-	k.Pod(t, "reload", "pod", "reload-node", appWeb, ip, true)
+	k, net := webSetup(t, "reload")
+	readyPod(t, k, net, "reload", "web")
 	watches := func() float64 {
 		n, err := k.Metric("apiserver_longrunning_requests", `resource="endpointslices"`, `scope="namespace"`, `verb="WATCH"`)
 		if err != nil {
@@ -494,15 +502,10 @@ func TestKubernetesExplainsMissingServiceAndPortAndIPv6(t *testing.T) {
 // watch. Meanwhile requests keep reaching the last known pods, and afterwards
 // the watches resume with the new token and follow changes again.
 func TestKubernetesTokenRotationAcrossRestart(t *testing.T) {
-	k := sharedKube(t)
-	net := harness.NewNetns(t)
-	k.Namespace(t, "rotate")
-	k.Node(t, "rotate-node", "z1", net.Gateway, netip.Addr{})
-	k.Service(t, webService("rotate"))
-	ip0, ip1 := net.AddAddr(t), net.AddAddr(t)
-	net.Backend(t, "pod0", ip0, 8080)
+	k, net := webSetup(t, "rotate")
+	readyPod(t, k, net, "rotate", "pod0")
+	ip1 := net.AddAddr(t)
 	net.Backend(t, "pod1", ip1, 8080)
-	k.Pod(t, "rotate", "pod0", "rotate-node", appWeb, ip0, true)
 
 	// A service account with a namespaced Role, and two tokens bound to two
 	// Secrets: deleting a Secret revokes its token.
@@ -510,19 +513,7 @@ func TestKubernetesTokenRotationAcrossRestart(t *testing.T) {
 	if _, err := cs.CoreV1().ServiceAccounts("rotate").Create(t.Context(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "caddy"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "caddy"}, Rules: []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
-	}}
-	if _, err := cs.RbacV1().Roles("rotate").Create(t.Context(), role, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "caddy"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "caddy"},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "caddy", Namespace: "rotate"}}}
-	if _, err := cs.RbacV1().RoleBindings("rotate").Create(t.Context(), binding, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	grantDiscovery(t, k, "rotate", rbacv1.Subject{Kind: "ServiceAccount", Name: "caddy", Namespace: "rotate"})
 	mint := func(secret string) string {
 		s, err := cs.CoreV1().Secrets("rotate").Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secret}}, metav1.CreateOptions{})
 		if err != nil {

@@ -40,10 +40,11 @@ func NewNetns(t testing.TB) *Netns {
 	t.Helper()
 	seq := netnsSeq.Add(1)
 	id := fmt.Sprintf("%d%d", os.Getpid()%10000, seq)
+	subnet := freeSubnet(t, seq)
 	n := &Netns{
 		Name:    "cdt" + id,
-		Gateway: netip.AddrFrom4([4]byte{10, 251, byte(seq), 1}),
-		prefix:  netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 251, byte(seq), 0}), 24),
+		Gateway: netip.AddrFrom4([4]byte{10, 251, subnet, 1}),
+		prefix:  netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 251, subnet, 0}), 24),
 		inner:   "vn" + id,
 	}
 	outer := "vh" + id
@@ -52,7 +53,7 @@ func NewNetns(t testing.TB) *Netns {
 		_ = exec.Command("ip", "netns", "del", n.Name).Run()
 		_ = exec.Command("ip", "link", "del", outer).Run()
 	})
-	v6gw := fmt.Sprintf("fd51:0:0:%x::1/64", seq)
+	v6gw := fmt.Sprintf("fd51:0:0:%x::1/64", subnet)
 	for _, args := range [][]string{
 		{"netns", "add", n.Name},
 		{"link", "add", outer, "type", "veth", "peer", "name", n.inner},
@@ -68,6 +69,25 @@ func NewNetns(t testing.TB) *Netns {
 		}
 	}
 	return n
+}
+
+// freeSubnet picks the third byte of a 10.251.x.0/24 that no route uses yet,
+// so that test processes running side by side get apart subnets.
+func freeSubnet(t testing.TB, seq int32) byte {
+	t.Helper()
+	start := (os.Getpid()*7 + int(seq)) % 250
+	for i := range 250 {
+		x := byte((start+i)%250 + 1)
+		out, err := exec.Command("ip", "-4", "route", "show", fmt.Sprintf("10.251.%d.0/24", x)).Output()
+		if err != nil {
+			t.Fatalf("ip route show: %v", err)
+		}
+		if len(strings.TrimSpace(string(out))) == 0 {
+			return x
+		}
+	}
+	t.Fatal("no free /24 left in 10.251.0.0/16")
+	return 0
 }
 
 // AddAddr adds the next free IPv4 address of the namespace's subnet inside it.
