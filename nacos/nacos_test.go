@@ -667,3 +667,22 @@ func TestCredentialsReachLogin(t *testing.T) {
 		t.Fatal("no login request")
 	}
 }
+
+// TestSDKLogRedaction checks that the access token and password the SDK
+// prints into its request logs never reach Caddy's log.
+func TestSDKLogRedaction(t *testing.T) {
+	for _, in := range []string{
+		`conn grpc request nacos server success, request=metadata:{type:"SubscribeServiceRequest" headers:{key:"accessToken" value:"tok.en-SECRET"} headers:{key:"app" value:"caddy"}}`,
+		`request=&{Headers:map[accessToken:tok.en-SECRET app:caddy] Namespace:prod}`,
+		`params:[{"password":"pa\"SECRET","username":"caddy"}],err:refused`,
+		`login?username=caddy&password=SECRET&x=1`,
+	} {
+		out := redactSecrets(in)
+		if strings.Contains(out, "SECRET") || !strings.Contains(out, "REDACTED") {
+			t.Errorf("redactSecrets(%q) = %q", in, out)
+		}
+		if strings.Contains(in, "caddy") && !strings.Contains(out, "caddy") {
+			t.Errorf("redactSecrets(%q) = %q removed more than the secret", in, out)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package nacos
 
 import (
 	"fmt"
+	"regexp"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
@@ -24,9 +25,24 @@ var redirectSDKLogs = sync.OnceFunc(func() { logger.SetLogger(sdkLogger{}) })
 type sdkLogger struct{}
 
 func (sdkLogger) log(level string, msg string) {
-	if c := caddy.Log().Named("nacos.sdk").Check(zapcore.DebugLevel, msg); c != nil {
+	if c := caddy.Log().Named("nacos.sdk").Check(zapcore.DebugLevel, "message redacted"); c != nil {
+		c.Message = redactSecrets(msg)
 		c.Write(zap.String("sdk_level", level))
 	}
+}
+
+// Secrets the SDK writes into its debug and error logs: the access token in
+// every gRPC request's headers (printed as protobuf text or a Go map), and
+// HTTP form parameters such as password (printed as JSON).
+var (
+	secretProtoField = regexp.MustCompile(`(?i)(key:\s*"(?:accessToken|password|secretKey|Spas-SecurityToken|Spas-Signature)"\s+value:\s*)"(?:[^"\\]|\\.)*"`)
+	secretField      = regexp.MustCompile(`(?i)("?(?:accessToken|password|secretKey|secret_key|Spas-SecurityToken|Spas-Signature)"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|[^\s,\]}&"]+)`)
+)
+
+// redactSecrets replaces the values of secret fields in an SDK log message.
+func redactSecrets(msg string) string {
+	msg = secretProtoField.ReplaceAllString(msg, `$1"REDACTED"`)
+	return secretField.ReplaceAllString(msg, `${1}REDACTED`)
 }
 
 func (l sdkLogger) Info(args ...any)               { l.log("info", fmt.Sprint(args...)) }
