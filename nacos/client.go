@@ -114,7 +114,11 @@ func newClient(name string, param vo.NacosClientParam, reconcile time.Duration) 
 // run creates the SDK client, then watches its connection.
 func (c *client) run() {
 	redirectSDKLogs()
-	nc, err := newNamingClient(c.param)
+	var nc namingClient
+	err := guard("creating the client", func() (err error) {
+		nc, err = newNamingClient(c.param)
+		return err
+	})
 	if err != nil {
 		// Configuration errors are permanent; retrying would leak a client
 		// per attempt (nacos-sdk-go #843).
@@ -239,7 +243,7 @@ func (c *client) Destruct() error {
 	}
 	closed := make(chan struct{})
 	go func() {
-		c.nc.CloseClient()
+		_ = guard("closing the client", func() error { c.nc.CloseClient(); return nil })
 		close(closed)
 	}()
 	select {
@@ -248,6 +252,19 @@ func (c *client) Destruct() error {
 	case <-time.After(closeTimeout):
 		return errors.New(c.where + ": closing the client timed out; abandoning it")
 	}
+}
+
+// guard runs an SDK call on one of our goroutines and turns a panic into an
+// error. The SDK type-asserts server answers unchecked (the login response's
+// tokenTtl, the type of every gRPC response), so a misbehaving server, or an
+// address that serves some other JSON, must not crash Caddy.
+func guard(what string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s: the Nacos client failed on the server's answer (is this a Nacos server?): %v", what, r)
+		}
+	}()
+	return f()
 }
 
 // acquireClient returns the pooled client for param, creating it if needed.

@@ -686,3 +686,44 @@ func TestSDKLogRedaction(t *testing.T) {
 		}
 	}
 }
+
+// panickyNaming answers Subscribe the way the SDK does when a server sends
+// a response of an unexpected type: with a panic on the caller's goroutine.
+type panickyNaming struct{ *fakeNaming }
+
+func (panickyNaming) Subscribe(*vo.SubscribeParam) error {
+	var resp any = "not a SubscribeServiceResponse"
+	_ = resp.(fmt.Stringer) // panics as the SDK's unchecked type assertion does
+	return nil
+}
+
+// TestServerAnswersCannotCrash checks that SDK panics on a server's answers,
+// at client creation (the login response) or on subscribing, become errors.
+func TestServerAnswersCannotCrash(t *testing.T) {
+	old := newNamingClient
+	t.Cleanup(func() { newNamingClient = old })
+	for name, nc := range map[string]func(vo.NacosClientParam) (namingClient, error){
+		"login": func(vo.NacosClientParam) (namingClient, error) {
+			var ttl any // {"accessToken":"t"} without tokenTtl
+			return nil, fmt.Errorf("unreachable %v", ttl.(float64))
+		},
+		"subscribe": func(vo.NacosClientParam) (namingClient, error) { return panickyNaming{newFake()}, nil },
+	} {
+		t.Run(name, func(t *testing.T) {
+			newNamingClient = nc
+			u := &NacosUpstreams{Service: "orders-" + name}
+			app := new(App)
+			if err := u.provision(app); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = u.Cleanup() }()
+			_ = app.Start()
+			eventually(t, func() error {
+				if _, err := u.GetUpstreams(nil); err == nil || !strings.Contains(err.Error(), "is this a Nacos server?") {
+					return fmt.Errorf("err = %v", err)
+				}
+				return nil
+			})
+		})
+	}
+}

@@ -219,10 +219,10 @@ func (w *watch) run() {
 // Subscribe the first is undone, or the SDK would call back twice.
 func (w *watch) subscribe() error {
 	if w.attempted {
-		_ = w.c.nc.Unsubscribe(w.param)
+		_ = guard("unsubscribing", func() error { return w.c.nc.Unsubscribe(w.param) })
 	}
 	w.attempted = true
-	if err := w.c.nc.Subscribe(w.param); err != nil {
+	if err := guard("subscribing", func() error { return w.c.nc.Subscribe(w.param) }); err != nil {
 		return w.explain(err)
 	}
 	return nil
@@ -294,7 +294,11 @@ func (w *watch) diagnose() {
 	if !empty || !w.c.healthy.Load() {
 		return
 	}
-	list, err := w.c.nc.GetAllServicesInfo(vo.GetAllServiceInfoParam{GroupName: w.ref.Group, PageNo: 1, PageSize: 500})
+	var list model.ServiceList
+	err := guard("listing services", func() (err error) {
+		list, err = w.c.nc.GetAllServicesInfo(vo.GetAllServiceInfoParam{GroupName: w.ref.Group, PageNo: 1, PageSize: 500})
+		return err
+	})
 	if err != nil {
 		return // the plain "no instances" error stands
 	}
@@ -328,7 +332,7 @@ func (w *watch) Destruct() error {
 	w.done.Wait()
 	w.c.removeWatch(w)
 	if w.attempted && w.c.nc != nil {
-		if err := w.c.nc.Unsubscribe(w.param); err != nil && w.c.healthy.Load() {
+		if err := guard("unsubscribing", func() error { return w.c.nc.Unsubscribe(w.param) }); err != nil && w.c.healthy.Load() {
 			return fmt.Errorf("%s: unsubscribing from service %s: %w", w.c.where, w.ref, err)
 		}
 	}
