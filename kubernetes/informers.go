@@ -2,6 +2,8 @@ package kubernetes
 
 import (
 	"context"
+	"errors"
+	"io"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -10,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
@@ -170,7 +173,10 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 			cancel()
 			return nil, err
 		}
-		if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		if err := inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, _ *cache.Reflector, err error) {
+			if routineWatchEnd(ctx, err) {
+				return // the reflector lists again, as client-go's default handler expects
+			}
 			s.setProblem(i, explainWatchError(cluster, namespace, r, err))
 		}); err != nil {
 			cancel()
@@ -184,6 +190,14 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 	}
 	s.start = sync.OnceFunc(s.run)
 	return s, nil
+}
+
+// routineWatchEnd reports the ends of a watch that are part of normal
+// operation: an expired resource version (410 Gone, after compaction), a
+// connection closed by the server, or shutdown.
+func routineWatchEnd(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || apierrors.IsResourceExpired(err) || apierrors.IsGone(err) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.Canceled)
 }
 
 func (s *informerSet) handler(r resource) cache.ResourceEventHandler {

@@ -2,7 +2,9 @@ package kubernetes
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -10,7 +12,9 @@ import (
 
 	"go.uber.org/goleak"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 )
@@ -137,5 +141,33 @@ func TestValidateStartsNothing(t *testing.T) {
 	}
 	if n := len(client.Actions()); n != 0 {
 		t.Fatalf("provision + cleanup sent %d requests, want none: %v", n, client.Actions())
+	}
+}
+
+func TestRoutineWatchEnds(t *testing.T) {
+	ctx := context.Background()
+	for _, err := range []error{
+		apierrors.NewResourceExpired("too old resource version"),
+		apierrors.NewGone("gone"),
+		io.EOF,
+		fmt.Errorf("watch: %w", io.ErrUnexpectedEOF),
+	} {
+		if !routineWatchEnd(ctx, err) {
+			t.Errorf("%v must count as a routine end of a watch", err)
+		}
+	}
+	for _, err := range []error{
+		apierrors.NewUnauthorized("no"),
+		apierrors.NewForbidden(schema.GroupResource{Resource: "services"}, "", errors.New("no")),
+		errors.New("dial tcp 127.0.0.1:1: connect: connection refused"),
+	} {
+		if routineWatchEnd(ctx, err) {
+			t.Errorf("%v must be reported", err)
+		}
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if !routineWatchEnd(canceled, errors.New("anything")) {
+		t.Error("errors during shutdown are routine")
 	}
 }
