@@ -3,8 +3,8 @@ package kubernetes
 import (
 	"context"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 
