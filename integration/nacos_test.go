@@ -389,6 +389,13 @@ func TestNacosReloadKeepsClient(t *testing.T) {
 // no request to an instance that stayed up fails, and afterwards changes
 // are followed again (the subscription recovered).
 func TestNacosServerRestart(t *testing.T) {
+	if raceEnabled {
+		// The SDK's reconnect writes RpcClient.currentConnection while its
+		// event goroutine reads it (rpc_client.go:449 vs :487 in v2.3.5;
+		// nacos-sdk-go #741, #905): -race fails any test whose clients
+		// reconnect. .ci/run runs this test again without -race.
+		t.Skip("nacos-sdk-go v2.3.5 has a known data race on reconnect (#741, #905); run without -race (.ci/run does)")
+	}
 	dir := t.TempDir()
 	p := startPolaris(t, dir, 28848)
 	t.Cleanup(func() { p.stop(t) })
