@@ -1,0 +1,70 @@
+package kubernetes
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const twoContexts = `apiVersion: v1
+kind: Config
+clusters:
+- name: a
+  cluster: {server: "https://10.0.0.1:6443"}
+- name: b
+  cluster: {server: "https://10.0.0.2:6443"}
+users:
+- name: u
+  user: {token: "kubeconfig-secret"}
+contexts:
+- name: ctx-a
+  context: {cluster: a, user: u}
+- name: ctx-b
+  context: {cluster: b, user: u}
+current-context: ctx-a
+`
+
+func TestConnectionSources(t *testing.T) {
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "config")
+	if err := os.WriteFile(kubeconfig, []byte(twoContexts), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "") // not in a Pod
+	t.Setenv("HOME", dir)                   // no ~/.kube/config
+
+	// Nothing configured: kubectl's rules, here $KUBECONFIG.
+	t.Setenv("KUBECONFIG", kubeconfig)
+	cfg, _, err := Connection{}.restConfig()
+	if err != nil || cfg.Host != "https://10.0.0.1:6443" || cfg.BearerToken != "kubeconfig-secret" {
+		t.Fatalf("from $KUBECONFIG: %+v, %v", cfg, err)
+	}
+	// An explicit file and context.
+	cfg, _, err = Connection{Kubeconfig: kubeconfig, Context: "ctx-b"}.restConfig()
+	if err != nil || cfg.Host != "https://10.0.0.2:6443" {
+		t.Fatalf("kubeconfig with context ctx-b: %+v, %v", cfg, err)
+	}
+	if _, _, err := (Connection{Kubeconfig: kubeconfig, Context: "nope"}).restConfig(); err == nil || !strings.Contains(err.Error(), "nope") ||
+		strings.Contains(err.Error(), "kubeconfig-secret") {
+		t.Fatalf("unknown context: %v (must name it, and show no token)", err)
+	}
+	// Nothing at all.
+	t.Setenv("KUBECONFIG", "")
+	if _, _, err := (Connection{}).restConfig(); err == nil || !strings.Contains(err.Error(), "no Kubernetes connection configured") {
+		t.Fatalf("no connection anywhere: %v", err)
+	}
+	// Explicit server: TLS verified unless asked otherwise; token_file read
+	// by our transport, not client-go's once-a-minute cache.
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("t"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err = Connection{Server: "https://10.0.0.3:6443", TokenFile: tokenFile}.restConfig()
+	if err != nil || cfg.Insecure || cfg.BearerTokenFile != "" || cfg.WrapTransport == nil {
+		t.Fatalf("server with token_file: %+v, %v", cfg, err)
+	}
+	if _, _, err := (Connection{Server: "https://10.0.0.3:6443", TokenFile: filepath.Join(dir, "missing")}).restConfig(); err == nil || !strings.Contains(err.Error(), "token_file") {
+		t.Fatalf("missing token_file: %v", err)
+	}
+}
