@@ -60,6 +60,7 @@ func (u *NacosUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	thresholdSet := false // 0 is a valid value, so the field cannot tell
 	for d.NextBlock(0) {
 		var err error
 		switch d.Val() {
@@ -84,9 +85,10 @@ func (u *NacosUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "protect_threshold":
 			var s string
 			if err = cf.String(d, &s); err == nil {
-				if u.ProtectThreshold != 0 {
+				if thresholdSet {
 					return d.Errf("protect_threshold has already been specified")
 				}
+				thresholdSet = true
 				u.ProtectThreshold, err = strconv.ParseFloat(s, 64)
 				if err != nil || u.ProtectThreshold < 0 || u.ProtectThreshold > 1 || math.IsNaN(u.ProtectThreshold) {
 					return d.Errf("protect_threshold takes a fraction from 0 to 1, not %q", s)

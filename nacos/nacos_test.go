@@ -257,6 +257,7 @@ func TestCaddyfile(t *testing.T) {
 		"dup metadata":      {in: "nacos a {\n metadata k v\n metadata k w\n}", err: `metadata "k" has already been specified`},
 		"metadata args":     {in: "nacos a {\n metadata k\n}", err: "metadata takes a key and a value"},
 		"threshold":         {in: "nacos a {\n protect_threshold 2\n}", err: "protect_threshold takes a fraction"},
+		"dup threshold 0":   {in: "nacos a {\n protect_threshold 0\n protect_threshold 0.5\n}", err: "protect_threshold has already been specified"},
 		"group conflict":    {in: "nacos g@@a {\n group h\n}", err: "conflicts with group"},
 		"server and inline": {in: "nacos a {\n server eu\n username u\n password p\n}", err: "is named and connection fields are set too"},
 		"half credentials":  {in: "nacos a {\n username u\n}", err: "username and password go together"},
