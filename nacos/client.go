@@ -54,7 +54,6 @@ type client struct {
 	where     string // addresses and namespace, for messages
 	namespace string
 	param     vo.NacosClientParam
-	reconcile time.Duration
 	auth      string // "username", "access_key" or "", for messages
 
 	ctx    context.Context
@@ -78,7 +77,7 @@ type client struct {
 // problem is a latest failure, shown to sources until it is cleared.
 type problem struct{ err error }
 
-func newClient(name string, param vo.NacosClientParam, reconcile time.Duration) *client {
+func newClient(name string, param vo.NacosClientParam) *client {
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make([]string, len(param.ServerConfigs))
 	for i, s := range param.ServerConfigs {
@@ -94,7 +93,6 @@ func newClient(name string, param vo.NacosClientParam, reconcile time.Duration) 
 		where:     where,
 		namespace: ns,
 		param:     param,
-		reconcile: reconcile,
 		ctx:       ctx,
 		cancel:    cancel,
 		ready:     make(chan struct{}),
@@ -267,12 +265,14 @@ func guard(what string, f func() error) (err error) {
 	return f()
 }
 
-// acquireClient returns the pooled client for param, creating it if needed.
-// The caller must release it with pool.Delete(key).
-func acquireClient(name string, param vo.NacosClientParam, reconcile time.Duration) (c *client, key string, err error) {
-	key = "nacos/client/" + fingerprint(param) + "/" + reconcile.String()
+// acquireClient returns the pooled client for param, creating it if needed:
+// one per (servers, namespace, credentials), whatever else the servers'
+// settings say (reconcile_interval belongs to each source). The caller must
+// release it with pool.Delete(key).
+func acquireClient(name string, param vo.NacosClientParam) (c *client, key string, err error) {
+	key = "nacos/client/" + fingerprint(param)
 	v, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return newClient(name, param, reconcile), nil
+		return newClient(name, param), nil
 	})
 	if err != nil {
 		return nil, "", err

@@ -517,6 +517,37 @@ func TestSharedLifecycle(t *testing.T) {
 	}
 }
 
+// TestReconcileIntervalSharesClient checks that sources differing only in
+// reconcile_interval share one naming client, and that a shared subscription
+// re-reads at the smallest interval among its sources.
+func TestReconcileIntervalSharesClient(t *testing.T) {
+	_, created := useFake(t)
+	app := new(App)
+	fast := &NacosUpstreams{Service: "orders", Server: Server{Addresses: []string{"10.0.0.1"}, ReconcileInterval: caddy.Duration(time.Second)}}
+	off := &NacosUpstreams{Service: "orders", Server: Server{Addresses: []string{"10.0.0.1"}, ReconcileInterval: -1}}
+	other := &NacosUpstreams{Service: "billing", Server: Server{Addresses: []string{"10.0.0.1"}}}
+	for _, u := range []*NacosUpstreams{fast, off, other} {
+		if err := u.provision(app); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = u.Cleanup() })
+	}
+	if fast.view.w.c != other.view.w.c || len(fast.keys) == 0 || fast.keys[0] != other.keys[0] {
+		t.Fatal("sources with the same connection must share one client, whatever their reconcile_interval")
+	}
+	if got := fast.view.w.reconcileInterval(); got != time.Second {
+		t.Errorf("shared subscription re-reads every %v, want the smallest, 1s", got)
+	}
+	if got := other.view.w.reconcileInterval(); got != defaultReconcileInterval {
+		t.Errorf("default interval = %v", got)
+	}
+	_ = app.Start()
+	<-fast.view.w.c.ready
+	if *created != 1 {
+		t.Errorf("%d naming clients created, want 1", *created)
+	}
+}
+
 // TestReconcileAndOutage checks the re-read after reconnecting, that the last
 // instances stay while the server is unreachable, and protect_threshold.
 func TestReconcileAndOutage(t *testing.T) {

@@ -92,7 +92,10 @@ type Server struct {
 	// a server restart (nacos-sdk-go #683, #736). Subscriptions are also
 	// re-read as soon as a lost connection comes back. A negative value
 	// disables the periodic re-read (not the one after reconnecting).
-	// Default: 30s
+	// Sources that reach the same servers, namespace and credentials share
+	// one connection whatever their interval; a subscription shared by
+	// several sources is re-read at the smallest interval among them (not
+	// at all only if every one of them disables it). Default: 30s
 	ReconcileInterval caddy.Duration `json:"reconcile_interval,omitempty"`
 }
 

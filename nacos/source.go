@@ -146,7 +146,7 @@ func (u *NacosUpstreams) provision(app *App) error {
 		reconcile = 0
 	}
 
-	c, clientKey, err := acquireClient(name, param, reconcile)
+	c, clientKey, err := acquireClient(name, param)
 	if err != nil {
 		return err
 	}
@@ -156,7 +156,7 @@ func (u *NacosUpstreams) provision(app *App) error {
 		return err
 	}
 	u.keys = append(u.keys, watchKey)
-	u.view = &view{w: w, filter: f, protect: u.ProtectThreshold}
+	u.view = &view{w: w, filter: f, protect: u.ProtectThreshold, reconcile: reconcile}
 	w.addView(u.view)
 	dumpName := ref.String()
 	if sel := f.String(); sel != "" {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/nacos-group/nacos-sdk-go/v2/model"
@@ -107,6 +108,9 @@ type view struct {
 	w       *watch
 	filter  filter
 	protect float64 // protect_threshold; 0: off
+	// reconcile is the source's reconcile_interval; 0: off. Set before
+	// the view is added to its watch.
+	reconcile time.Duration
 
 	cell upstreams.Cell
 

@@ -191,8 +191,8 @@ func (w *watch) run() {
 			} else {
 				w.clearSubProblem()
 				backoff = retryMin
-				if w.c.reconcile > 0 {
-					next = time.Now().Add(w.c.reconcile)
+				if r := w.reconcileInterval(); r > 0 {
+					next = time.Now().Add(r)
 				}
 			}
 		}
@@ -213,6 +213,20 @@ func (w *watch) run() {
 		case <-timer.C:
 		}
 	}
+}
+
+// reconcileInterval is the smallest reconcile_interval among the sources
+// that use the subscription; 0 (off) only if every one of them turned it off.
+func (w *watch) reconcileInterval() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var r time.Duration
+	for v := range w.views {
+		if v.reconcile > 0 && (r == 0 || v.reconcile < r) {
+			r = v.reconcile
+		}
+	}
+	return r
 }
 
 // subscribe (re)subscribes with the original parameter. Before a second
