@@ -67,6 +67,7 @@ type client struct {
 	createErr error
 
 	healthy     atomic.Bool
+	connected   atomic.Int64 // unix nanos when the connection was last seen to come up
 	reconnected atomic.Int64 // unix nanos of the latest reconnect
 	problem     atomic.Pointer[problem]
 
@@ -126,6 +127,10 @@ func (c *client) run() {
 		return
 	}
 	c.nc = nc
+	// The first state is known before the subscriptions start, so that
+	// their first Subscribe counts as made over this connection and the
+	// kick of a healthy first check does not repeat it.
+	c.checkHealth(true)
 	close(c.ready)
 	if c.ctx.Err() != nil {
 		return
@@ -133,15 +138,13 @@ func (c *client) run() {
 
 	t := time.NewTicker(healthInterval)
 	defer t.Stop()
-	first := true
 	for {
-		c.checkHealth(first)
-		first = false
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-t.C:
 		}
+		c.checkHealth(false)
 	}
 }
 
@@ -152,8 +155,10 @@ func (c *client) checkHealth(first bool) {
 	was := c.healthy.Swap(now)
 	switch {
 	case now && !was:
+		at := time.Now().UnixNano()
+		c.connected.Store(at)
 		if !first {
-			c.reconnected.Store(time.Now().UnixNano())
+			c.reconnected.Store(at)
 		}
 		c.clearProblem()
 		c.kickAll()

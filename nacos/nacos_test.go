@@ -448,6 +448,14 @@ func TestSharedLifecycle(t *testing.T) {
 	})
 	eventually(t, expectDials(a, "10.0.0.1:80", "10.0.0.2:80"))
 	eventually(t, expectDials(b, "10.0.0.1:80"))
+	// the first connect coming up does not repeat the first Subscribe
+	time.Sleep(5 * healthInterval)
+	fake.mu.Lock()
+	n := fake.subs[a.view.w.param]
+	fake.mu.Unlock()
+	if n != 1 {
+		t.Errorf("subscribed %d times on the first connect, want 1", n)
+	}
 	var dumped []string
 	for _, e := range upstreams.Dump() {
 		if e.Source == "nacos" {

@@ -40,6 +40,9 @@ type watch struct {
 	diagCh chan struct{} // explain an empty list
 
 	attempted bool // Subscribe was called; owned by run, read by Destruct after it
+	// subscribed is when the latest successful Subscribe started (unix
+	// nanos), 0 after a failure; owned by run.
+	subscribed int64
 
 	subProblem atomic.Pointer[problem] // the latest subscribe failure
 	diagnosis  atomic.Pointer[problem] // why the service has no instances
@@ -184,11 +187,14 @@ func (w *watch) run() {
 	for {
 		if !next.IsZero() && !time.Now().Before(next) {
 			next = time.Time{}
+			started := time.Now().UnixNano()
 			if err := w.subscribe(); err != nil {
+				w.subscribed = 0
 				w.setSubProblem(err)
 				next = time.Now().Add(backoff)
 				backoff = min(2*backoff, retryMax)
 			} else {
+				w.subscribed = started
 				w.clearSubProblem()
 				backoff = retryMin
 				if r := w.reconcileInterval(); r > 0 {
@@ -203,6 +209,9 @@ func (w *watch) run() {
 		case <-w.ctx.Done():
 			return
 		case <-w.kickCh:
+			if w.subscribed != 0 && w.subscribed >= w.c.connected.Load() {
+				break // already subscribed over the connection that came up
+			}
 			next = time.Now()
 		case <-w.diagCh:
 			w.diagnose()
