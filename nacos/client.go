@@ -200,6 +200,14 @@ func (c *client) clearProblem() {
 	}
 }
 
+// timeout is how long one request to the server may take.
+func (c *client) timeout() time.Duration {
+	if cc := c.param.ClientConfig; cc != nil && cc.TimeoutMs > 0 {
+		return time.Duration(cc.TimeoutMs) * time.Millisecond
+	}
+	return defaultTimeout
+}
+
 // connProblem is the current connection problem, or nil.
 func (c *client) connProblem() error {
 	if p := c.problem.Load(); p != nil {

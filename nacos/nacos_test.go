@@ -669,6 +669,68 @@ func TestSubscribeErrors(t *testing.T) {
 	}
 }
 
+// pushingNaming calls back from Subscribe with an instance list, as a server
+// that accepts the subscription does.
+type pushingNaming struct{ *fakeNaming }
+
+func (p pushingNaming) Subscribe(param *vo.SubscribeParam) error {
+	if err := p.fakeNaming.Subscribe(param); err != nil {
+		return err
+	}
+	param.SubscribeCallback([]model.Instance{inst("10.0.0.1", 80)}, nil)
+	return nil
+}
+
+// TestNoListAfterSubscribe checks that a Subscribe that returns nil but is
+// never followed by a list (SDK v2.3.5 on a refused request) is reported
+// within the server's timeout with what to check, cleared by the first list,
+// and that a server that answers raises no false alarm.
+func TestNoListAfterSubscribe(t *testing.T) {
+	fake, _ := useFake(t) // never calls back by itself
+	u := &NacosUpstreams{Service: "orders", Server: Server{
+		Username: "u", Password: "hunter2", Namespace: "prod", Timeout: caddy.Duration(100 * time.Millisecond),
+	}}
+	app := new(App)
+	if err := u.provision(app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = u.Cleanup() })
+	_ = app.Start()
+	want := `subscribed to service prod/DEFAULT_GROUP@@orders but the server sent no instance list within 100ms: it may have refused the request; ` +
+		`check username and password, and that namespace "prod" exists (use its ID, not its display name)`
+	eventually(t, func() error {
+		_, err := u.GetUpstreams(nil)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			return fmt.Errorf("err = %v, want %q", err, want)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Fatal("password in error")
+		}
+		return nil
+	})
+	fake.push("DEFAULT_GROUP@@orders", inst("10.0.0.1", 80))
+	eventually(t, expectDials(u, "10.0.0.1:80"))
+	if u.view.w.silence.Load() != nil {
+		t.Error("the first list must clear the problem")
+	}
+
+	old := newNamingClient
+	newNamingClient = func(vo.NacosClientParam) (namingClient, error) { return pushingNaming{newFake()}, nil }
+	t.Cleanup(func() { newNamingClient = old })
+	v := &NacosUpstreams{Service: "billing", Server: Server{Timeout: caddy.Duration(30 * time.Millisecond)}}
+	app2 := new(App)
+	if err := v.provision(app2); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = v.Cleanup() })
+	_ = app2.Start()
+	eventually(t, expectDials(v, "10.0.0.1:80"))
+	time.Sleep(150 * time.Millisecond) // well past the timeout
+	if err := expectDials(v, "10.0.0.1:80")(); err != nil || v.view.w.silence.Load() != nil {
+		t.Fatalf("false alarm: %v", err)
+	}
+}
+
 // TestCredentialsReachLogin checks with the real SDK that username and
 // password reach its login request (the Polaris test server cannot prove
 // this: its login endpoint does not accept the SDK's form body).

@@ -45,7 +45,10 @@ type watch struct {
 	subscribed int64
 
 	subProblem atomic.Pointer[problem] // the latest subscribe failure
-	diagnosis  atomic.Pointer[problem] // why the service has no instances
+	// silence is set when a Subscribe succeeded but no list followed in
+	// time, as when the server refuses it; written with mu held.
+	silence   atomic.Pointer[problem]
+	diagnosis atomic.Pointer[problem] // why the service has no instances
 
 	mu        sync.Mutex // serializes publishing, so an older list never overwrites a newer one
 	instances []model.Instance
@@ -99,8 +102,13 @@ func (w *watch) onPush(instances []model.Instance, _ error) {
 	if len(list) > 0 {
 		w.diagnosis.Store(nil)
 	}
+	silence := w.silence.Swap(nil)
 	w.publishLocked()
 	w.mu.Unlock()
+	if silence != nil {
+		caddy.Log().Named("nacos").Info("received the first instance list of nacos service",
+			zap.String("service", w.ref.String()), zap.NamedError("previous_error", silence.err))
+	}
 	if len(list) == 0 {
 		select {
 		case w.diagCh <- struct{}{}:
@@ -138,6 +146,9 @@ func (w *watch) problem() error {
 		return err
 	}
 	if p := w.subProblem.Load(); p != nil {
+		return p.err
+	}
+	if p := w.silence.Load(); p != nil {
 		return p.err
 	}
 	return nil
@@ -184,6 +195,7 @@ func (w *watch) run() {
 	defer tick.Stop()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var silent <-chan time.Time // fires when a successful Subscribe got no list in time
 	for {
 		if !next.IsZero() && !time.Now().Before(next) {
 			next = time.Time{}
@@ -196,6 +208,14 @@ func (w *watch) run() {
 			} else {
 				w.subscribed = started
 				w.clearSubProblem()
+				w.mu.Lock()
+				if !w.have {
+					// A refused request (credentials, namespace) can end with
+					// a nil error and no list: SDK v2.3.5 drops the server's
+					// typed refusal. Give the list the server's timeout.
+					silent = time.After(w.c.timeout())
+				}
+				w.mu.Unlock()
 				backoff = retryMin
 				if r := w.reconcileInterval(); r > 0 {
 					next = time.Now().Add(r)
@@ -213,6 +233,9 @@ func (w *watch) run() {
 				break // already subscribed over the connection that came up
 			}
 			next = time.Now()
+		case <-silent:
+			silent = nil
+			w.noList()
 		case <-w.diagCh:
 			w.diagnose()
 		case <-tick.C:
@@ -268,6 +291,42 @@ func (w *watch) clearSubProblem() {
 		caddy.Log().Named("nacos").Info("subscribed to nacos service", zap.String("service", w.ref.String()),
 			zap.NamedError("previous_error", old.err))
 		w.publish()
+	}
+}
+
+// noList reports a successful Subscribe that no instance list followed
+// within the server's timeout, which is what a refused one looks like; it
+// logs once, and the first list clears it.
+func (w *watch) noList() {
+	if w.c.connProblem() != nil {
+		return // the connection problem explains it
+	}
+	ns := w.c.namespace
+	if ns == "" {
+		ns = "public"
+	}
+	var check string
+	switch w.c.auth {
+	case "username":
+		check = "check username and password, and"
+	case "access_key":
+		check = "check access_key and secret_key, and"
+	default:
+		check = "if the server requires authentication, set username and password (or access_key and secret_key); check"
+	}
+	err := fmt.Errorf("%s: subscribed to service %s but the server sent no instance list within %s: it may have refused the request; "+
+		"%s that namespace %q exists (use its ID, not its display name)", w.c.where, w.ref, w.c.timeout(), check, ns)
+	w.mu.Lock()
+	if w.have {
+		w.mu.Unlock()
+		return
+	}
+	old := w.silence.Swap(&problem{err: err})
+	w.publishLocked()
+	w.mu.Unlock()
+	if old == nil || old.err.Error() != err.Error() {
+		caddy.Log().Named("nacos").Error("nacos service sent no instance list; retrying",
+			zap.String("service", w.ref.String()), zap.Error(err))
 	}
 }
 
