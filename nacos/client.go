@@ -60,6 +60,9 @@ type client struct {
 	cancel context.CancelFunc
 	start  func()
 	done   sync.WaitGroup
+	// leaving counts destructed subscriptions whose goroutine (final
+	// Unsubscribe included) may still run.
+	leaving sync.WaitGroup
 
 	ready chan struct{} // closed once nc or createErr is set
 	nc    namingClient
@@ -228,6 +231,12 @@ func (c *client) removeWatch(w *watch) {
 	c.mu.Unlock()
 }
 
+func (c *client) watchCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.watches)
+}
+
 func (c *client) each(f func(*watch)) {
 	c.mu.Lock()
 	ws := make([]*watch, 0, len(c.watches))
@@ -243,24 +252,28 @@ func (c *client) each(f func(*watch)) {
 func (c *client) kickAll()    { c.each((*watch).kick) }
 func (c *client) publishAll() { c.each((*watch).publish) }
 
-// Destruct stops the client once the last subscription through it is gone.
-// CloseClient can hang while the server is unreachable (nacos-sdk-go #912),
-// so it is given closeTimeout.
+// Destruct stops the client once the last subscription through it is gone:
+// it waits for the subscriptions still leaving, then closes the SDK client.
+// Unsubscribes to an unreachable server and CloseClient (nacos-sdk-go #912)
+// can hang, so all of it together is given closeTimeout; what is left then
+// finishes in the background, still closing the SDK client in the end.
 func (c *client) Destruct() error {
 	c.cancel()
-	c.done.Wait()
-	if c.nc == nil {
-		return nil
-	}
 	closed := make(chan struct{})
 	go func() {
-		_ = guard("closing the client", func() error { c.nc.CloseClient(); return nil })
-		close(closed)
+		defer close(closed)
+		c.done.Wait()
+		c.leaving.Wait()
+		if c.nc != nil {
+			_ = guard("closing the client", func() error { c.nc.CloseClient(); return nil })
+		}
 	}()
+	t := time.NewTimer(closeTimeout)
+	defer t.Stop()
 	select {
 	case <-closed:
 		return nil
-	case <-time.After(closeTimeout):
+	case <-t.C:
 		return errors.New(c.where + ": closing the client timed out; abandoning it")
 	}
 }

@@ -631,6 +631,97 @@ func TestReconcileAndOutage(t *testing.T) {
 	eventually(t, expectDials(protected, "10.0.0.3:80"))
 }
 
+// blockingNaming's Unsubscribe waits for release, as the SDK's waits for the
+// request timeout while the server is unreachable.
+type blockingNaming struct {
+	*fakeNaming
+	release chan struct{}
+}
+
+func (b blockingNaming) Unsubscribe(p *vo.SubscribeParam) error {
+	<-b.release
+	return b.fakeNaming.Unsubscribe(p)
+}
+
+// TestDestructIsBounded checks that leaving subscriptions and closing the
+// client never hold up a reload or shutdown for long, healthy or not, even
+// when every Unsubscribe hangs, and that the client is still closed in the
+// end.
+func TestDestructIsBounded(t *testing.T) {
+	fake, _ := useFake(t)
+	release := make(chan struct{})
+	newNamingClient = func(vo.NacosClientParam) (namingClient, error) { return blockingNaming{fake, release}, nil }
+	oldWait, oldClose := unsubscribeWait, closeTimeout
+	unsubscribeWait, closeTimeout = 50*time.Millisecond, 200*time.Millisecond
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(func() { unblock(); unsubscribeWait, closeTimeout = oldWait, oldClose })
+
+	app := new(App)
+	var us []*NacosUpstreams
+	for i := range 6 {
+		u := &NacosUpstreams{Service: fmt.Sprintf("svc%d", i)}
+		if err := u.provision(app); err != nil {
+			t.Fatal(err)
+		}
+		us = append(us, u)
+	}
+	_ = app.Start()
+	eventually(t, func() error {
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		if len(fake.active) != len(us) {
+			return fmt.Errorf("%d of %d subscribed", len(fake.active), len(us))
+		}
+		return nil
+	})
+	timed := func(what string, u *NacosUpstreams, bound time.Duration) error {
+		t.Helper()
+		start := time.Now()
+		err := u.Cleanup()
+		if d := time.Since(start); d > bound {
+			t.Errorf("%s: Cleanup took %v, want under %v", what, d, bound)
+		}
+		return err
+	}
+	// healthy: the hanging Unsubscribe is waited for only unsubscribeWait
+	if err := timed("healthy", us[0], unsubscribeWait+300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	fake.mu.Lock()
+	fake.healthy = false
+	fake.mu.Unlock()
+	eventually(t, func() error {
+		if us[1].view.w.c.connProblem() == nil {
+			return errors.New("outage not noticed")
+		}
+		return nil
+	})
+	// unhealthy: no wait at all, so many services stop at once
+	start := time.Now()
+	for _, u := range us[1:5] {
+		if err := u.Cleanup(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d > 300*time.Millisecond {
+		t.Errorf("unhealthy: 4 Cleanups took %v", d)
+	}
+	// the last one closes the client, bounded by closeTimeout in all
+	if err := timed("last", us[5], closeTimeout+300*time.Millisecond); err == nil || !strings.Contains(err.Error(), "abandoning") {
+		t.Errorf("last Cleanup with hanging Unsubscribes: err = %v, want the client abandoned", err)
+	}
+	unblock()
+	eventually(t, func() error {
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		if fake.closed != 1 {
+			return fmt.Errorf("CloseClient called %d times, want 1 once the hanging calls return", fake.closed)
+		}
+		return nil
+	})
+}
+
 // TestSubscribeErrors checks the explanation of a failing subscription, and
 // that validate-like provision+cleanup creates no client.
 func TestSubscribeErrors(t *testing.T) {

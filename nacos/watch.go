@@ -39,7 +39,8 @@ type watch struct {
 	kickCh chan struct{} // re-subscribe now
 	diagCh chan struct{} // explain an empty list
 
-	attempted bool // Subscribe was called; owned by run, read by Destruct after it
+	attempted bool  // Subscribe was called; owned by run
+	leaveErr  error // the final Unsubscribe's failure; read by Destruct once run has returned
 	// subscribed is when the latest successful Subscribe started (unix
 	// nanos), 0 after a failure; owned by run.
 	subscribed int64
@@ -71,7 +72,11 @@ func newWatch(c *client, ref Reference) *watch {
 	// Unsubscribe finds the callback by &param.SubscribeCallback, so this
 	// very value is used for every Subscribe and Unsubscribe.
 	w.param = &vo.SubscribeParam{ServiceName: ref.Service, GroupName: ref.Group, SubscribeCallback: w.onPush}
-	w.start = sync.OnceFunc(func() { w.done.Go(w.run) })
+	w.start = sync.OnceFunc(func() {
+		if w.ctx.Err() == nil { // not after Destruct
+			w.done.Go(w.run)
+		}
+	})
 	c.addWatch(w)
 	return w
 }
@@ -181,6 +186,7 @@ func (w *watch) kick() {
 // the server and always calls back, so a push the SDK missed can never leave
 // a stale set for longer than that.
 func (w *watch) run() {
+	defer w.leave()
 	select {
 	case <-w.c.ready:
 	case <-w.ctx.Done():
@@ -408,17 +414,57 @@ func (w *watch) diagnose() {
 	w.publish()
 }
 
-// Destruct ends the subscription once its last source is gone.
+// unsubscribeWait bounds how long Destruct waits for the final Unsubscribe
+// while the connection is healthy; tests shorten it.
+var unsubscribeWait = time.Second
+
+// leave ends the subscription on the watch's own goroutine, after its last
+// Subscribe, so that the two can never cross. While the server is
+// unreachable, Unsubscribe waits for the request timeout (the SDK drops the
+// callback at once, before asking the server); when the client is being
+// closed anyway, or is unreachable and this was its last subscription, the
+// round-trip is skipped.
+func (w *watch) leave() {
+	if !w.attempted || w.c.nc == nil {
+		return
+	}
+	if w.c.ctx.Err() != nil || !w.c.healthy.Load() && w.c.watchCount() == 0 {
+		return
+	}
+	if err := guard("unsubscribing", func() error { return w.c.nc.Unsubscribe(w.param) }); err != nil && w.c.healthy.Load() {
+		w.leaveErr = fmt.Errorf("%s: unsubscribing from service %s: %w", w.c.where, w.ref, err)
+	}
+}
+
+// Destruct ends the subscription once its last source is gone. It runs
+// synchronously in a reload or shutdown, so it never waits long: for at
+// most unsubscribeWait while the connection is healthy, not at all while it
+// is down (one Unsubscribe could take the whole request timeout). What is
+// left runs in the background and the client waits for it before closing.
 func (w *watch) Destruct() error {
-	w.cancel()
-	w.done.Wait()
 	w.c.removeWatch(w)
-	if w.attempted && w.c.nc != nil {
-		if err := guard("unsubscribing", func() error { return w.c.nc.Unsubscribe(w.param) }); err != nil && w.c.healthy.Load() {
-			return fmt.Errorf("%s: unsubscribing from service %s: %w", w.c.where, w.ref, err)
+	w.cancel()
+	exited := make(chan struct{})
+	w.c.leaving.Go(func() {
+		w.done.Wait()
+		close(exited)
+	})
+	if !w.c.healthy.Load() {
+		select {
+		case <-exited:
+			return w.leaveErr
+		default:
+			return nil
 		}
 	}
-	return nil
+	t := time.NewTimer(unsubscribeWait)
+	defer t.Stop()
+	select {
+	case <-exited:
+		return w.leaveErr
+	case <-t.C:
+		return nil
+	}
 }
 
 // acquireWatch returns the pooled subscription to ref through c (whose key is
