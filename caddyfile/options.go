@@ -4,10 +4,13 @@
 package caddyfile
 
 import (
+	"encoding/json"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 )
 
 // String reads the single argument of the current subdirective into dst.
@@ -95,4 +98,57 @@ func once(d *caddyfile.Dispenser, set bool) error {
 // Unknown is the error for a subdirective that the block does not know.
 func Unknown(d *caddyfile.Dispenser, block string, known ...string) error {
 	return d.Errf("unrecognized %s option '%s' (known options: %v)", block, d.Val(), known)
+}
+
+// NamedBlocks parses a global option that configures the app appName with
+// blocks named by kind, such as
+//
+//	k8s {
+//		cluster <name> {
+//			...
+//		}
+//	}
+//
+// into *blocks, a map field of app. When the option appears more than once,
+// existing holds what the earlier ones gave, and the blocks are added to
+// theirs; a name given twice is refused. example completes "<kind> needs a
+// name, e.g. ". block reads the subdirectives of the block named name (the
+// dispenser is on the name) and checks them. It returns the app for
+// httpcaddyfile.RegisterGlobalOption.
+func NamedBlocks[T any](d *caddyfile.Dispenser, existing any, appName string, app any, blocks *map[string]*T,
+	kind, example string, block func(name string) (*T, error),
+) (any, error) {
+	if prev, ok := existing.(httpcaddyfile.App); ok {
+		if err := json.Unmarshal(prev.Value, app); err != nil {
+			return nil, err
+		}
+	}
+	d.Next() // consume option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		if d.Val() != kind {
+			return nil, Unknown(d, appName+" global", kind)
+		}
+		if !d.NextArg() {
+			return nil, d.Errf("%s needs a name, e.g. %s", kind, example)
+		}
+		name := d.Val()
+		if d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		if _, dup := (*blocks)[name]; dup {
+			return nil, d.Errf("%s %q has already been specified", kind, name)
+		}
+		v, err := block(name)
+		if err != nil {
+			return nil, err
+		}
+		if *blocks == nil {
+			*blocks = make(map[string]*T)
+		}
+		(*blocks)[name] = v
+	}
+	return httpcaddyfile.App{Name: appName, Value: caddyconfig.JSON(app, nil)}, nil
 }

@@ -1,9 +1,6 @@
 package kubernetes
 
 import (
-	"encoding/json"
-
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
@@ -125,47 +122,21 @@ func (c *Connection) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	app := new(App)
-	if prev, ok := existing.(httpcaddyfile.App); ok {
-		// the k8s option appears more than once: add to the clusters so far
-		if err := json.Unmarshal(prev.Value, app); err != nil {
-			return nil, err
-		}
-	}
-	d.Next() // consume option name
-	if d.NextArg() {
-		return nil, d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		if d.Val() != "cluster" {
-			return nil, cf.Unknown(d, "k8s global", "cluster")
-		}
-		if !d.NextArg() {
-			return nil, d.Errf("cluster needs a name, e.g. cluster default { kubeconfig /etc/caddy/kubeconfig }")
-		}
-		name := d.Val()
-		if d.NextArg() {
-			return nil, d.ArgErr()
-		}
-		if _, dup := app.Clusters[name]; dup {
-			return nil, d.Errf("cluster %q has already been specified", name)
-		}
-		conn := new(Connection)
-		for d.NextBlock(1) {
-			ok, err := conn.unmarshalOption(d)
-			if !ok {
-				return nil, cf.Unknown(d, "k8s cluster", "kubeconfig", "context", "server", "token", "token_file", "ca_file", "insecure_skip_verify")
+	return cf.NamedBlocks(d, existing, "k8s", app, &app.Clusters, "cluster",
+		"cluster default { kubeconfig /etc/caddy/kubeconfig }", func(name string) (*Connection, error) {
+			conn := new(Connection)
+			for d.NextBlock(1) {
+				ok, err := conn.unmarshalOption(d)
+				if !ok {
+					return nil, cf.Unknown(d, "k8s cluster", "kubeconfig", "context", "server", "token", "token_file", "ca_file", "insecure_skip_verify")
+				}
+				if err != nil {
+					return nil, err
+				}
 			}
-			if err != nil {
-				return nil, err
+			if err := conn.Validate(); err != nil {
+				return nil, d.Errf("cluster %q: %v", name, err)
 			}
-		}
-		if err := conn.Validate(); err != nil {
-			return nil, d.Errf("cluster %q: %v", name, err)
-		}
-		if app.Clusters == nil {
-			app.Clusters = make(map[string]*Connection)
-		}
-		app.Clusters[name] = conn
-	}
-	return httpcaddyfile.App{Name: "k8s", Value: caddyconfig.JSON(app, nil)}, nil
+			return conn, nil
+		})
 }

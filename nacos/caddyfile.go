@@ -1,11 +1,9 @@
 package nacos
 
 import (
-	"encoding/json"
 	"math"
 	"strconv"
 
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
@@ -179,51 +177,25 @@ func (s *Server) unmarshalOption(d *caddyfile.Dispenser, withNamespace bool) (ok
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	app := new(App)
-	if prev, ok := existing.(httpcaddyfile.App); ok {
-		// the nacos option appears more than once: add to the servers so far
-		if err := json.Unmarshal(prev.Value, app); err != nil {
-			return nil, err
-		}
-	}
-	d.Next() // consume option name
-	if d.NextArg() {
-		return nil, d.ArgErr()
-	}
 	known := append([]string{"namespace"}, connectionOptions...)
-	for d.NextBlock(0) {
-		if d.Val() != "server" {
-			return nil, cf.Unknown(d, "nacos global", "server")
-		}
-		if !d.NextArg() {
-			return nil, d.Errf("server needs a name, e.g. server default { addresses 10.0.0.1:8848 }")
-		}
-		name := d.Val()
-		if d.NextArg() {
-			return nil, d.ArgErr()
-		}
-		if err := validateServerName(name); err != nil {
-			return nil, d.Err(err.Error())
-		}
-		if _, dup := app.Servers[name]; dup {
-			return nil, d.Errf("server %q has already been specified", name)
-		}
-		srv := new(Server)
-		for d.NextBlock(1) {
-			ok, err := srv.unmarshalOption(d, true)
-			if !ok {
-				return nil, cf.Unknown(d, "nacos server", known...)
+	return cf.NamedBlocks(d, existing, "nacos", app, &app.Servers, "server",
+		"server default { addresses 10.0.0.1:8848 }", func(name string) (*Server, error) {
+			if err := validateServerName(name); err != nil {
+				return nil, d.Err(err.Error())
 			}
-			if err != nil {
-				return nil, err
+			srv := new(Server)
+			for d.NextBlock(1) {
+				ok, err := srv.unmarshalOption(d, true)
+				if !ok {
+					return nil, cf.Unknown(d, "nacos server", known...)
+				}
+				if err != nil {
+					return nil, err
+				}
 			}
-		}
-		if err := srv.Validate(); err != nil {
-			return nil, d.Errf("server %q: %v", name, err)
-		}
-		if app.Servers == nil {
-			app.Servers = make(map[string]*Server)
-		}
-		app.Servers[name] = srv
-	}
-	return httpcaddyfile.App{Name: "nacos", Value: caddyconfig.JSON(app, nil)}, nil
+			if err := srv.Validate(); err != nil {
+				return nil, d.Errf("server %q: %v", name, err)
+			}
+			return srv, nil
+		})
 }
