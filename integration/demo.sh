@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The demo: Caddy, built with this module, proxying to a Kubernetes Service
-# whose Pods come and go, against a real local API server.
+# whose Pods come and go, against a real local API server, and to a Nacos
+# service whose instances register and deregister themselves, against a real
+# local Nacos-protocol server (Polaris).
 #
 #   bash integration/demo.sh            run the demo, then clean up
 #   bash integration/demo.sh --keep     leave everything running afterwards
@@ -9,13 +11,14 @@
 #                                       only build caddy; prints its path
 #
 # Needs root (network namespace; apt-get for missing etcd-server, openssl,
-# curl, iproute2) and Go; everything else comes from the Go module proxy.
-# First run: ~5 min (kube-apiserver and caddy are built and cached in
-# CADDY_DISCOVERY_CACHE, default ~/.cache/caddy-discovery); later runs ~30 s.
+# curl, iproute2, patch) and Go; everything else comes from the Go module proxy.
+# First run: ~6 min (kube-apiserver, Polaris and caddy are built and cached in
+# CADDY_DISCOVERY_CACHE, default ~/.cache/caddy-discovery); later runs ~45 s.
 #
 # What it does:
 #   1. builds caddy with xcaddy (`--with github.com/caddy-discovery/caddy-discovery=<repo>`),
-#      rebuilt when the module's sources change, and a tiny backend server;
+#      rebuilt when the module's sources change, a tiny backend server
+#      (integration/demo/backend) and Polaris (integration/build-polaris.sh);
 #   2. starts etcd, kube-apiserver and kube-controller-manager
 #      (integration/start-kube.sh) on 127.0.0.1:$KUBE_PORT (default 17443,
 #      away from the tests' 16443), state in $DEMO_DIR (default
@@ -26,9 +29,17 @@
 #   4. plays the kubelet with curl: a Node, the Service shop/web (port http
 #      80 -> targetPort 8080, selector app=web), Pods with status written
 #      through pods/status; the controller-manager makes the EndpointSlices;
-#   5. runs caddy with integration/demo/Caddyfile on 127.0.0.1:8080 (admin
-#      localhost:2019) and shows where requests go as Pods are added, become
-#      NotReady, Ready again, and are deleted.
+#   5. starts Polaris (integration/start-polaris.sh), whose Nacos API is on
+#      127.0.0.1:$NACOS_HTTP_PORT (default 8848, or 38848 if 8848, 9848 or
+#      10848 is taken; gRPC on +1000, Polaris's own gRPC on +2000);
+#   6. runs caddy with integration/demo/Caddyfile on 127.0.0.1:8080 (k8s),
+#      :8081 (nacos) and :8082 (nacos, metadata version=v2 only), admin
+#      localhost:2019, and shows where requests go as Pods are added, become
+#      NotReady, Ready again, and are deleted;
+#   7. starts backends that register themselves in Nacos as ephemeral
+#      instances of shop-api (10.252.0.21.. port 8080 in the namespace, the
+#      process itself in the root namespace, next to Polaris) and shows where
+#      requests go as instances register, deregister (SIGTERM) and crash.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -136,11 +147,15 @@ cleanup() {
 		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 		kill -9 "$pid" 2>/dev/null || true
 	done
+	# KILL: Polaris's graceful stop sleeps 5 s, and its data is deleted below.
+	if [[ -d $DEMO_DIR/polaris ]]; then
+		POLARIS_STOP_SIGNAL=KILL "$HERE/stop-polaris.sh" "$DEMO_DIR/polaris" 2>&1 | sed 's/^/    /' >&3 || true
+	fi
 	if [[ -d $DEMO_DIR/kube ]]; then "$HERE/stop-kube.sh" "$DEMO_DIR/kube" 2>&1 | sed 's/^/    /' >&3 || true; fi
 	ip netns del "$NS" 2>/dev/null || true
 	ip link del "$VETH_OUT" 2>/dev/null || true
 	rm -rf "$DEMO_DIR"
-	say "    stopped caddy, the backends and the API server; removed netns $NS and $DEMO_DIR"
+	say "    stopped caddy, the backends, Polaris and the API server; removed netns $NS and $DEMO_DIR"
 }
 
 [[ $(id -u) -eq 0 ]] || die "run as root (it creates a network namespace)"
@@ -155,6 +170,7 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v curl >/dev/null || missing+=(curl)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v patch >/dev/null || missing+=(patch)
 if ((${#missing[@]})); then
 	heading "Installing ${missing[*]} (apt-get)"
 	export DEBIAN_FRONTEND=noninteractive
@@ -174,16 +190,30 @@ fi
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 port_open 127.0.0.1 8080 && die "127.0.0.1:8080 is already in use"
 port_open 127.0.0.1 2019 && die "localhost:2019 (caddy's admin endpoint) is already in use; is another caddy running?"
+for port in 8081 8082; do port_open 127.0.0.1 $port && die "127.0.0.1:$port is already in use"; done
+# Nacos's usual port if it and its +1000/+2000 companions are free, else 38848.
+nacos_ports_free() { ! port_open 127.0.0.1 "$1" && ! port_open 127.0.0.1 $(($1 + 1000)) && ! port_open 127.0.0.1 $(($1 + 2000)); }
+if [[ -z ${NACOS_HTTP_PORT:-} ]]; then
+	NACOS_HTTP_PORT=8848
+	nacos_ports_free 8848 || NACOS_HTTP_PORT=38848
+fi
+nacos_ports_free "$NACOS_HTTP_PORT" || die "127.0.0.1:$NACOS_HTTP_PORT, +1000 or +2000 is already in use; set NACOS_HTTP_PORT"
+export NACOS_HTTP_PORT
+unset POLARIS_GRPC_PORT # start-polaris.sh: NACOS_HTTP_PORT + 2000
+NACOS=127.0.0.1:$NACOS_HTTP_PORT
 
 heading "Building (cached after the first run)"
 mkdir -p "$CACHE/demo"
 build_caddy
 CADDY=$CACHE/demo/caddy
 say "--- building the demo backend (integration/demo/backend)"
-(cd "$ROOT" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -o "$CACHE/demo/backend" ./integration/demo/backend)
+run_long "building the backend" "$CACHE/demo/build-backend.log" \
+	env -C "$ROOT" CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -o "$CACHE/demo/backend" ./integration/demo/backend
 BACKEND=$CACHE/demo/backend
 say "--- building kube-apiserver and kube-controller-manager (integration/build-kube.sh; cold: ~4 min, ~2 GB RAM)"
 run_long "building kube-apiserver" "$CACHE/demo/build-kube.log" "$HERE/build-kube.sh"
+say "--- building Polaris, a Nacos-protocol server (integration/build-polaris.sh; cold: ~1 min, ~650 MB RAM)"
+run_long "building Polaris" "$CACHE/demo/build-polaris.log" "$HERE/build-polaris.sh"
 say "    ready"
 
 if [[ $mode == run ]]; then trap cleanup EXIT; fi
@@ -196,6 +226,11 @@ run_long "starting the API server" "$DEMO_DIR/start-kube.log" "$HERE/start-kube.
 sed 's/^/    /' "$DEMO_DIR/start-kube.log" >&3
 export KUBECONFIG=$DEMO_DIR/kube/admin.kubeconfig
 TOKEN=$(cat "$DEMO_DIR/kube/admin.token")
+
+# --- Nacos server -------------------------------------------------------------------
+heading "Starting Polaris, a Nacos-protocol server: Nacos HTTP on $NACOS, gRPC on :$((NACOS_HTTP_PORT + 1000))"
+run_long "starting Polaris" "$DEMO_DIR/start-polaris.log" "$HERE/start-polaris.sh" "$DEMO_DIR/polaris"
+sed 's/^/    /' "$DEMO_DIR/start-polaris.log" >&3
 
 # api METHOD PATH [JSON [CONTENT-TYPE]]: one API request; fails loudly.
 api() {
@@ -285,7 +320,7 @@ mkdir -p "$DEMO_DIR/xdg"
 	setsid "$CADDY" run --config "$HERE/demo/Caddyfile" --adapter caddyfile >"$DEMO_DIR/caddy.log" 2>&1 </dev/null) &
 echo $! >"$DEMO_DIR/caddy.pid"
 for i in $(seq 100); do
-	port_open 127.0.0.1 8080 && break
+	port_open 127.0.0.1 8080 && port_open 127.0.0.1 8081 && port_open 127.0.0.1 8082 && break
 	kill -0 "$(cat "$DEMO_DIR/caddy.pid")" 2>/dev/null || { tail -n 20 "$DEMO_DIR/caddy.log" >&2; die "caddy exited"; }
 	((i < 100)) || die "caddy did not start listening; see $DEMO_DIR/caddy.log"
 	sleep 0.1
@@ -293,10 +328,11 @@ done
 say "    caddy is up (pid $(cat "$DEMO_DIR/caddy.pid"), log $DEMO_DIR/caddy.log)"
 
 # --- traffic ------------------------------------------------------------------------
+TARGET=$CADDY_ADDR # where request, wait_for and show send requests
 # request: prints which backend answered one request (or the HTTP error).
 request() {
 	local out code
-	out=$(curl -sS --max-time 5 -w '\n%{http_code}' "http://$CADDY_ADDR/" 2>/dev/null) || { echo "(no answer)"; return; }
+	out=$(curl -sS --max-time 5 -w '\n%{http_code}' "http://$TARGET/" 2>/dev/null) || { echo "(no answer)"; return; }
 	code=${out##*$'\n'}
 	if [[ $code == 200 ]]; then head -n 1 <<<"$out"; else echo "HTTP $code"; fi
 }
@@ -318,9 +354,9 @@ wait_for() {
 # show: 12 requests, counted per backend.
 show() {
 	local name n
-	say "    12 requests to http://$CADDY_ADDR/:"
+	say "    12 requests to http://$TARGET/:"
 	for _ in $(seq 12); do request; done | sort | uniq -c | while read -r n name; do
-		say "$(printf '      %-8s %2d  %s' "$name" "$n" "$(printf '%*s' "$n" '' | tr ' ' '#')")"
+		say "$(printf '      %-10s %2d  %s' "$name" "$n" "$(printf '%*s' "$n" '' | tr ' ' '#')")"
 	done
 }
 
@@ -354,9 +390,92 @@ show
 stop_backend web-2
 stop_backend web-3
 
-heading "Done: caddy followed every change of shop/web's Pods without a reload"
+say "    caddy followed every change of shop/web's Pods without a reload"
+
+# --- Nacos ------------------------------------------------------------------------
+# Here the demo plays no registry client: each backend registers itself in
+# Nacos (an ephemeral instance of shop-api, over the SDK's gRPC connection),
+# deregisters when stopped, and is dropped by the server when it dies. The
+# process stays in the root namespace, next to Nacos on 127.0.0.1; only its
+# listener is opened inside the namespace.
+NACOS_IP=$NET.20 # + 1.. the shop-api instances
+# start_instance NAME VERSION WEIGHT: a shop-api instance on $NACOS_IP+N:8080.
+start_instance() {
+	local ip=$NET.$((20 + ${1##*-})) pid
+	ip -n "$NS" addr add "$ip/24" dev "$VETH_IN"
+	setsid "$BACKEND" -name "$1" -netns "$NS" -listen "$ip:8080" -nacos "$NACOS" -service shop-api \
+		-weight "$3" -metadata "version=$2" -nacos-dir "$DEMO_DIR/nacos-sdk/$1" \
+		>>"$DEMO_DIR/backend-$1.log" 2>&1 </dev/null &
+	pid=$!
+	disown "$pid" # no "Killed" from bash when step 4 kills it
+	echo "$pid" >"$DEMO_DIR/backend-$1.pid"
+	for _ in $(seq 100); do
+		kill -0 "$pid" 2>/dev/null || die "backend $1 exited: $(tail -n 5 "$DEMO_DIR/backend-$1.log")"
+		if grep -q 'registered' "$DEMO_DIR/backend-$1.log"; then
+			say "    $1 listens on $ip:8080 (inside $NS) and registered itself: shop-api, version=$2, weight $3"
+			return
+		fi
+		sleep 0.1
+	done
+	die "backend $1 did not register; see $DEMO_DIR/backend-$1.log"
+}
+# stop_instance NAME SIGNAL: TERM deregisters first; KILL is a crash.
+stop_instance() {
+	local pid
+	pid=$(cat "$DEMO_DIR/backend-$1.pid")
+	rm -f "$DEMO_DIR/backend-$1.pid"
+	kill -s "$2" "$pid" 2>/dev/null || true
+	for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	if [[ $2 == KILL ]]; then
+		say "    $1 killed (SIGKILL): no deregistration; its gRPC connection to Nacos is gone"
+	else
+		say "    $1 stopped (SIG$2): $(grep -o 'deregistered from Nacos\|deregistering: .*' "$DEMO_DIR/backend-$1.log" | tail -n 1)"
+	fi
+}
+
+heading "Nacos step 1: 2 instances of shop-api register themselves (caddy: http://127.0.0.1:8081, dynamic nacos shop-api)"
+TARGET=127.0.0.1:8081
+start_instance shop-api-1 v1 1
+start_instance shop-api-2 v1 1
+wait_for shop-api-1 shop-api-2
+show
+TARGET=127.0.0.1:8082
+say "    http://$TARGET/ takes only metadata version=v2, and there is none yet:"
+show
+
+heading "Nacos step 2: a third instance, version v2, registers"
+start_instance shop-api-3 v2 2
+TARGET=127.0.0.1:8081
+wait_for shop-api-1 shop-api-2 shop-api-3
+show
+TARGET=127.0.0.1:8082
+say "    http://$TARGET/ (metadata version v2):"
+wait_for shop-api-3
+show
+say "    caddy's view (curl localhost:2019/discovery/upstreams; weights kept for weighted policies):"
+curl -sS --max-time 5 localhost:2019/discovery/upstreams | awk -F'"' '
+	/"source":/ { src = $4 }
+	/"service":/ && src == "nacos" { svc = $4; order[++n] = svc }
+	/"dial":/ { dial = $4 }
+	/"weight":/ && src == "nacos" { w = $3; gsub(/[^0-9.]/, "", w); ups[svc] = ups[svc] (ups[svc] == "" ? " " : ", ") dial " (weight " w ")" }
+	END { for (i = 1; i <= n; i++) printf "      %s:%s\n", order[i], ups[order[i]] }' >&3 || true
+
+heading "Nacos step 3: shop-api-1 is stopped (SIGTERM: it deregisters itself)"
+TARGET=127.0.0.1:8081
+stop_instance shop-api-1 TERM
+wait_for shop-api-2 shop-api-3
+show
+
+heading "Nacos step 4: shop-api-2 crashes (SIGKILL: the server drops its ephemeral instance)"
+stop_instance shop-api-2 KILL
+wait_for shop-api-3
+show
+
+heading "Done: caddy followed every change of shop/web's Pods and of shop-api's instances without a reload"
 if [[ $mode == keep ]]; then
-	say "    still running (--keep): caddy on http://$CADDY_ADDR (admin localhost:2019),"
-	say "    API server $SERVER with KUBECONFIG=$KUBECONFIG, backends in netns $NS."
-	say "    Try: curl http://$CADDY_ADDR/   Clean up with: bash integration/demo.sh --stop"
+	say "    still running (--keep): caddy on http://$CADDY_ADDR (k8s), http://127.0.0.1:8081 and :8082"
+	say "    (nacos), admin localhost:2019; API server $SERVER with KUBECONFIG=$KUBECONFIG;"
+	say "    Nacos (Polaris) on $NACOS; backends in netns $NS."
+	say "    Try: curl http://$CADDY_ADDR/; curl http://127.0.0.1:8081/; curl localhost:2019/discovery/upstreams"
+	say "    Clean up with: bash integration/demo.sh --stop"
 fi
