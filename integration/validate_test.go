@@ -9,7 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
-// TestValidateJSON runs `caddy validate`'s code path on JSON configs: bad
+// TestValidateJSON runs `caddy validate`'s code path on k8s and nacos JSON configs: bad
 // input is refused with an error naming the field, good input passes without
 // contacting any registry (no server listens at the addresses used here).
 func TestValidateJSON(t *testing.T) {
@@ -34,17 +34,32 @@ func TestValidateJSON(t *testing.T) {
 		{"server not a url", `"service": "shop/web", "server": "127.0.0.1:6443"`, "", `server "127.0.0.1:6443" is not a URL`},
 		{"missing ca_file", `"service": "shop/web", "server": "https://127.0.0.1:1", "ca_file": "/nonexistent/ca.crt"`, "", "ca_file: stat /nonexistent/ca.crt"},
 		{"unknown app field", `"service": "shop/web"`, `"k8s": {"cluster": {}}`, `unknown field "cluster"`},
+
+		// Nacos: an unreachable address is fine at validate time.
+		{"nacos", `"source": "nacos", "service": "prod/SHOP/shop-api", "addresses": ["127.0.0.1:1"]`, "", ""},
+		{"nacos grouped", `"source": "nacos", "service": "SHOP@@shop-api", "metadata": {"version": "v2"}, "clusters": ["hz"]`, "", ""},
+		{"nacos named server", `"source": "nacos", "service": "shop-api", "server": "prod"`, `"nacos": {"servers": {"prod": {"addresses": ["127.0.0.1:1"], "username": "u", "password": "{env.CD_TEST_TOKEN}"}}}`, ""},
+		{"nacos unknown server", `"source": "nacos", "service": "shop-api", "server": "dev"`, `"nacos": {"servers": {"prod": {"addresses": ["127.0.0.1:1"]}}}`, `"dev" is not defined in the nacos app`},
+		{"nacos empty service", `"source": "nacos", "service": ""`, "", "service: required"},
+		{"nacos bad address", `"source": "nacos", "service": "shop-api", "addresses": ["ftp://x"]`, "", "addresses:"},
+		{"nacos half credentials", `"source": "nacos", "service": "shop-api", "username": "u"`, "", "username and password go together"},
+		{"nacos bad threshold", `"source": "nacos", "service": "shop-api", "protect_threshold": 2`, "", "protect_threshold"},
+		{"nacos unknown field", `"source": "nacos", "service": "shop-api", "group_name": "x"`, "", `unknown field "group_name"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("CD_TEST_SERVICE", "shop/web:http")
 			t.Setenv("CD_TEST_SERVER", "https://127.0.0.1:1")
 			t.Setenv("CD_TEST_TOKEN", "secret")
+			source := tc.source
+			if !strings.Contains(source, `"source"`) {
+				source = `"source": "k8s", ` + source
+			}
 			apps := ""
 			if tc.apps != "" {
 				apps = "," + tc.apps
 			}
 			cfg := fmt.Sprintf(`{"admin": {"disabled": true}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [
-				{"handler": "reverse_proxy", "dynamic_upstreams": {"source": "k8s", %s}}]}]}}}%s}}`, tc.source, apps)
+				{"handler": "reverse_proxy", "dynamic_upstreams": {%s}}]}]}}}%s}}`, source, apps)
 			var c caddy.Config
 			if err := caddy.StrictUnmarshalJSON([]byte(cfg), &c); err != nil {
 				t.Fatal(err)
