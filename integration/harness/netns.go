@@ -10,13 +10,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/caddy-discovery/caddy-discovery/integration/netns"
 )
 
 // Netns is a network namespace joined to the root namespace by a veth pair.
@@ -137,35 +136,9 @@ func (n *Netns) ip(t testing.TB, args ...string) {
 	}
 }
 
-// Listen opens a TCP listener inside the namespace. A socket belongs to the
-// namespace it was created in, so the calling thread enters the namespace
-// just for the socket() call.
+// Listen opens a TCP listener on addr inside the namespace.
 func (n *Netns) Listen(addr string) (net.Listener, error) {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
-	}
-	defer orig.Close()
-	target, err := os.Open("/run/netns/" + n.Name)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("entering netns %s: %w", n.Name, err)
-	}
-	ln, lerr := net.Listen("tcp", addr)
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread is stuck in the test namespace: keep it locked, so it
-		// exits with this goroutine instead of running other code.
-		return nil, fmt.Errorf("leaving netns %s: %w", n.Name, err)
-	}
-	runtime.UnlockOSThread()
-	return ln, lerr
+	return netns.Listen(n.Name, addr)
 }
 
 // Backend is an HTTP server inside a namespace that answers every request

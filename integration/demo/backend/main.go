@@ -25,7 +25,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,7 +33,8 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/clients"
 	"github.com/nacos-group/nacos-sdk-go/v2/common/constant"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
-	"golang.org/x/sys/unix"
+
+	"github.com/caddy-discovery/caddy-discovery/integration/netns"
 )
 
 func main() {
@@ -95,39 +95,14 @@ func main() {
 	_ = srv.Close()
 }
 
-// listenIn opens a TCP listener on addr inside the network namespace netns
-// (the current one if empty). A socket belongs to the namespace it was created
-// in, so only this thread enters the namespace, and only for the socket() call:
-// the rest of the process, the Nacos client included, stays where it is.
-func listenIn(netns, addr string) (net.Listener, error) {
-	if netns == "" {
+// listenIn opens a TCP listener on addr inside the network namespace netns,
+// or in the current one if netns is empty. The process, its Nacos client
+// included, stays in its own namespace.
+func listenIn(ns, addr string) (net.Listener, error) {
+	if ns == "" {
 		return net.Listen("tcp", addr)
 	}
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
-	}
-	defer orig.Close()
-	target, err := os.Open("/run/netns/" + netns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("entering netns %s: %w", netns, err)
-	}
-	ln, lerr := net.Listen("tcp", addr)
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread is stuck in the other namespace: keep it locked, so it
-		// exits with this goroutine instead of running other code.
-		return nil, fmt.Errorf("leaving netns %s: %w", netns, err)
-	}
-	runtime.UnlockOSThread()
-	return ln, lerr
+	return netns.Listen(ns, addr)
 }
 
 func parseMetadata(s string) (map[string]string, error) {
