@@ -160,10 +160,19 @@ func (c Connection) baseConfig() (*rest.Config, error) {
 
 // fingerprint identifies the API server and identity that cfg connects as,
 // without holding any secret: configs with equal fingerprints share informers.
+//
+// With a token file, the file's path is the identity, not the token it held
+// when the config was loaded (in-cluster and kubeconfig tokenFile configs have
+// both): otherwise every reload after a rotation of a projected token would
+// open a second set of watches.
 func fingerprint(cfg *rest.Config) string {
+	token := cfg.BearerToken
+	if cfg.BearerTokenFile != "" {
+		token = ""
+	}
 	h := sha256.New()
 	for _, s := range []string{
-		cfg.Host, cfg.APIPath, cfg.BearerToken, cfg.BearerTokenFile, cfg.Username, cfg.Password,
+		cfg.Host, cfg.APIPath, token, cfg.BearerTokenFile, cfg.Username, cfg.Password,
 		cfg.CAFile, string(cfg.CAData), cfg.CertFile, string(cfg.CertData), cfg.KeyFile, string(cfg.KeyData),
 		cfg.ServerName, fmt.Sprint(cfg.Insecure), cfg.Impersonate.UserName, fmt.Sprint(cfg.ExecProvider != nil),
 	} {

@@ -68,3 +68,41 @@ func TestConnectionSources(t *testing.T) {
 		t.Fatalf("missing token_file: %v", err)
 	}
 }
+
+// A kubeconfig (or in-cluster config) with a token file shares its watches
+// across a token rotation: the fingerprint follows the file, not its content.
+func TestFingerprintFollowsTokenFileNotToken(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	kubeconfig := filepath.Join(dir, "config")
+	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: a, cluster: {server: "https://10.0.0.1:6443"}}]
+users: [{name: u, user: {tokenFile: "`+tokenFile+`"}}]
+contexts: [{name: a, context: {cluster: a, user: u}}]
+current-context: a
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fp := func(token string) string {
+		t.Helper()
+		if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, fp, err := Connection{Kubeconfig: kubeconfig}.restConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fp
+	}
+	if before, after := fp("token-1"), fp("token-2"); before != after {
+		t.Fatal("a rotated token in the same token file must keep the fingerprint (and the shared watches)")
+	}
+	if fp1, fp2 := (Connection{Server: "https://10.0.0.1:6443", Token: "a"}), (Connection{Server: "https://10.0.0.1:6443", Token: "b"}); func() bool {
+		_, a, _ := fp1.restConfig()
+		_, b, _ := fp2.restConfig()
+		return a == b
+	}() {
+		t.Fatal("different inline tokens are different identities")
+	}
+}
