@@ -38,7 +38,7 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision checks the clusters.
+// Provision checks the cluster names and connection fields.
 func (a *App) Provision(caddy.Context) error {
 	for name, c := range a.Clusters {
 		if name == "" || strings.ContainsAny(name, "/:. ") {
@@ -46,6 +46,11 @@ func (a *App) Provision(caddy.Context) error {
 		}
 		if c == nil {
 			return fmt.Errorf("clusters: %s: empty connection", name)
+		}
+		// Checked here too, so that `caddy validate` also refuses a cluster
+		// no source uses yet; placeholders are checked once replaced.
+		if err := c.Validate(); err != nil {
+			return fmt.Errorf("clusters: %s: %w", name, err)
 		}
 	}
 	return nil
