@@ -2,7 +2,9 @@ package integration
 
 import (
 	"fmt"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,8 +13,31 @@ import (
 
 // TestValidateJSON runs `caddy validate`'s code path on k8s and nacos JSON configs: bad
 // input is refused with an error naming the field, good input passes without
-// contacting any registry (no server listens at the addresses used here).
+// contacting any registry: every server address in these configs is a
+// listener that counts the connections it is offered, and must count none.
 func TestValidateJSON(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var contacts atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			contacts.Add(1)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		if n := contacts.Load(); n != 0 {
+			t.Errorf("validate contacted the registry address %d times; it must not touch the network", n)
+		}
+	})
+	registry := ln.Addr().String()
 	for _, tc := range []struct {
 		name    string
 		source  string
@@ -34,6 +59,8 @@ func TestValidateJSON(t *testing.T) {
 		{"server not a url", `"service": "shop/web", "server": "127.0.0.1:6443"`, "", `server "127.0.0.1:6443" is not a URL`},
 		{"missing ca_file", `"service": "shop/web", "server": "https://127.0.0.1:1", "ca_file": "/nonexistent/ca.crt"`, "", "ca_file: stat /nonexistent/ca.crt"},
 		{"unknown app field", `"service": "shop/web"`, `"k8s": {"cluster": {}}`, `unknown field "cluster"`},
+		{"unused cluster with token and token_file", `"service": "shop/web", "server": "https://127.0.0.1:1"`,
+			`"k8s": {"clusters": {"spare": {"server": "https://127.0.0.1:1", "token": "x", "token_file": "/t"}}}`, "clusters: spare: token and token_file are both set"},
 
 		// Nacos: an unreachable address is fine at validate time.
 		{"nacos", `"source": "nacos", "service": "prod/SHOP/shop-api", "addresses": ["127.0.0.1:1"]`, "", ""},
@@ -48,9 +75,10 @@ func TestValidateJSON(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("CD_TEST_SERVICE", "shop/web:http")
-			t.Setenv("CD_TEST_SERVER", "https://127.0.0.1:1")
+			t.Setenv("CD_TEST_SERVER", "https://"+registry)
 			t.Setenv("CD_TEST_TOKEN", "secret")
-			source := tc.source
+			source := strings.ReplaceAll(tc.source, "127.0.0.1:1", registry)
+			tc.apps = strings.ReplaceAll(tc.apps, "127.0.0.1:1", registry)
 			if !strings.Contains(source, `"source"`) {
 				source = `"source": "k8s", ` + source
 			}
