@@ -208,7 +208,9 @@ func TestKubernetesTargetModes(t *testing.T) {
 	c.Load(k8sProxy(map[string]any{"service": "modes/web:http", "kubeconfig": kubeconfig, "target": "node_port", "node_address": "external"}), "")
 	c.ExpectBackends(t, 10*time.Second, "node1-external")
 
-	// Cordoning a node takes it out of node_port.
+	// Cordoning a node takes it out of node_port, live: no reload.
+	c.Load(k8sProxy(map[string]any{"service": "modes/web:http", "kubeconfig": kubeconfig, "target": "node_port"}), "")
+	c.ExpectBackends(t, 10*time.Second, "node1", "node2")
 	node, err := k.Client.CoreV1().Nodes().Get(t.Context(), "modes-n2", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +219,6 @@ func TestKubernetesTargetModes(t *testing.T) {
 	if _, err := k.Client.CoreV1().Nodes().Update(t.Context(), node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	c.Load(k8sProxy(map[string]any{"service": "modes/web:http", "kubeconfig": kubeconfig, "target": "node_port"}), "")
 	c.ExpectBackends(t, 10*time.Second, "node1")
 }
 
