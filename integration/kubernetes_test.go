@@ -101,7 +101,24 @@ func TestKubernetesEndpointsFollowPods(t *testing.T) {
 	c.ExpectBackends(t, 10*time.Second, "pod0", "pod1")
 
 	k.Pod(t, "follow", "pod2", "follow-node", appWeb, ip2, false)
-	c.ExpectBackends(t, 5*time.Second, "pod0", "pod1") // not ready yet
+	// Once the EndpointSlice lists pod2 (not ready), Caddy must still leave it out.
+	harness.Eventually(t, 5*time.Second, func() error {
+		list, err := k.Client.DiscoveryV1().EndpointSlices("follow").List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, es := range list.Items {
+			for _, ep := range es.Endpoints {
+				if slices.Contains(ep.Addresses, ip2.String()) && ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("pod2 (%s) is not in the EndpointSlices yet", ip2)
+	})
+	if got := c.Spread(30); got["pod2"] != 0 || got["pod0"]+got["pod1"] != 30 {
+		t.Fatalf("an unready pod must get no traffic: %v", got)
+	}
 	k.SetReady(t, "follow", "pod2", true)
 	c.ExpectBackends(t, 5*time.Second, "pod0", "pod1", "pod2")
 	k.SetReady(t, "follow", "pod1", false)

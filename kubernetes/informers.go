@@ -148,12 +148,11 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 	for i, r := range rs {
 		lw := &cache.ListWatch{
 			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				obj, err := r.list(ctx, client, namespace, o)
-				if err == nil {
-					s.clearProblem(i)
-				}
-				return obj, err
+				return r.list(ctx, client, namespace, o)
 			},
+			// A problem ends when a watch starts, not when a list works: with
+			// list but not watch permission, clearing on the list would log
+			// the problem again on every retry.
 			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 				w, err := r.watch(ctx, client, namespace, o)
 				if err == nil {

@@ -143,8 +143,7 @@ func endpointTargets(svc *corev1.Service, sp *corev1.ServicePort, eps []*discove
 	case sel.terminatingBackup && len(terminating) > 0:
 		return terminating, nil
 	}
-	return nil, fmt.Errorf("service %s/%s port %s has no ready endpoints (%d EndpointSlices)",
-		svc.Namespace, svc.Name, portLabel(sp), len(eps))
+	return nil, fmt.Errorf("service %s/%s port %s has no ready endpoints", svc.Namespace, svc.Name, portLabel(sp))
 }
 
 // slicePort finds sp's port number in an EndpointSlice: slices list ports by
