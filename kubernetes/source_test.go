@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,47 +16,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams/upstreamstest"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"))
-}
-
-func eventually(t *testing.T, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func upstreamDials(u *KubernetesUpstreams) ([]string, error) {
-	ups, err := u.GetUpstreams(nil)
-	if err != nil {
-		return nil, err
-	}
-	var ds []string
-	for _, up := range ups {
-		ds = append(ds, up.Dial)
-	}
-	return ds, nil
-}
-
-func expectDials(u *KubernetesUpstreams, want ...string) func() error {
-	return func() error {
-		got, err := upstreamDials(u)
-		if err != nil || !slices.Equal(got, want) {
-			return fmt.Errorf("upstreams = %v, %v; want %v", got, err, want)
-		}
-		return nil
-	}
 }
 
 // TestSharedWatchLifecycle checks, with client-go's fake clientset, that
@@ -84,7 +48,7 @@ func TestSharedWatchLifecycle(t *testing.T) {
 	if err := app.Start(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, expectDials(a, "10.0.0.1:8080"))
+	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(a, "10.0.0.1:8080"))
 
 	// A second slice for the same Service adds an endpoint.
 	es := slice(discoveryv1.AddressTypeIPv4, 8080, ep{addr: "10.0.0.2", ready: yes})
@@ -92,7 +56,7 @@ func TestSharedWatchLifecycle(t *testing.T) {
 	if _, err := client.DiscoveryV1().EndpointSlices("shop").Create(context.Background(), es, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, expectDials(b, "10.0.0.1:8080", "10.0.0.2:8080"))
+	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(b, "10.0.0.1:8080", "10.0.0.2:8080"))
 
 	// Fresh values on every call: reverse_proxy writes into them.
 	u1, _ := a.GetUpstreams(nil)
@@ -105,7 +69,7 @@ func TestSharedWatchLifecycle(t *testing.T) {
 	if err := client.CoreV1().Services("shop").Delete(context.Background(), "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, func() error {
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
 		_, err := a.GetUpstreams(nil)
 		if err == nil || !strings.Contains(err.Error(), `service shop/web not found`) {
 			return fmt.Errorf("after delete: err = %v", err)

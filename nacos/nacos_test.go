@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
+	"github.com/caddy-discovery/caddy-discovery/upstreams/upstreamstest"
 )
 
 func TestMain(m *testing.M) {
@@ -369,40 +370,6 @@ func (f *fakeNaming) push(key string, list ...model.Instance) bool {
 	return true
 }
 
-func eventually(t *testing.T, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func dials(u *NacosUpstreams) ([]string, error) {
-	ups, err := u.GetUpstreams(nil)
-	var out []string
-	for _, up := range ups {
-		out = append(out, up.Dial)
-	}
-	return out, err
-}
-
-func expectDials(u *NacosUpstreams, want ...string) func() error {
-	return func() error {
-		got, err := dials(u)
-		if err != nil || !slices.Equal(got, want) {
-			return fmt.Errorf("upstreams = %v, %v; want %v", got, err, want)
-		}
-		return nil
-	}
-}
-
 func useFake(t *testing.T) (*fakeNaming, *int) {
 	fake, created := newFake(), new(int)
 	var mu sync.Mutex
@@ -440,14 +407,14 @@ func TestSharedLifecycle(t *testing.T) {
 	if err := app1.Start(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, func() error {
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
 		if !fake.push("shop@@orders", inst("10.0.0.2", 80), inst("10.0.0.1", 80, func(i *model.Instance) { i.Metadata = map[string]string{"version": "v2"} })) {
 			return errors.New("not subscribed yet")
 		}
 		return nil
 	})
-	eventually(t, expectDials(a, "10.0.0.1:80", "10.0.0.2:80"))
-	eventually(t, expectDials(b, "10.0.0.1:80"))
+	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(a, "10.0.0.1:80", "10.0.0.2:80"))
+	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(b, "10.0.0.1:80"))
 	// the first connect coming up does not repeat the first Subscribe
 	time.Sleep(5 * healthInterval)
 	fake.mu.Lock()
@@ -480,7 +447,7 @@ func TestSharedLifecycle(t *testing.T) {
 	if err := app2.Start(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, expectDials(c, "10.0.0.1:80", "10.0.0.2:80")) // served at once from the shared list
+	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(c, "10.0.0.1:80", "10.0.0.2:80")) // served at once from the shared list
 	w := a.view.w
 	for _, u := range []*NacosUpstreams{a, b} {
 		if err := u.Cleanup(); err != nil {
@@ -492,7 +459,7 @@ func TestSharedLifecycle(t *testing.T) {
 	}
 	// an empty push is followed, and explained
 	fake.push("shop@@orders")
-	eventually(t, func() error {
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
 		_, err := c.GetUpstreams(nil)
 		if err == nil || !strings.Contains(err.Error(), `service "orders" is not registered in group "shop"`) {
 			return fmt.Errorf("empty: %v", err)
@@ -574,31 +541,31 @@ func TestReconcileAndOutage(t *testing.T) {
 	t.Cleanup(func() { _ = plain.Cleanup(); _ = protected.Cleanup() })
 	_ = app.Start()
 	key := "DEFAULT_GROUP@@orders"
-	eventually(t, func() error {
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
 		if !fake.push(key, inst("10.0.0.1", 80), inst("10.0.0.2", 80)) {
 			return errors.New("not subscribed")
 		}
 		return nil
 	})
-	eventually(t, expectDials(plain, "10.0.0.1:80", "10.0.0.2:80"))
+	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(plain, "10.0.0.1:80", "10.0.0.2:80"))
 
 	fake.mu.Lock()
 	fake.healthy = false
 	fake.mu.Unlock()
-	eventually(t, func() error {
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
 		if plain.view.w.c.connProblem() == nil {
 			return errors.New("outage not noticed")
 		}
 		return nil
 	})
 	// while unreachable, the last instances keep serving
-	if err := expectDials(plain, "10.0.0.1:80", "10.0.0.2:80")(); err != nil {
+	if err := upstreamstest.ExpectDials(plain, "10.0.0.1:80", "10.0.0.2:80")(); err != nil {
 		t.Fatal(err)
 	}
 	// a push that would shrink the set during the outage: plain follows, protected holds
 	fake.push(key, inst("10.0.0.1", 80))
-	eventually(t, expectDials(plain, "10.0.0.1:80"))
-	eventually(t, expectDials(protected, "10.0.0.1:80", "10.0.0.2:80"))
+	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(plain, "10.0.0.1:80"))
+	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(protected, "10.0.0.1:80", "10.0.0.2:80"))
 	fake.push(key)
 	_, err := plain.GetUpstreams(nil)
 	if err == nil || !strings.Contains(err.Error(), "cannot reach") {
@@ -613,7 +580,7 @@ func TestReconcileAndOutage(t *testing.T) {
 	}
 	fake.healthy = true
 	fake.mu.Unlock()
-	eventually(t, func() error {
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
 		fake.mu.Lock()
 		defer fake.mu.Unlock()
 		n := 0
@@ -626,9 +593,9 @@ func TestReconcileAndOutage(t *testing.T) {
 		return nil
 	})
 	fake.push(key, inst("10.0.0.3", 80))
-	eventually(t, expectDials(plain, "10.0.0.3:80"))
+	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(plain, "10.0.0.3:80"))
 	// after the grace, protected follows too
-	eventually(t, expectDials(protected, "10.0.0.3:80"))
+	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(protected, "10.0.0.3:80"))
 }
 
 // blockingNaming's Unsubscribe waits for release, as the SDK's waits for the
@@ -667,7 +634,7 @@ func TestDestructIsBounded(t *testing.T) {
 		us = append(us, u)
 	}
 	_ = app.Start()
-	eventually(t, func() error {
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
 		fake.mu.Lock()
 		defer fake.mu.Unlock()
 		if len(fake.active) != len(us) {
@@ -691,7 +658,7 @@ func TestDestructIsBounded(t *testing.T) {
 	fake.mu.Lock()
 	fake.healthy = false
 	fake.mu.Unlock()
-	eventually(t, func() error {
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
 		if us[1].view.w.c.connProblem() == nil {
 			return errors.New("outage not noticed")
 		}
@@ -712,7 +679,7 @@ func TestDestructIsBounded(t *testing.T) {
 		t.Errorf("last Cleanup with hanging Unsubscribes: err = %v, want the client abandoned", err)
 	}
 	unblock()
-	eventually(t, func() error {
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
 		fake.mu.Lock()
 		defer fake.mu.Unlock()
 		if fake.closed != 1 {
@@ -733,7 +700,7 @@ func TestSubscribeErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = app.Start()
-	eventually(t, func() error {
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
 		_, err := u.GetUpstreams(nil)
 		if err == nil || !strings.Contains(err.Error(), "rejected the credentials") || !strings.Contains(err.Error(), "check username and password") {
 			return fmt.Errorf("err = %v", err)
@@ -789,7 +756,7 @@ func TestNoListAfterSubscribe(t *testing.T) {
 	_ = app.Start()
 	want := `subscribed to service prod/DEFAULT_GROUP@@orders but the server sent no instance list within 100ms: it may have refused the request; ` +
 		`check username and password, and that namespace "prod" exists (use its ID, not its display name)`
-	eventually(t, func() error {
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
 		_, err := u.GetUpstreams(nil)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			return fmt.Errorf("err = %v, want %q", err, want)
@@ -800,7 +767,7 @@ func TestNoListAfterSubscribe(t *testing.T) {
 		return nil
 	})
 	fake.push("DEFAULT_GROUP@@orders", inst("10.0.0.1", 80))
-	eventually(t, expectDials(u, "10.0.0.1:80"))
+	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(u, "10.0.0.1:80"))
 	if u.view.w.silence.Load() != nil {
 		t.Error("the first list must clear the problem")
 	}
@@ -815,9 +782,9 @@ func TestNoListAfterSubscribe(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = v.Cleanup() })
 	_ = app2.Start()
-	eventually(t, expectDials(v, "10.0.0.1:80"))
+	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(v, "10.0.0.1:80"))
 	time.Sleep(150 * time.Millisecond) // well past the timeout
-	if err := expectDials(v, "10.0.0.1:80")(); err != nil || v.view.w.silence.Load() != nil {
+	if err := upstreamstest.ExpectDials(v, "10.0.0.1:80")(); err != nil || v.view.w.silence.Load() != nil {
 		t.Fatalf("false alarm: %v", err)
 	}
 }
@@ -911,7 +878,7 @@ func TestServerAnswersCannotCrash(t *testing.T) {
 			}
 			defer func() { _ = u.Cleanup() }()
 			_ = app.Start()
-			eventually(t, func() error {
+			upstreamstest.Eventually(t, 5*time.Second, func() error {
 				if _, err := u.GetUpstreams(nil); err == nil || !strings.Contains(err.Error(), "is this a Nacos server?") {
 					return fmt.Errorf("err = %v", err)
 				}

@@ -15,6 +15,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard" // the modules a stock caddy has
 
 	_ "github.com/caddy-discovery/caddy-discovery" // the modules under test
+	"github.com/caddy-discovery/caddy-discovery/upstreams/upstreamstest"
 )
 
 // Caddy is the process's Caddy instance, configured by the test. Caddy is a
@@ -123,21 +124,11 @@ func Names(spread map[string]int) []string {
 	return names
 }
 
-// Eventually polls check every 50ms until it returns nil or timeout passes,
-// then fails the test with the last error.
+// Eventually polls check until it returns nil or timeout passes, then fails
+// the test with the last error.
 func Eventually(t testing.TB, timeout time.Duration, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	upstreamstest.Eventually(t, timeout, check)
 }
 
 // ExpectBackends polls until a spread of requests reaches exactly the named

@@ -1,7 +1,7 @@
-// Package upstreamstest holds what the sources' benchmarks share: the loops
-// that time GetUpstreams, and the baselines every source is compared with,
-// Caddy's static upstreams and its srv source's cached path. It is for tests
-// only.
+// Package upstreamstest holds what the sources' tests and benchmarks share:
+// polling for what GetUpstreams serves, the loops that time it, and the
+// baselines every source is compared with, Caddy's static upstreams and its
+// srv source's cached path. It is for tests only.
 package upstreamstest
 
 import (
