@@ -1,0 +1,114 @@
+package caddyfile
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+)
+
+// conf is a block's fields, read with the helpers under test.
+type conf struct {
+	Name    string         `json:"name,omitempty"`
+	Addrs   []string       `json:"addrs,omitempty"`
+	On      bool           `json:"on,omitempty"`
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+	Port    int            `json:"port,omitempty"`
+}
+
+func (c *conf) unmarshal(d *caddyfile.Dispenser) error {
+	for d.NextBlock(1) {
+		var err error
+		switch d.Val() {
+		case "name":
+			err = String(d, &c.Name)
+		case "addrs":
+			err = Strings(d, &c.Addrs)
+		case "on":
+			err = Flag(d, &c.On)
+		case "timeout":
+			err = Duration(d, &c.Timeout)
+		case "port":
+			err = Int(d, &c.Port)
+		default:
+			err = Unknown(d, "test", "name", "addrs", "on", "timeout", "port")
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type app struct {
+	Things map[string]*conf `json:"things,omitempty"`
+}
+
+func parse(input string, existing any) (any, error) {
+	a := new(app)
+	d := caddyfile.NewTestDispenser(input)
+	return NamedBlocks(d, existing, "test", a, &a.Things, "thing", "thing one { ... }", func(string) (*conf, error) {
+		c := new(conf)
+		return c, c.unmarshal(d)
+	})
+}
+
+func TestNamedBlocksAndOptions(t *testing.T) {
+	v, err := parse(`test {
+		thing one {
+			name    first
+			addrs   a b
+			on
+			timeout 1m30s
+			port    8080
+		}
+	}`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(v.(httpcaddyfile.App).Value)
+	want := `{"things":{"one":{"name":"first","addrs":["a","b"],"on":true,"timeout":90000000000,"port":8080}}}` // 1m30s in ns
+	if got != want {
+		t.Fatalf("got %s\nwant %s", got, want)
+	}
+
+	// The option again: its blocks join the earlier ones.
+	v, err = parse(`test {
+		thing two {
+			on
+		}
+	}`, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(v.(httpcaddyfile.App).Value); !strings.Contains(got, `"one":`) || !strings.Contains(got, `"two":{"on":true}`) {
+		t.Fatalf("merged option = %s", got)
+	}
+	if _, err := parse(`test {
+		thing one
+	}`, v); err == nil || !strings.Contains(err.Error(), `thing "one" has already been specified`) {
+		t.Fatalf("a name given twice: %v", err)
+	}
+}
+
+func TestOptionErrors(t *testing.T) {
+	for input, want := range map[string]string{
+		"test {\n thing\n}":                                   "thing needs a name",
+		"test {\n other x\n}":                                 "unrecognized test global option 'other'",
+		"test {\n thing a {\n name x\n name y\n }\n}":         "name has already been specified",
+		"test {\n thing a {\n on\n on\n }\n}":                 "on has already been specified",
+		"test {\n thing a {\n on yes\n }\n}":                  "wrong argument count",
+		"test {\n thing a {\n name\n }\n}":                    "wrong argument count",
+		"test {\n thing a {\n timeout soon\n }\n}":            `timeout: "soon" is not a duration`,
+		"test {\n thing a {\n timeout 1s\n timeout 2s\n }\n}": "timeout has already been specified",
+		"test {\n thing a {\n port eighty\n }\n}":             `port takes a whole number, not "eighty"`,
+		"test {\n thing a {\n addrs\n }\n}":                   "wrong argument count",
+		"test {\n thing a {\n bogus 1\n }\n}":                 "unrecognized test option 'bogus' (known options: [name addrs on timeout port])",
+	} {
+		if _, err := parse(input, nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error = %v, want it to contain %q", input, err, want)
+		}
+	}
+}
