@@ -116,7 +116,7 @@ type view struct {
 
 	last        []upstreams.Target // the targets last published
 	holding     bool
-	lastProblem string
+	lastProblem string // the no-instance problem last logged, "" if none
 }
 
 // update publishes the view of list; it reports whether protect_threshold
@@ -177,22 +177,22 @@ func (v *view) noTargets(skip skipped, problem error) error {
 	return fmt.Errorf("%w: %w", err, upstreams.ErrNoTargets)
 }
 
-// note logs a change of the view's problem once.
+// note logs, once each, when the service starts and stops having no usable
+// instance. Waiting for the first list is not logged, nor are connection
+// problems: the client logs those.
 func (v *view) note(log *zap.Logger, err error, n int) {
 	problem := ""
-	if err != nil && n == 0 {
+	if err != nil && n == 0 && v.w.have && errors.Is(err, upstreams.ErrNoTargets) {
 		problem = err.Error()
 	}
 	if problem == v.lastProblem {
 		return
 	}
 	switch {
-	case problem == "":
-		log.Info("nacos service has instances again", zap.String("service", v.w.ref.String()), zap.Int("backends", n))
-	case !v.w.have:
-		// waiting for the first list, or a connection problem the client logs
-	case errors.Is(err, upstreams.ErrNoTargets):
+	case problem != "":
 		log.Warn("nacos service has no usable instances", zap.String("service", v.w.ref.String()), zap.Error(err))
+	case n > 0:
+		log.Info("nacos service has instances again", zap.String("service", v.w.ref.String()), zap.Int("backends", n))
 	}
 	v.lastProblem = problem
 }
