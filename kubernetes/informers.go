@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -262,22 +263,12 @@ func (s *informerSet) changed(service string) {
 	if !s.synced.Load() {
 		return // the first sync refreshes everything
 	}
-	s.mu.Lock()
-	var todo []*subscription
-	for sub := range s.subs {
-		if service == "" || sub.ref.Name == service {
-			todo = append(todo, sub)
-		}
-	}
-	s.mu.Unlock()
-	for _, sub := range todo {
-		sub.refresh()
-	}
+	s.refreshWhere(func(sub *subscription) bool { return service == "" || sub.ref.Name == service })
 }
 
-// state is the set's readiness for subscriptions: nil once synced and
-// healthy; otherwise the error to report while there is no data, or the
-// latest watch problem.
+// state reports whether every informer has listed its objects once, and the
+// problem to show: the latest list/watch failure, or, before the first list,
+// that it is still awaited.
 func (s *informerSet) state() (synced bool, problem error) {
 	for i := range s.problems {
 		if p := s.problems[i].Load(); p != nil {
@@ -287,13 +278,11 @@ func (s *informerSet) state() (synced bool, problem error) {
 	}
 	synced = s.synced.Load()
 	if !synced && problem == nil {
-		what := ""
+		names := make([]string, len(s.resources))
 		for i, r := range s.resources {
-			if i > 0 {
-				what += " and "
-			}
-			what += r.name
+			names[i] = r.name
 		}
+		what := strings.Join(names, " and ")
 		where := "cluster-wide"
 		if s.namespace != "" {
 			where = fmt.Sprintf("in namespace %q", s.namespace)
@@ -325,10 +314,17 @@ func (s *informerSet) clearProblem(i int) {
 // refreshAll refreshes every subscription, synced or not, so that they
 // report the set's current problem.
 func (s *informerSet) refreshAll() {
+	s.refreshWhere(func(*subscription) bool { return true })
+}
+
+// refreshWhere refreshes the subscriptions that match, outside the lock.
+func (s *informerSet) refreshWhere(match func(*subscription) bool) {
 	s.mu.Lock()
-	todo := make([]*subscription, 0, len(s.subs))
+	var todo []*subscription
 	for sub := range s.subs {
-		todo = append(todo, sub)
+		if match(sub) {
+			todo = append(todo, sub)
+		}
 	}
 	s.mu.Unlock()
 	for _, sub := range todo {
