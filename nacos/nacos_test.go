@@ -77,51 +77,163 @@ func inst(ip string, port uint64, mod ...func(*model.Instance)) model.Instance {
 	return in
 }
 
+// TestFilterTargets proves our own filter (filter.targets), the layer under
+// the server: whatever instance list a server pushes, only healthy, enabled
+// instances with a finite weight > 0, a valid IP and port, in a selected
+// cluster and matching the metadata become targets, and every one left out
+// is counted under its reason (the counts make the "no usable instance"
+// error). The integration tests cannot prove this layer: Polaris, their
+// server, leaves disabled instances out of its pushes, so "a disabled
+// instance gets no traffic" passes there without this filter doing
+// anything, and no real server sends NaN weights or unparsable addresses.
+// So each case hands the filter a list built here.
 func TestFilterTargets(t *testing.T) {
-	list := []model.Instance{
-		inst("10.0.0.2", 80, func(i *model.Instance) { i.Weight = 3 }),
+	meta := func(kv ...string) func(*model.Instance) {
+		return func(i *model.Instance) {
+			i.Metadata = map[string]string{}
+			for j := 0; j+1 < len(kv); j += 2 {
+				i.Metadata[kv[j]] = kv[j+1]
+			}
+		}
+	}
+	weight := func(w float64) func(*model.Instance) { return func(i *model.Instance) { i.Weight = w } }
+	cluster := func(c string) func(*model.Instance) { return func(i *model.Instance) { i.ClusterName = c } }
+	unhealthy := func(i *model.Instance) { i.Healthy = false }
+	disabled := func(i *model.Instance) { i.Enable = false }
+	// mixed is every kind at once, as one push.
+	mixed := []model.Instance{
+		inst("10.0.0.2", 80, weight(3)),
 		inst("10.0.0.1", 80),
-		inst("2001:db8::1", 8080, func(i *model.Instance) { i.ClusterName = "B" }),
-		inst("10.0.0.3", 80, func(i *model.Instance) { i.Healthy = false }),
-		inst("10.0.0.4", 80, func(i *model.Instance) { i.Enable = false }),
-		inst("10.0.0.5", 80, func(i *model.Instance) { i.Weight = 0 }),
-		inst("10.0.0.6", 80, func(i *model.Instance) { i.Weight = math.NaN() }),
-		inst("10.0.0.7", 80, func(i *model.Instance) { i.Weight = math.Inf(1) }),
+		inst("2001:db8::1", 8080, cluster("B")),
+		inst("10.0.0.3", 80, unhealthy),
+		inst("10.0.0.4", 80, disabled),
+		inst("10.0.0.5", 80, weight(0)),
+		inst("10.0.0.6", 80, weight(math.NaN())),
+		inst("10.0.0.7", 80, weight(math.Inf(1))),
 		inst("not-an-ip", 80),
 		inst("", 80),
 		inst("10.0.0.8", 0),
 		inst("10.0.0.9", 70000),
-		inst("[2001:db8::2]", 81, func(i *model.Instance) { i.Metadata = map[string]string{"version": "v2"} }),
-		inst("::ffff:10.0.0.10", 82, func(i *model.Instance) { i.Metadata = map[string]string{"version": "v2", "zone": "a"} }),
+		inst("[2001:db8::2]", 81, meta("version", "v2")),
+		inst("::ffff:10.0.0.10", 82, meta("version", "v2", "zone", "a")),
 	}
-	dials := func(f filter) ([]string, skipped) {
-		ts, s := f.targets(list)
-		var out []string
-		for _, tg := range ts {
-			out = append(out, fmt.Sprintf("%s/%g", tg.Dial(), tg.Weight))
-		}
-		slices.Sort(out)
-		return out, s
-	}
-	got, skip := dials(filter{})
-	want := []string{"10.0.0.10:82/1", "10.0.0.1:80/1", "10.0.0.2:80/3", "[2001:db8::1]:8080/1", "[2001:db8::2]:81/1"}
-	if !slices.Equal(got, want) {
-		t.Errorf("no filter: %v, want %v", got, want)
-	}
-	if skip.unhealthy != 1 || skip.disabled != 1 || skip.noWeight != 3 || skip.badAddr != 4 {
-		t.Errorf("skipped = %+v", skip)
-	}
-	got, _ = dials(filter{clusters: []string{"B"}})
-	if !slices.Equal(got, []string{"[2001:db8::1]:8080/1"}) {
-		t.Errorf("clusters B: %v", got)
-	}
-	got, skip = dials(filter{metadata: map[string]string{"version": "v2"}})
-	if !slices.Equal(got, []string{"10.0.0.10:82/1", "[2001:db8::2]:81/1"}) || skip.metadata != 7 {
-		t.Errorf("metadata version=v2: %v, %+v", got, skip)
-	}
-	got, _ = dials(filter{metadata: map[string]string{"version": "v2", "zone": "a"}})
-	if !slices.Equal(got, []string{"10.0.0.10:82/1"}) {
-		t.Errorf("metadata version=v2,zone=a: %v", got)
+	for _, tc := range []struct {
+		name   string
+		filter filter
+		list   []model.Instance
+		want   []string // dial/weight, sorted
+		skip   skipped
+	}{
+		{name: "empty", list: nil, want: nil, skip: skipped{}},
+		{
+			name: "disabled",
+			list: []model.Instance{inst("10.0.0.1", 80), inst("10.0.0.2", 80, disabled), inst("10.0.0.3", 80, disabled, weight(2))},
+			want: []string{"10.0.0.1:80/1"},
+			skip: skipped{total: 3, disabled: 2},
+		},
+		{
+			name: "unhealthy, counted once when also disabled",
+			list: []model.Instance{inst("10.0.0.1", 80, unhealthy), inst("10.0.0.2", 80, unhealthy, disabled), inst("10.0.0.3", 80)},
+			want: []string{"10.0.0.3:80/1"},
+			skip: skipped{total: 3, unhealthy: 2},
+		},
+		{
+			name: "weight 0, negative, NaN and infinite",
+			list: []model.Instance{
+				inst("10.0.0.1", 80, weight(0)), inst("10.0.0.2", 80, weight(-1)), inst("10.0.0.3", 80, weight(math.NaN())),
+				inst("10.0.0.4", 80, weight(math.Inf(1))), inst("10.0.0.5", 80, weight(math.Inf(-1))),
+				inst("10.0.0.6", 80, weight(0.5)), inst("10.0.0.7", 80, weight(100)),
+			},
+			want: []string{"10.0.0.6:80/0.5", "10.0.0.7:80/100"},
+			skip: skipped{total: 7, noWeight: 5},
+		},
+		{
+			name: "bad IP or port",
+			list: []model.Instance{
+				inst("not-an-ip", 80), inst("", 80), inst("backend.internal", 80), inst("10.0.0.256", 80), inst("10.0.0.1:80", 80),
+				inst("10.0.0.1", 0), inst("10.0.0.2", 65536), inst("10.0.0.3", math.MaxUint64), inst("10.0.0.4", 65535),
+			},
+			want: []string{"10.0.0.4:65535/1"},
+			skip: skipped{total: 9, badAddr: 8},
+		},
+		{
+			name: "IPv4-mapped IPv6 is dialed as IPv4; IPv6 plain or bracketed",
+			list: []model.Instance{
+				inst("::ffff:10.0.0.1", 80), inst("[::ffff:10.0.0.2]", 81), inst("2001:db8::1", 82), inst("[2001:db8::2]", 83),
+			},
+			want: []string{"10.0.0.1:80/1", "10.0.0.2:81/1", "[2001:db8::1]:82/1", "[2001:db8::2]:83/1"},
+			skip: skipped{total: 4},
+		},
+		{
+			name:   "wrong cluster",
+			filter: filter{clusters: []string{"A", "C"}},
+			list:   []model.Instance{inst("10.0.0.1", 80, cluster("A")), inst("10.0.0.2", 80, cluster("B")), inst("10.0.0.3", 80), inst("10.0.0.4", 80, cluster("C"))},
+			want:   []string{"10.0.0.1:80/1", "10.0.0.4:80/1"},
+			skip:   skipped{total: 4, cluster: 2},
+		},
+		{
+			name:   "metadata mismatch: missing key, other value, empty value",
+			filter: filter{metadata: map[string]string{"version": "v2", "zone": "a"}},
+			list: []model.Instance{
+				inst("10.0.0.1", 80, meta("version", "v2", "zone", "a", "extra", "x")), inst("10.0.0.2", 80, meta("version", "v2")),
+				inst("10.0.0.3", 80, meta("version", "v1", "zone", "a")), inst("10.0.0.4", 80, meta("version", "v2", "zone", "")),
+				inst("10.0.0.5", 80),
+			},
+			want: []string{"10.0.0.1:80/1"},
+			skip: skipped{total: 5, metadata: 4},
+		},
+		{
+			name:   "metadata with an empty value requires the key",
+			filter: filter{metadata: map[string]string{"canary": ""}},
+			list:   []model.Instance{inst("10.0.0.1", 80, meta("canary", "")), inst("10.0.0.2", 80)},
+			want:   []string{"10.0.0.1:80/1"},
+			skip:   skipped{total: 2, metadata: 1},
+		},
+		{
+			name: "mixed, no filter",
+			list: mixed,
+			want: []string{"10.0.0.10:82/1", "10.0.0.1:80/1", "10.0.0.2:80/3", "[2001:db8::1]:8080/1", "[2001:db8::2]:81/1"},
+			skip: skipped{total: 14, unhealthy: 1, disabled: 1, noWeight: 3, badAddr: 4},
+		},
+		{
+			name:   "mixed, cluster B",
+			filter: filter{clusters: []string{"B"}},
+			list:   mixed,
+			want:   []string{"[2001:db8::1]:8080/1"},
+			skip:   skipped{total: 14, unhealthy: 1, disabled: 1, noWeight: 3, cluster: 8},
+		},
+		{
+			name:   "mixed, metadata version=v2",
+			filter: filter{metadata: map[string]string{"version": "v2"}},
+			list:   mixed,
+			want:   []string{"10.0.0.10:82/1", "[2001:db8::2]:81/1"},
+			skip:   skipped{total: 14, unhealthy: 1, disabled: 1, noWeight: 3, metadata: 7},
+		},
+		{
+			name:   "mixed, metadata version=v2 and zone=a",
+			filter: filter{metadata: map[string]string{"version": "v2", "zone": "a"}},
+			list:   mixed,
+			want:   []string{"10.0.0.10:82/1"},
+			skip:   skipped{total: 14, unhealthy: 1, disabled: 1, noWeight: 3, metadata: 8},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts, skip := tc.filter.targets(tc.list)
+			var got []string
+			for _, tg := range ts {
+				got = append(got, fmt.Sprintf("%s/%g", tg.Dial(), tg.Weight))
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("targets = %v, want %v", got, tc.want)
+			}
+			if skip != tc.skip {
+				t.Errorf("skipped = %#v, want %#v", skip, tc.skip)
+			}
+			if n := len(ts) + skip.unhealthy + skip.disabled + skip.noWeight + skip.cluster + skip.metadata + skip.badAddr; n != skip.total {
+				t.Errorf("%d targets and skipped of %d instances: each instance must be counted once", n, skip.total)
+			}
+		})
 	}
 	// nothing a server sends can crash the filter
 	_, _ = filter{metadata: map[string]string{"a": "b"}}.targets([]model.Instance{{}, {Ip: "1.2.3.4", Port: math.MaxUint64, Weight: -1}})
