@@ -28,6 +28,22 @@ func String(d *caddyfile.Dispenser, dst *string) error {
 	return nil
 }
 
+// Secret reads the single argument of the current subdirective, a password,
+// token or key, into dst. Unlike String's, its errors never show an argument:
+// a secret written with a space in it would otherwise appear in the error.
+func Secret(d *caddyfile.Dispenser, dst *string) error {
+	name := d.Val()
+	if err := once(d, *dst != ""); err != nil {
+		return err
+	}
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return d.Errf("%s takes one argument, not %d; quote a value with spaces in it, or use a placeholder such as {env.SECRET}", name, len(args))
+	}
+	*dst = args[0]
+	return nil
+}
+
 // Strings reads the one or more arguments of the current subdirective into dst.
 func Strings(d *caddyfile.Dispenser, dst *[]string) error {
 	if err := once(d, len(*dst) > 0); err != nil {

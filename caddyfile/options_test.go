@@ -112,3 +112,32 @@ func TestOptionErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestSecret(t *testing.T) {
+	read := func(input string) (string, error) {
+		d := caddyfile.NewTestDispenser(input)
+		var dst string
+		for d.Next() {
+			if err := Secret(d, &dst); err != nil {
+				return dst, err
+			}
+		}
+		return dst, nil
+	}
+	if got, err := read(`password "my s3cret"`); err != nil || got != "my s3cret" {
+		t.Fatalf("quoted secret: %q, %v", got, err)
+	}
+	for input, want := range map[string]string{
+		"password":                    "password takes one argument, not 0",
+		"password my s3cret":          "password takes one argument, not 2; quote a value with spaces",
+		"password s3cret\npassword x": "password has already been specified",
+	} {
+		_, err := read(input)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error = %v, want it to contain %q", input, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%q: error shows the secret: %v", input, err)
+		}
+	}
+}

@@ -94,7 +94,7 @@ func (c *Connection) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error
 	case "server":
 		return true, cf.String(d, &c.Server)
 	case "token":
-		return true, cf.String(d, &c.Token)
+		return true, cf.Secret(d, &c.Token)
 	case "token_file":
 		return true, cf.String(d, &c.TokenFile)
 	case "ca_file":

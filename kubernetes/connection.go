@@ -13,6 +13,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/caddy-discovery/caddy-discovery/redact"
 )
 
 // Connection says how to reach and authenticate to one Kubernetes API server.
@@ -72,9 +74,14 @@ func (c Connection) Validate() error {
 		return errors.New("server is set together with kubeconfig/context; use one way to connect")
 	}
 	if c.Server != "" && !strings.Contains(c.Server, "{") { // placeholders are checked once replaced
+		// url.Parse's error would repeat the URL, credentials included
+		shown := redact.Address(c.Server)
 		u, err := url.Parse(c.Server)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return fmt.Errorf("server %q is not a URL such as https://10.0.0.1:6443", c.Server)
+			return fmt.Errorf("server %q is not a URL such as https://10.0.0.1:6443", shown)
+		}
+		if u.User != nil {
+			return fmt.Errorf("server %q: credentials are not allowed in the URL; use token or token_file", shown)
 		}
 	}
 	return nil

@@ -106,3 +106,22 @@ current-context: a
 		t.Fatal("different inline tokens are different identities")
 	}
 }
+
+// TestServerErrorsHideCredentials: a server URL written with credentials in
+// it is refused, and the error shows it without them.
+func TestServerErrorsHideCredentials(t *testing.T) {
+	for server, want := range map[string]string{
+		"https://admin:s3cretPassw0rd@10.0.0.1:6443": `server "https://REDACTED@10.0.0.1:6443": credentials are not allowed in the URL; use token or token_file`,
+		"https://s3cretToken@10.0.0.1:6443":          `server "https://REDACTED@10.0.0.1:6443": credentials are not allowed`,
+		"https://admin:s3cret%zz@10.0.0.1:6443":      `server "https://REDACTED@10.0.0.1:6443" is not a URL`,
+		"admin:s3cretPassw0rd@10.0.0.1:6443":         `server "REDACTED@10.0.0.1:6443" is not a URL`,
+	} {
+		err := Connection{Server: server}.Validate()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error = %v, want it to contain %q", server, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("the error shows the secret: %v", err)
+		}
+	}
+}

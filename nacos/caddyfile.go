@@ -136,11 +136,11 @@ func (s *Server) unmarshalOption(d *caddyfile.Dispenser, withNamespace bool) (ok
 	case "username":
 		return true, cf.String(d, &s.Username)
 	case "password":
-		return true, cf.String(d, &s.Password)
+		return true, cf.Secret(d, &s.Password)
 	case "access_key":
-		return true, cf.String(d, &s.AccessKey)
+		return true, cf.Secret(d, &s.AccessKey)
 	case "secret_key":
-		return true, cf.String(d, &s.SecretKey)
+		return true, cf.Secret(d, &s.SecretKey)
 	case "tls":
 		return true, cf.Flag(d, &s.TLS)
 	case "ca_file":

@@ -19,6 +19,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/nacos-group/nacos-sdk-go/v2/common/constant"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+
+	"github.com/caddy-discovery/caddy-discovery/redact"
 )
 
 // Defaults of Server.
@@ -169,31 +171,30 @@ type address struct {
 	port                      int
 }
 
-func (a address) String() string {
-	return a.scheme + "://" + net.JoinHostPort(a.host, strconv.Itoa(a.port)) + a.contextPath
-}
-
-// parseAddress reads host[:port] or http[s]://host[:port][/path].
+// parseAddress reads host[:port] or http[s]://host[:port][/path]. Errors
+// show the address with any credentials in it redacted.
 func parseAddress(s string) (address, error) {
 	a := address{scheme: "http", port: defaultPort, contextPath: defaultContextPath}
+	shown := redact.Address(s)
 	hostport := s
 	if strings.Contains(s, "://") {
 		u, err := url.Parse(s)
 		if err != nil {
-			return a, fmt.Errorf("%q is not a URL such as http://10.0.0.1:8848/nacos: %w", s, err)
+			// url.Parse's error repeats the whole URL, credentials included
+			return a, fmt.Errorf("%q is not a URL such as http://10.0.0.1:8848/nacos", shown)
 		}
 		if u.Scheme != "http" && u.Scheme != "https" {
-			return a, fmt.Errorf("%q: scheme must be http or https", s)
+			return a, fmt.Errorf("%q: scheme must be http or https", shown)
 		}
 		if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-			return a, fmt.Errorf("%q: only scheme, host, port and path are allowed (credentials go in username and password)", s)
+			return a, fmt.Errorf("%q: only scheme, host, port and path are allowed (credentials go in username and password, or access_key and secret_key)", shown)
 		}
 		a.scheme, hostport = u.Scheme, u.Host
 		if p := strings.TrimRight(u.Path, "/"); p != "" {
 			a.contextPath = p
 		}
 	} else if strings.ContainsAny(s, "/?#@") {
-		return a, fmt.Errorf("%q is neither host:port nor a URL such as http://10.0.0.1:8848/nacos", s)
+		return a, fmt.Errorf("%q is neither host:port nor a URL such as http://10.0.0.1:8848/nacos", shown)
 	}
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
@@ -201,12 +202,12 @@ func parseAddress(s string) (address, error) {
 	} else {
 		n, err := strconv.Atoi(port)
 		if err != nil || n < 1 || n > 65535 {
-			return a, fmt.Errorf("%q: port %q is not a number in 1-65535", s, port)
+			return a, fmt.Errorf("%q: port %q is not a number in 1-65535", shown, port)
 		}
 		a.port = n
 	}
 	if host == "" {
-		return a, fmt.Errorf("%q: empty host", s)
+		return a, fmt.Errorf("%q: empty host", shown)
 	}
 	a.host = host
 	return a, nil
@@ -252,7 +253,7 @@ func (s Server) clientParam(namespace string) (vo.NacosClientParam, error) {
 			grpc = s.GRPCPort
 		}
 		if grpc > 65535 {
-			return vo.NacosClientParam{}, fmt.Errorf("addresses: %q: the gRPC port %d (port + 1000) is out of range; set grpc_port", a, grpc)
+			return vo.NacosClientParam{}, fmt.Errorf("addresses: %q: the gRPC port %d (port + 1000) is out of range; set grpc_port", addrs[i], grpc)
 		}
 		servers[i] = constant.ServerConfig{
 			Scheme:      scheme,
