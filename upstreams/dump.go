@@ -28,15 +28,31 @@ type liveSource struct {
 
 // Register lists a source's cell in the admin API's /discovery/upstreams
 // dump, as source (e.g. "k8s") and service (its reference, as written in the
-// config) until the returned function is called.
+// config), and publishes its targets' weights to weighted selection policies
+// (see LookupWeight), until the returned function is called. A cell is
+// registered at most once at a time.
+//
+// On a config reload, the new config's sources register before the old
+// config's unregister: an address both list keeps its weight throughout.
 func Register(source, service string, c *Cell) (unregister func()) {
 	liveMu.Lock()
 	live[c] = liveSource{source: source, service: service}
 	liveMu.Unlock()
+	index.mu.Lock()
+	c.registered = true
+	publishWeights(c, nil, c.Load())
+	index.mu.Unlock()
+	var once sync.Once
 	return func() {
-		liveMu.Lock()
-		delete(live, c)
-		liveMu.Unlock()
+		once.Do(func() {
+			index.mu.Lock()
+			c.registered = false
+			publishWeights(c, c.Load(), nil)
+			index.mu.Unlock()
+			liveMu.Lock()
+			delete(live, c)
+			liveMu.Unlock()
+		})
 	}
 }
 

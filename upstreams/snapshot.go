@@ -53,12 +53,16 @@ type Snapshot struct {
 }
 
 // NewSnapshot sorts the targets by address and port, drops duplicates (the same
-// endpoint can briefly appear twice, e.g. in two EndpointSlices) and keeps err,
-// the latest problem of the source. Snapshots with targets serve them even when
-// err is set: the last known backends stay in use while a registry misbehaves.
+// endpoint can briefly appear twice, e.g. in two EndpointSlices; of duplicates
+// with different weights the largest stays, as across services, see Weight)
+// and keeps err, the latest problem of the source. Snapshots with targets serve
+// them even when err is set: the last known backends stay in use while a
+// registry misbehaves.
 func NewSnapshot(targets []Target, err error) *Snapshot {
 	sorted := slices.Clone(targets)
-	slices.SortFunc(sorted, compareTargets)
+	slices.SortFunc(sorted, func(a, b Target) int {
+		return cmp.Or(compareTargets(a, b), cmp.Compare(b.Weight, a.Weight))
+	})
 	sorted = slices.CompactFunc(sorted, func(a, b Target) bool { return compareTargets(a, b) == 0 })
 	s := &Snapshot{
 		dials:   make([]string, len(sorted)),
@@ -116,13 +120,25 @@ func (s *Snapshot) Upstreams() ([]*reverseproxy.Upstream, error) {
 var ErrNoTargets = errors.New("no usable backends")
 
 // Cell holds the current snapshot of one service. Writers Store whole new
-// snapshots; readers Load without locking.
+// snapshots; readers Load without locking. While the cell is registered (see
+// Register), its targets' weights are published for weighted selection
+// policies too (see LookupWeight).
 type Cell struct {
-	p atomic.Pointer[Snapshot]
+	p          atomic.Pointer[Snapshot]
+	registered bool // guarded by index.mu
 }
 
-// Store publishes s.
-func (c *Cell) Store(s *Snapshot) { c.p.Store(s) }
+// Store publishes s, and the weights of its targets if the cell is
+// registered. Its cost grows with the number of targets of this snapshot and
+// the one it replaces only.
+func (c *Cell) Store(s *Snapshot) {
+	index.mu.Lock()
+	defer index.mu.Unlock()
+	old := c.p.Swap(s)
+	if c.registered {
+		publishWeights(c, old, s)
+	}
+}
 
 // Load returns the current snapshot, or nil before the first Store.
 func (c *Cell) Load() *Snapshot { return c.p.Load() }
