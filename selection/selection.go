@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"unsafe"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -31,7 +33,8 @@ const (
 // to the weight their registry gives them (a Nacos instance's weight), in
 // nginx's smooth weighted round-robin order: with weights 1, 2 and 7, every
 // 10 consecutive selections pick them exactly 1, 2 and 7 times, interleaved
-// rather than in runs.
+// rather than in runs (after a change of weights, availability or pool, give
+// or take one for the next few rounds, as in nginx).
 //
 // Weights belong to addresses (host:port), as the upstream sources of this
 // module publish them; they are not configured here. An upstream that no
@@ -56,14 +59,24 @@ const (
 // reverse_proxy handler, in memory, and starts over on a config reload; each
 // Caddy instance runs its own.
 //
-// Selecting neither allocates nor waits for anything but a short critical
-// section of its own: the weights are read from the sources' published
-// snapshots without locks.
+// Selecting waits for nothing but a short critical section of its own (none
+// for a pool of one upstream): the weights are read from what the sources
+// publish, without locks. It allocates only when the pool outgrows its largest
+// size yet, or, for a pool of one, when that upstream or the set of published
+// addresses changes.
 type RegistryWeightedSelection struct {
 	mu    sync.Mutex
 	gen   uint64 // upstreams.WeightsGeneration that slots were looked up at
 	slots []slot // one per upstream of the last pool, in its order
 	carry map[string]int64
+	one   atomic.Pointer[single] // a one-upstream pool's lookup, read without the lock
+}
+
+// single is the lookup of a pool of one upstream, which needs no order.
+type single struct {
+	gen    uint64
+	dial   string
+	weight *upstreams.Weight
 }
 
 // slot is the state of one upstream: its weight and nginx's current weight.
@@ -99,10 +112,22 @@ func (s *RegistryWeightedSelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) e
 // robin picks next, or nil if no upstream is available with a weight above 0.
 func (s *RegistryWeightedSelection) Select(pool reverseproxy.UpstreamPool, _ *http.Request, _ http.ResponseWriter) *reverseproxy.Upstream {
 	gen := upstreams.WeightsGeneration()
+	if len(pool) == 1 {
+		// nginx's single-peer path: no order to keep, no lock to take
+		if o := s.one.Load(); o != nil && o.gen == gen && same(o.dial, pool[0].Dial) {
+			if pool[0].Available() && units(o.weight) > 0 {
+				return pool[0]
+			}
+			return nil
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.matches(pool, gen) {
 		s.lookup(pool, gen)
+		if len(pool) == 1 {
+			s.one.Store(&single{gen: gen, dial: pool[0].Dial, weight: s.slots[0].weight})
+		}
 	}
 	best, total := -1, int64(0)
 	for i, up := range pool {
@@ -110,7 +135,7 @@ func (s *RegistryWeightedSelection) Select(pool reverseproxy.UpstreamPool, _ *ht
 			continue
 		}
 		sl := &s.slots[i]
-		w := sl.units()
+		w := units(sl.weight)
 		if w == 0 {
 			continue
 		}
@@ -134,11 +159,17 @@ func (s *RegistryWeightedSelection) matches(pool reverseproxy.UpstreamPool, gen 
 		return false
 	}
 	for i, up := range pool {
-		if up.Dial != s.slots[i].dial {
+		if !same(up.Dial, s.slots[i].dial) {
 			return false
 		}
 	}
 	return true
+}
+
+// same is a == b, without a call when both share their bytes, as the dials
+// of upstreams from one source snapshot (or one static list) do.
+func same(a, b string) bool {
+	return len(a) == len(b) && (unsafe.StringData(a) == unsafe.StringData(b) || a == b)
 }
 
 // lookup sets the slots up for pool, looking up each upstream's weight.
@@ -176,12 +207,12 @@ func (s *RegistryWeightedSelection) lookup(pool reverseproxy.UpstreamPool, gen u
 	s.gen = gen
 }
 
-// units is the slot's weight in units: 1 without a registry weight.
-func (sl *slot) units() int64 {
-	if sl.weight == nil {
+// units is a weight in units: 1 without a registry weight.
+func units(weight *upstreams.Weight) int64 {
+	if weight == nil {
 		return unit
 	}
-	w, ok := sl.weight.Load()
+	w, ok := weight.Load()
 	if !ok {
 		return unit
 	}

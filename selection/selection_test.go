@@ -217,6 +217,43 @@ func dropMissing(seq []int, gone int) []int {
 	return out
 }
 
+// TestSingleUpstream: a pool of one takes the lock-free path, which follows
+// weight, availability and address changes like the others.
+func TestSingleUpstream(t *testing.T) {
+	svc := publish(t, 2)
+	s := new(RegistryWeightedSelection)
+	p := pool(svc.dials...)
+	for range 3 {
+		if s.Select(p, nil, nil) != p[0] {
+			t.Fatal("the only upstream was not selected")
+		}
+	}
+	if s.one.Load() == nil {
+		t.Fatal("a pool of one did not set up the lock-free path")
+	}
+	svc.set(0)
+	if s.Select(p, nil, nil) != nil {
+		t.Fatal("the only upstream, at weight 0, was selected")
+	}
+	svc.set(1)
+	setAvailable(t, p[0], false)
+	if s.Select(p, nil, nil) != nil {
+		t.Fatal("the only upstream, unavailable, was selected")
+	}
+	setAvailable(t, p[0], true)
+	static := pool("127.0.0.1:9000")
+	if s.Select(static, nil, nil) != static[0] {
+		t.Fatal("a static upstream alone was not selected")
+	}
+	svc.set() // the address leaves: weight 1, as without a registry
+	if s.Select(p, nil, nil) != p[0] {
+		t.Fatal("an upstream without a registry weight was not selected")
+	}
+	if n := testing.AllocsPerRun(1000, func() { s.Select(p, nil, nil) }); n != 0 {
+		t.Fatalf("Select of one upstream allocates %v times, want 0", n)
+	}
+}
+
 // TestStaticUpstreams: upstreams without a registry weight weigh 1, alone
 // or beside registry ones.
 func TestStaticUpstreams(t *testing.T) {
