@@ -31,12 +31,15 @@ func (sdkLogger) log(level string, msg string) {
 	}
 }
 
-// Secrets the SDK writes into its debug and error logs: the access token in
+// Secrets the SDK writes into its debug and error logs: the access token,
+// or the access key and the request signature made with the secret key, in
 // every gRPC request's headers (printed as protobuf text or a Go map), and
 // HTTP form parameters such as password (printed as JSON).
+const secretNames = `accessToken|password|secretKey|secret_key|accessKey|access_key|ak|Spas-AccessKey|Spas-SecurityToken|Spas-Signature|signature`
+
 var (
-	secretProtoField = regexp.MustCompile(`(?i)(key:\s*"(?:accessToken|password|secretKey|Spas-SecurityToken|Spas-Signature)"\s+value:\s*)"(?:[^"\\]|\\.)*"`)
-	secretField      = regexp.MustCompile(`(?i)("?(?:accessToken|password|secretKey|secret_key|Spas-SecurityToken|Spas-Signature)"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|[^\s,\]}&"]+)`)
+	secretProtoField = regexp.MustCompile(`(?i)(key:\s*"(?:` + secretNames + `)"\s+value:\s*)"(?:[^"\\]|\\.)*"`)
+	secretField      = regexp.MustCompile(`(?i)("?\b(?:` + secretNames + `)"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|[^\s,\]}&"]+)`)
 )
 
 // redactSecrets replaces the values of secret fields in an SDK log message.

@@ -1,0 +1,378 @@
+//go:build integration
+
+package integration
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-discovery/caddy-discovery/integration/harness"
+)
+
+// leakSecrets gives every secret-bearing field of every source a distinct
+// secret: the field it went into names it in a failure.
+var leakSecrets = map[string]string{
+	"k8s token":                       "k8stoken-Q7f3Lq",
+	"k8s token from {env}":            "k8senvtoken-R2m8Wd",
+	"k8s token_file":                  "k8stokenfile-T5n1Xa",
+	"k8s app cluster token":           "k8sapptoken-U9c4Yb",
+	"k8s token of a hung server":      "k8shungtoken-V3b7Zc",
+	"k8s token of an unreachable one": "k8sdowntoken-W6v2Ad",
+	"kubeconfig token":                "kubecfgtoken-X1z5Be",
+	"kubeconfig password":             "kubecfgpass-Y4x9Cf",
+	"kubeconfig client key":           "kubecfgkey-Z8w3Dg",
+	"k8s server URL password":         "k8surlpass-A2s6Eh",
+	"k8s Caddyfile token":             "k8scftoken-B5d1Fi",
+	"nacos password":                  "nacospass-C9g4Gj",
+	"nacos password from {env}":       "nacosenvpass-D3h8Hk",
+	"nacos access_key":                "nacosak-E7j2Il",
+	"nacos secret_key":                "nacossk-F1k6Jm",
+	"nacos app server password":       "nacosapppass-G4l9Kn",
+	"nacos password of a hung server": "nacoshungpass-H8p3Lo",
+	"nacos password of a down server": "nacosdownpass-I2q7Mp",
+	"nacos address password":          "nacosurlpass-J6r1Nq",
+	"nacos Caddyfile password":        "nacoscfpass-K9t5Or",
+}
+
+// TestSecretsNeverLeave sets a distinct secret in every secret-bearing field
+// of both sources and drives every path that can print them through a real
+// Caddy process with debug logging on, against the real API server and
+// Nacos-protocol server, a hung server and an unreachable one: Caddyfile
+// adapt errors, validate errors, /load over the admin API (refused and
+// accepted), refused credentials (401, 403, Nacos auth), reloads, requests
+// that fail over to the sources' errors, the admin dump and /metrics. It
+// collects everything Caddy wrote or answered and fails on any secret found,
+// as written or base64-encoded (as in a Basic or bearer header).
+func TestSecretsNeverLeave(t *testing.T) {
+	k := sharedKube(t)
+	p := sharedPolaris(t)
+	bin := harness.BuildCaddy(t)
+	dir := t.TempDir()
+	s := leakSecrets
+	var seen []leakOutput // everything Caddy printed or answered
+	collect := func(where, text string) { seen = append(seen, leakOutput{where, text}) }
+
+	// A hung server: accepts connections and never answers, for the API
+	// server and for Nacos's HTTP and gRPC ports.
+	hungK8s := hungListener(t)
+	hungNacos := hungNacosPorts(t)
+
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	tokenFile := write("token", s["k8s token_file"]+"\n")
+	restrictedFile := write("restricted-token", k.RestrictedToken+"\n") // a real token: 403
+	kubeconfigToken := write("kubeconfig-token", kubeconfig(k.Server, k.CAFile, fmt.Sprintf("{token: %q}", s["kubeconfig token"])))
+	kubeconfigBasic := write("kubeconfig-basic", kubeconfig(k.Server, k.CAFile, fmt.Sprintf("{username: leakuser, password: %q}", s["kubeconfig password"])))
+	kubeconfigKey := write("kubeconfig-key", kubeconfig(k.Server, k.CAFile, fmt.Sprintf("{client-certificate-data: %s, client-key-data: %s}",
+		base64.StdEncoding.EncodeToString([]byte("not a certificate")), base64.StdEncoding.EncodeToString([]byte(s["kubeconfig client key"])))))
+	badKubeconfig := write("kubeconfig-bad", fmt.Sprintf("apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user:\n    token: [%s]\n  bad indent: %s\n",
+		s["kubeconfig token"], s["kubeconfig password"]))
+
+	// 1. caddy adapt: Caddyfiles with secrets in lines it refuses.
+	for name, caddyfile := range map[string]string{
+		"nacos address with credentials": fmt.Sprintf(":8080 {\n reverse_proxy {\n  dynamic nacos shop {\n   addresses http://nacos:%s@127.0.0.1:8848/nacos\n  }\n }\n}\n", s["nacos address password"]),
+		"nacos password with a space":    fmt.Sprintf(":8080 {\n reverse_proxy {\n  dynamic nacos shop {\n   username nacos\n   password my %s\n  }\n }\n}\n", s["nacos Caddyfile password"]),
+		"nacos global address":           fmt.Sprintf("{\n nacos {\n  server prod {\n   addresses nacos:%s@127.0.0.1:8848\n  }\n }\n}\n:8080 {\n reverse_proxy {\n  dynamic nacos shop {\n   server prod\n  }\n }\n}\n", s["nacos address password"]),
+		"k8s server with credentials":    fmt.Sprintf(":8080 {\n reverse_proxy {\n  dynamic k8s shop/web:http {\n   server https://admin:%s@127.0.0.1:6443\n  }\n }\n}\n", s["k8s server URL password"]),
+		"k8s token with a space":         fmt.Sprintf(":8080 {\n reverse_proxy {\n  dynamic k8s shop/web:http {\n   server https://127.0.0.1:6443\n   token Bearer %s\n  }\n }\n}\n", s["k8s Caddyfile token"]),
+	} {
+		out, err := exec.Command(bin, "adapt", "--config", write("Caddyfile", caddyfile), "--adapter", "caddyfile").CombinedOutput()
+		if err == nil {
+			t.Errorf("caddy adapt accepted the %s:\n%s", name, out)
+		}
+		collect("caddy adapt, "+name, string(out))
+	}
+
+	// 2. caddy validate: JSON configs it refuses.
+	for name, source := range map[string]string{
+		"nacos address with credentials": fmt.Sprintf(`{"source": "nacos", "service": "shop", "addresses": ["http://nacos:%s@127.0.0.1:8848/nacos"]}`, s["nacos address password"]),
+		"nacos address, no scheme":       fmt.Sprintf(`{"source": "nacos", "service": "shop", "addresses": ["nacos:%s@127.0.0.1:8848"]}`, s["nacos address password"]),
+		"nacos bad URL with credentials": fmt.Sprintf(`{"source": "nacos", "service": "shop", "addresses": ["http://nacos:%s%%zz@127.0.0.1:8848"]}`, s["nacos address password"]),
+		"nacos half credentials":         fmt.Sprintf(`{"source": "nacos", "service": "shop", "password": %q}`, s["nacos password"]),
+		"k8s server with credentials":    fmt.Sprintf(`{"source": "k8s", "service": "shop/web:http", "server": "https://admin:%s@127.0.0.1:6443"}`, s["k8s server URL password"]),
+		"k8s token without server":       fmt.Sprintf(`{"source": "k8s", "service": "shop/web:http", "token": %q}`, s["k8s token"]),
+		"k8s malformed kubeconfig":       fmt.Sprintf(`{"source": "k8s", "service": "shop/web:http", "kubeconfig": %q}`, badKubeconfig),
+		"kubeconfig with a bad key":      fmt.Sprintf(`{"source": "k8s", "service": "shop/web:http", "kubeconfig": %q}`, kubeconfigKey),
+	} {
+		out, err := exec.Command(bin, "validate", "--config", write("bad.json", leakConfig("127.0.0.1:1", "127.0.0.1:0", map[string]string{"/": source}, ""))).CombinedOutput()
+		if err == nil {
+			t.Errorf("caddy validate accepted the %s:\n%s", name, out)
+		}
+		collect("caddy validate, "+name, string(out))
+	}
+
+	// 3. A running Caddy whose sources use every secret: refused, hung and
+	// unreachable servers; requests fall back on the sources' errors.
+	nacosAt := func(addr string, extra string) string {
+		return fmt.Sprintf(`{"source": "nacos", "service": "leak", "addresses": [%q], "timeout": "2s"%s}`, addr, extra)
+	}
+	polaris := fmt.Sprintf("127.0.0.1:%d", p.port)
+	routes := map[string]string{
+		"/k8s-token":      fmt.Sprintf(`{"source": "k8s", "service": "leak/web:http", "server": %q, "ca_file": %q, "token": %q}`, k.Server, k.CAFile, s["k8s token"]),
+		"/k8s-env-token":  fmt.Sprintf(`{"source": "k8s", "service": "leak/web:http", "server": %q, "ca_file": %q, "token": "{env.CD_LEAK_K8S_TOKEN}"}`, k.Server, k.CAFile),
+		"/k8s-token-file": fmt.Sprintf(`{"source": "k8s", "service": "leak/web:http", "server": %q, "ca_file": %q, "token_file": %q}`, k.Server, k.CAFile, tokenFile),
+		"/k8s-403":        fmt.Sprintf(`{"source": "k8s", "service": "leak/web:http", "server": %q, "ca_file": %q, "token_file": %q}`, k.Server, k.CAFile, restrictedFile),
+		"/k8s-app":        `{"source": "k8s", "service": "east/leak/web:http"}`,
+		"/k8s-kubeconfig": fmt.Sprintf(`{"source": "k8s", "service": "leak/web:http", "kubeconfig": %q}`, kubeconfigToken),
+		"/k8s-basic":      fmt.Sprintf(`{"source": "k8s", "service": "leak/web:http", "kubeconfig": %q}`, kubeconfigBasic),
+		"/k8s-hung":       fmt.Sprintf(`{"source": "k8s", "service": "leak/web:http", "server": "https://%s", "insecure_skip_verify": true, "token": %q}`, hungK8s, s["k8s token of a hung server"]),
+		"/k8s-down":       fmt.Sprintf(`{"source": "k8s", "service": "leak/web:http", "server": "https://127.0.0.1:1", "insecure_skip_verify": true, "token": %q}`, s["k8s token of an unreachable one"]),
+		"/nacos-login":    nacosAt(polaris, fmt.Sprintf(`, "username": "nacos", "password": %q`, s["nacos password"])),
+		"/nacos-env":      nacosAt(polaris, `, "username": "nacos", "password": "{env.CD_LEAK_NACOS_PASSWORD}"`),
+		"/nacos-ak":       nacosAt(polaris, fmt.Sprintf(`, "access_key": %q, "secret_key": %q`, s["nacos access_key"], s["nacos secret_key"])),
+		"/nacos-app":      `{"source": "nacos", "service": "leak", "server": "prod"}`,
+		"/nacos-hung":     nacosAt(hungNacos, fmt.Sprintf(`, "username": "nacos", "password": %q`, s["nacos password of a hung server"])),
+		"/nacos-down":     nacosAt("127.0.0.1:1", fmt.Sprintf(`, "grpc_port": 2, "username": "nacos", "password": %q`, s["nacos password of a down server"])),
+	}
+	apps := fmt.Sprintf(`"k8s": {"clusters": {"east": {"server": %q, "ca_file": %q, "token": %q}}},
+		"nacos": {"servers": {"prod": {"addresses": [%q], "username": "nacos", "password": %q, "timeout": "2s"}}}`,
+		k.Server, k.CAFile, s["k8s app cluster token"], polaris, s["nacos app server password"])
+	admin := freeAddr(t)
+	site := freeAddr(t)
+	good := leakConfig(admin, site, routes, apps)
+	proc := harness.StartProcess(t, bin, write("caddy.json", good), admin,
+		"CD_LEAK_K8S_TOKEN="+s["k8s token from {env}"], "CD_LEAK_NACOS_PASSWORD="+s["nacos password from {env}"])
+
+	get := func(path string) {
+		resp, err := http.Get("http://" + site + path)
+		if err != nil {
+			collect("request "+path, err.Error())
+			return
+		}
+		body := make([]byte, 1<<16)
+		n, _ := resp.Body.Read(body)
+		resp.Body.Close()
+		collect("request "+path, string(body[:n]))
+	}
+	paths := slices.Sorted(maps.Keys(routes))
+	// Until the refusals have been explained (401, 403) and the hung and
+	// unreachable servers have timed out, with requests meanwhile.
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		for _, path := range paths {
+			get(path)
+		}
+		out := proc.Output.String()
+		done := strings.Contains(out, "401 Unauthorized") && strings.Contains(out, "403 Forbidden") &&
+			strings.Contains(out, "TLS handshake timeout") && time.Until(deadline) < 25*time.Second
+		if done || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	// /load: refused configs (their error comes back and is logged), then
+	// reloads of the good config, forced and with a route less.
+	for name, source := range map[string]string{
+		"nacos address with credentials": fmt.Sprintf(`{"source": "nacos", "service": "shop", "addresses": ["http://nacos:%s@127.0.0.1:8848/nacos"]}`, s["nacos address password"]),
+		"k8s server with credentials":    fmt.Sprintf(`{"source": "k8s", "service": "shop/web:http", "server": "https://admin:%s@127.0.0.1:6443"}`, s["k8s server URL password"]),
+	} {
+		bad := leakConfig(admin, site, map[string]string{"/": source}, "")
+		code, body, err := proc.Request(http.MethodPost, "/load", bad)
+		if err != nil || code != http.StatusBadRequest {
+			t.Errorf("POST /load of a config with the %s: %d %v, want 400", name, code, err)
+		}
+		collect("POST /load, "+name, body)
+	}
+	fewer := maps.Clone(routes)
+	delete(fewer, "/nacos-ak")
+	delete(fewer, "/k8s-basic")
+	for i, cfg := range []string{good, leakConfig(admin, site, fewer, apps), good} {
+		code, body, err := proc.Request(http.MethodPost, "/load", cfg, "Cache-Control", "must-revalidate")
+		if err != nil || code != http.StatusOK {
+			t.Errorf("reload %d: %d %v %s", i, code, err, body)
+		}
+		collect(fmt.Sprintf("POST /load, reload %d", i), body)
+		for _, path := range paths {
+			get(path)
+		}
+	}
+	time.Sleep(3 * time.Second) // the reloaded sources fail again meanwhile
+	for _, path := range paths {
+		get(path)
+	}
+
+	for _, path := range []string{"/discovery/upstreams", "/metrics"} {
+		code, body, err := proc.Request(http.MethodGet, path, "")
+		if err != nil || code != http.StatusOK {
+			t.Errorf("GET %s: %d %v", path, code, err)
+		}
+		collect("GET "+path, body)
+	}
+	proc.Stop(t)
+	collect("caddy run output (debug log)", proc.Output.String())
+	if t.Failed() {
+		out := proc.Output.String()
+		t.Logf("the last 4 KB caddy printed:\n%s", out[max(0, len(out)-4096):])
+	}
+
+	// The paths must have been driven: each refusal and failure explained.
+	out := proc.Output.String()
+	for _, want := range []string{
+		"401 Unauthorized", "403 Forbidden", "TLS handshake timeout", "connection refused",
+		"nacos connection problem", `"level":"debug"`, `"logger":"nacos.sdk"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("caddy's output lacks %q: a path the test drives did not run", want)
+		}
+	}
+
+	leaks := 0
+	for field, secret := range s {
+		forms := map[string]string{
+			"as written":         secret,
+			"base64":             base64.StdEncoding.EncodeToString([]byte(secret)),
+			"in a Basic header":  base64.StdEncoding.EncodeToString([]byte("leakuser:" + secret)),
+			"in a nacos header":  base64.StdEncoding.EncodeToString([]byte("nacos:" + secret)),
+			"base64, unpadded":   base64.RawStdEncoding.EncodeToString([]byte(secret)),
+			"base64url":          base64.URLEncoding.EncodeToString([]byte(secret)),
+			"base64url, Basic":   base64.URLEncoding.EncodeToString([]byte("leakuser:" + secret)),
+			"base64url, unpadd.": base64.RawURLEncoding.EncodeToString([]byte(secret)),
+		}
+		for form, needle := range forms {
+			for _, o := range seen {
+				if i := strings.Index(o.text, needle); i >= 0 {
+					leaks++
+					t.Errorf("the %s (%s) appears in %s: ...%s...", field, form, o.where, excerpt(o.text, i, len(needle)))
+				}
+			}
+		}
+	}
+	// The real token of the 403 path is a secret too.
+	for _, o := range seen {
+		if i := strings.Index(o.text, k.RestrictedToken); i >= 0 {
+			leaks++
+			t.Errorf("the restricted service account's token appears in %s: ...%s...", o.where, excerpt(o.text, i, len(k.RestrictedToken)))
+		}
+	}
+	size := 0
+	for _, o := range seen {
+		size += len(o.text)
+	}
+	t.Logf("searched %d outputs (%d KB) for %d secrets in 8 encodings: %d found", len(seen), size/1024, len(s)+1, leaks)
+}
+
+type leakOutput struct{ where, text string }
+
+// excerpt is the text around a found secret, on one line.
+func excerpt(text string, i, n int) string {
+	from, to := max(0, i-120), min(len(text), i+n+40)
+	return strings.ReplaceAll(text[from:to], "\n", `\n`)
+}
+
+// leakConfig is a Caddy config with the admin API at admin, debug logging to
+// stderr, and a server on site with one reverse_proxy route per path with
+// the given dynamic upstream source.
+func leakConfig(admin, site string, routes map[string]string, apps string) string {
+	var rs []string
+	for _, path := range slices.Sorted(maps.Keys(routes)) {
+		rs = append(rs, fmt.Sprintf(`{"match": [{"path": [%q]}], "handle": [{"handler": "reverse_proxy", "dynamic_upstreams": %s}]}`, path, routes[path]))
+	}
+	if apps != "" {
+		apps = "," + apps
+	}
+	cfg := fmt.Sprintf(`{
+		"admin": {"listen": %q},
+		"logging": {"logs": {"default": {"level": "DEBUG", "writer": {"output": "stderr"}, "encoder": {"format": "json"}}}},
+		"apps": {
+			"http": {"servers": {"leak": {"listen": [%q], "automatic_https": {"disable": true}, "routes": [%s]}}}%s
+		}
+	}`, admin, site, strings.Join(rs, ","), apps)
+	var v any
+	if err := json.Unmarshal([]byte(cfg), &v); err != nil {
+		panic(fmt.Sprintf("leakConfig made invalid JSON: %v\n%s", err, cfg))
+	}
+	return cfg
+}
+
+// kubeconfig is a kubeconfig for server with the given user (YAML flow map).
+func kubeconfig(server, caFile, user string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: %q, certificate-authority: %q}}]
+users: [{name: u, user: %s}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`, server, caFile, user)
+}
+
+// freeAddr is a free 127.0.0.1 port, as host:port.
+func freeAddr(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// hungListener accepts connections on 127.0.0.1 and never answers them, like
+// a server that hangs; it returns its address.
+func hungListener(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hang(t, ln)
+	return ln.Addr().String()
+}
+
+// hungNacosPorts is a hung Nacos server: its HTTP port and its gRPC port (the
+// HTTP port + 1000) accept connections and never answer. It returns the HTTP
+// address.
+func hungNacosPorts(t testing.TB) string {
+	for port := 31000; port < 32000; port++ {
+		httpLn, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		grpcLn, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+1000))
+		if err != nil {
+			httpLn.Close()
+			continue
+		}
+		hang(t, httpLn)
+		hang(t, grpcLn)
+		return httpLn.Addr().String()
+	}
+	t.Fatal("no free pair of ports for a hung Nacos server")
+	return ""
+}
+
+func hang(t testing.TB, ln net.Listener) {
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c) // held open, never read or written
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+}
