@@ -226,7 +226,7 @@ func TestSecretsNeverLeave(t *testing.T) {
 	out := proc.Output.String()
 	for _, want := range []string{
 		"401 Unauthorized", "403 Forbidden", "TLS handshake timeout", "connection refused",
-		"nacos connection problem", `"level":"debug"`, `"logger":"nacos.sdk"`,
+		"nacos connection problem", `"level":"debug"`, `"logger":"nacos.sdk"`, "login in err",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("caddy's output lacks %q: a path the test drives did not run", want)
