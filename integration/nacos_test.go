@@ -6,9 +6,12 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -386,8 +389,17 @@ func TestNacosReloadKeepsClient(t *testing.T) {
 }
 
 // TestNacosServerRestart: the server is killed and restarted mid-traffic;
-// no request to an instance that stayed up fails, and afterwards changes
-// are followed again (the subscription recovered).
+// no request to an instance that stayed up fails, afterwards changes are
+// followed again (the subscription recovered), and a reconnect that ends
+// well logs no error: once Caddy logs "connected to nacos server" again,
+// nothing follows at error level (the lost connection before it is one).
+//
+// Caddy's gRPC connection goes through a gate that opens only 2 s after
+// Caddy has logged the server back. The server's HTTP API, which the SDK's
+// ServerHealthy asks too, answers as soon as the server is up, while the
+// SDK's gRPC reconnect waits up to 5 s between attempts; the gate makes
+// that window, in which Caddy sees the server back but cannot subscribe
+// yet, certain instead of a matter of timing.
 func TestNacosServerRestart(t *testing.T) {
 	if raceEnabled {
 		// The SDK's reconnect writes RpcClient.currentConnection while its
@@ -408,7 +420,11 @@ func TestNacosServerRestart(t *testing.T) {
 	reg.put(up("DEFAULT_GROUP", "restart", a, 8080))
 	reg.put(up("DEFAULT_GROUP", "restart", b, 8080))
 
-	cd := harness.StartCaddy(t, nacosCaddyPort, nacosProxy(map[string]any{"service": "restart"}), nacosServerApp(p.port))
+	gate := newGate(t, fmt.Sprintf("127.0.0.1:%d", p.port+1000))
+	logFile := filepath.Join(dir, "caddy.log")
+	app := fmt.Sprintf(`"nacos": {"servers": {"default": {"addresses": ["127.0.0.1:%d"], "grpc_port": %d, "reconcile_interval": "5s"}}}`,
+		p.port, gate.port())
+	cd := harness.StartCaddyLogged(t, nacosCaddyPort, nacosProxy(map[string]any{"service": "restart"}), app, logFile)
 	cd.ExpectBackends(t, 10*time.Second, "a", "b")
 
 	var stop atomic.Bool
@@ -427,9 +443,16 @@ func TestNacosServerRestart(t *testing.T) {
 		}
 	}()
 
+	gate.open.Store(false)
 	p.kill(t)
 	time.Sleep(3 * time.Second) // traffic during the outage
 	p.start(t)
+	harness.Eventually(t, 10*time.Second, func() error {
+		_, err := errorsAfterReconnect(harness.ReadFile(logFile))
+		return err
+	})
+	time.Sleep(2 * time.Second) // Caddy sees the server back, its gRPC connection cannot come up
+	gate.open.Store(true)
 	// after the restart, the registrars' SDK clients re-register a and b;
 	// a change made now must reach Caddy
 	time.Sleep(2 * time.Second)
@@ -441,6 +464,85 @@ func TestNacosServerRestart(t *testing.T) {
 	if failed.Load() > 0 {
 		t.Fatalf("%d of %d requests failed across the server restart; first: %v", failed.Load(), sent.Load(), firstErr.Load())
 	}
+	if errs, err := errorsAfterReconnect(harness.ReadFile(logFile)); err != nil {
+		t.Fatalf("%v; log:\n%s", err, harness.ReadFile(logFile))
+	} else if len(errs) > 0 {
+		t.Fatalf("%d error lines after the reconnect, which ended well:\n%s", len(errs), strings.Join(errs, "\n"))
+	}
+}
+
+// gate forwards TCP connections from a loopback port to target while open
+// is set, and refuses them while it is not.
+type gate struct {
+	ln     net.Listener
+	target string
+	open   atomic.Bool
+}
+
+func newGate(t testing.TB, target string) *gate {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gate{ln: ln, target: target}
+	g.open.Store(true)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go g.forward(c)
+		}
+	}()
+	t.Cleanup(func() { _ = ln.Close() })
+	return g
+}
+
+func (g *gate) port() int { return g.ln.Addr().(*net.TCPAddr).Port }
+
+// forward copies both ways until either side ends, then closes both.
+func (g *gate) forward(c net.Conn) {
+	defer c.Close()
+	if !g.open.Load() {
+		return
+	}
+	u, err := net.Dial("tcp", g.target)
+	if err != nil {
+		return
+	}
+	defer u.Close()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(u, c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, u); done <- struct{}{} }()
+	<-done
+}
+
+// errorsAfterReconnect returns the error-level lines of a Caddy JSON log
+// that follow the last "connected to nacos server" line, which must come
+// after a "nacos connection problem" line (the reconnect after the loss).
+func errorsAfterReconnect(log string) ([]string, error) {
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	lost, back := -1, -1
+	for i, l := range lines {
+		switch {
+		case strings.Contains(l, `"msg":"nacos connection problem"`):
+			lost = i
+		case strings.Contains(l, `"msg":"connected to nacos server"`):
+			back = i
+		}
+	}
+	if lost < 0 || back < lost {
+		return nil, fmt.Errorf("no %q line after a %q line in Caddy's log", "connected to nacos server", "nacos connection problem")
+	}
+	var errs []string
+	for _, l := range lines[back+1:] {
+		if strings.Contains(l, `"level":"error"`) {
+			errs = append(errs, l)
+		}
+	}
+	return errs, nil
 }
 
 // TestNacosPropagation measures, over 120 changes, the time from a register

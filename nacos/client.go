@@ -44,7 +44,17 @@ var (
 	healthInterval = 2 * time.Second  // how often the connection state is checked
 	closeTimeout   = 5 * time.Second  // bound on CloseClient (nacos-sdk-go #912)
 	reconnectGrace = 10 * time.Second // protect_threshold stays active this long after reconnecting
+	// grpcGrace is how long the server may answer over HTTP while no
+	// request gets through for want of a gRPC connection before that is
+	// reported: the SDK waits up to 5 s between reconnect attempts
+	// (common/remote/rpc/rpc_client.go:457-467 in v2.3.5).
+	grpcGrace = 15 * time.Second
 )
+
+// sdkNotConnected is how the SDK fails a request, without sending it, while
+// its gRPC connection is not up (common/remote/rpc/rpc_client.go:590-592 in
+// v2.3.5).
+const sdkNotConnected = "client not connected"
 
 // client is one pooled SDK naming client for one (servers, namespace,
 // credentials) fingerprint, shared by all subscriptions through it. It is
@@ -70,9 +80,13 @@ type client struct {
 	createErr error
 
 	healthy     atomic.Bool
+	reachable   atomic.Bool  // ServerHealthy said so at the latest check
 	connected   atomic.Int64 // unix nanos when the connection was last seen to come up
 	reconnected atomic.Int64 // unix nanos of the latest reconnect
-	problem     atomic.Pointer[problem]
+	// noGRPC is when a request first failed for want of a gRPC connection
+	// while the server was reachable (unix nanos); 0 once one got through.
+	noGRPC  atomic.Int64
+	problem atomic.Pointer[problem]
 
 	mu      sync.Mutex
 	watches map[*watch]struct{}
@@ -151,10 +165,37 @@ func (c *client) run() {
 	}
 }
 
-// checkHealth follows the connection state: it reports a lost connection
-// once, and on reconnecting has every subscription re-read.
+// checkHealth follows the connection state: it reports each problem with
+// the connection once, and on reconnecting has every subscription re-read.
+//
+// ServerHealthy is true while the SDK's gRPC connection is up, but also
+// while the server's HTTP API says it is up (the SDK asks both:
+// clients/naming_client/naming_proxy_delegate.go:107-108 in v2.3.5), and
+// subscriptions go over gRPC only. So after a server restart the server is
+// reachable again before the SDK's gRPC reconnect, which waits between
+// attempts, has come through; requests until then fail with
+// sdkNotConnected. The subscriptions tell the client (lacksConnection,
+// gotThrough), and only a gRPC connection that stays away for grpcGrace
+// while the server answers is a problem, such as a wrong grpc_port.
 func (c *client) checkHealth(first bool) {
-	now := c.nc.ServerHealthy()
+	reachable := c.nc.ServerHealthy()
+	c.reachable.Store(reachable)
+	var down error
+	switch at := c.noGRPC.Load(); {
+	case !reachable:
+		c.noGRPC.Store(0) // unreachable explains it
+		what := "the connection was lost"
+		if c.connected.Load() == 0 {
+			what = "no connection could be made"
+		}
+		down = fmt.Errorf("cannot reach %s over gRPC: %s; check addresses and grpc_port, and that the server is up "+
+			"(serving the last known instances meanwhile)", c.where, what)
+	case at != 0 && time.Since(time.Unix(0, at)) >= grpcGrace:
+		down = fmt.Errorf("cannot reach %s over gRPC: the server answers over HTTP, but no gRPC connection came up within %s; "+
+			"check grpc_port (default: the port + 1000) and that it is reachable (serving the last known instances meanwhile)",
+			c.where, grpcGrace)
+	}
+	now := down == nil
 	was := c.healthy.Swap(now)
 	switch {
 	case now && !was:
@@ -165,15 +206,28 @@ func (c *client) checkHealth(first bool) {
 		}
 		c.clearProblem()
 		c.kickAll()
-	case !now && (was || first):
-		what := "the connection was lost"
-		if first {
-			what = "no connection could be made"
-		}
-		c.setProblem(fmt.Errorf("cannot reach %s over gRPC: %s; check addresses and grpc_port, and that the server is up "+
-			"(serving the last known instances meanwhile)", c.where, what))
+	case !now:
+		c.setProblem(down) // logs only a new problem
 	}
 }
+
+// lacksConnection reports whether a request failed for want of a
+// connection rather than on its own: the SDK had no gRPC connection, or the
+// server is known to be unreachable. Such a failure is the connection's
+// problem, which checkHealth reports; a missing gRPC connection while the
+// server is reachable is noted for it.
+func (c *client) lacksConnection(err error) bool {
+	if strings.Contains(err.Error(), sdkNotConnected) {
+		if c.healthy.Load() {
+			c.noGRPC.CompareAndSwap(0, time.Now().UnixNano())
+		}
+		return true
+	}
+	return !c.healthy.Load()
+}
+
+// gotThrough notes that a request reached the server over gRPC.
+func (c *client) gotThrough() { c.noGRPC.Store(0) }
 
 // protecting reports whether protect_threshold applies now: while the
 // connection is down and for reconnectGrace after it came back.

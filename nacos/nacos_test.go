@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +20,9 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/model"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 	"github.com/caddy-discovery/caddy-discovery/upstreams/upstreamstest"
@@ -27,6 +31,7 @@ import (
 func TestMain(m *testing.M) {
 	healthInterval = 20 * time.Millisecond
 	retryMin, retryMax = 10*time.Millisecond, 50*time.Millisecond
+	connRetry = 5 * time.Millisecond
 	// The SDK's UDP push receiver (HTTP proxy) outlives CloseClient: an SDK
 	// leak, once per real client, and only TestCredentialsReachLogin makes one.
 	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client/naming_http.(*PushReceiver).handleClient"))
@@ -801,9 +806,193 @@ func TestDestructIsBounded(t *testing.T) {
 	})
 }
 
-// TestSubscribeErrors checks the explanation of a failing subscription, and
-// that validate-like provision+cleanup creates no client.
+// captureLogs sends what Caddy's default logger logs at info level and
+// above to an observer until the test ends; the returned function hands
+// over what was logged so far.
+func captureLogs(t *testing.T) func() *observer.ObservedLogs {
+	_, orig, buffered := caddy.BufferedLog()
+	core, logs := observer.New(zapcore.InfoLevel)
+	var mu sync.Mutex
+	flush := func() *observer.ObservedLogs {
+		mu.Lock()
+		defer mu.Unlock()
+		buffered.FlushTo(zap.New(core))
+		return logs
+	}
+	t.Cleanup(func() { flush(); caddy.UnbufferDefaultLogger(orig) })
+	return flush
+}
+
+// errorsAfter lists the error-level entries after the last entry with
+// message msg, or after the start if there is none.
+func errorsAfter(logs []observer.LoggedEntry, msg string) []string {
+	from := 0
+	for i, e := range logs {
+		if e.Message == msg {
+			from = i + 1
+		}
+	}
+	var errs []string
+	for _, e := range logs[from:] {
+		if e.Level >= zapcore.ErrorLevel {
+			errs = append(errs, fmt.Sprintf("%s %v", e.Message, e.ContextMap()))
+		}
+	}
+	return errs
+}
+
+// connectingNaming answers Subscribe as the SDK does while its gRPC
+// connection is not up although ServerHealthy already says healthy (the
+// server's HTTP API answers): fails more Subscribes fail with the SDK's
+// error, the next ones succeed and call back with one instance.
+type connectingNaming struct {
+	*fakeNaming
+	fails *atomic.Int32
+}
+
+func (c connectingNaming) Subscribe(p *vo.SubscribeParam) error {
+	if c.fails.Add(-1) >= 0 {
+		c.mu.Lock()
+		c.subs[p]++
+		c.mu.Unlock()
+		return errors.New("client not connected, current status:UNHEALTHY") // rpc_client.go:592
+	}
+	if err := c.fakeNaming.Subscribe(p); err != nil {
+		return err
+	}
+	p.SubscribeCallback([]model.Instance{inst("10.0.0.1", 80)}, nil)
+	return nil
+}
+
+func useConnecting(t *testing.T) (*fakeNaming, *atomic.Int32) {
+	fake, fails := newFake(), new(atomic.Int32)
+	old := newNamingClient
+	newNamingClient = func(vo.NacosClientParam) (namingClient, error) { return connectingNaming{fake, fails}, nil }
+	t.Cleanup(func() { newNamingClient = old })
+	return fake, fails
+}
+
+// TestSubscribeBeforeGRPC checks that a Subscribe failing because the SDK's
+// gRPC connection is not up yet, while ServerHealthy already says healthy
+// (at the start, and right after a reconnect), is the connection's matter:
+// no error is logged or shown for it, and it is retried without waiting
+// for the subscription backoff, so the source serves the list.
+func TestSubscribeBeforeGRPC(t *testing.T) {
+	logs := captureLogs(t)
+	fake, fails := useConnecting(t)
+	oldMin, oldMax := retryMin, retryMax
+	retryMin, retryMax = time.Minute, time.Minute // a retry after the backoff would be too late
+	t.Cleanup(func() { retryMin, retryMax = oldMin, oldMax })
+	fails.Store(2)
+	u := &NacosUpstreams{Service: "orders"}
+	app := new(App)
+	if err := u.provision(app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = u.Cleanup() })
+	_ = app.Start()
+	served := func() error {
+		_, err := u.GetUpstreams(nil)
+		if err != nil && strings.Contains(err.Error(), sdkNotConnected) {
+			t.Fatalf("the missing connection is shown as the subscription's problem: %v", err)
+		}
+		return upstreamstest.ExpectDials(u, "10.0.0.1:80")()
+	}
+	upstreamstest.Eventually(t, 5*time.Second, served)
+	if errs := errorsAfter(logs().All(), ""); len(errs) > 0 {
+		t.Errorf("error lines while the gRPC connection came up: %q", errs)
+	}
+
+	// the connection is lost and comes back; the first Subscribe after it
+	// still finds no gRPC connection
+	w := u.view.w
+	fake.mu.Lock()
+	fake.healthy = false
+	fake.mu.Unlock()
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
+		if w.c.connProblem() == nil {
+			return errors.New("outage not noticed")
+		}
+		return nil
+	})
+	fails.Store(1)
+	fake.mu.Lock()
+	fake.healthy = true
+	before := fake.subs[w.param]
+	fake.mu.Unlock()
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		if n := fake.subs[w.param] - before; n < 2 || fails.Load() >= 0 {
+			return fmt.Errorf("%d Subscribes after the reconnect, want the failed one and its retry", n)
+		}
+		return nil
+	})
+	upstreamstest.Eventually(t, 5*time.Second, served)
+	all := logs().All()
+	if errs := errorsAfter(all, "connected to nacos server"); len(errs) > 0 {
+		t.Errorf("error lines after the reconnect: %q", errs)
+	}
+	if n := len(errorsAfter(all, "")); n != 1 {
+		t.Errorf("%d error lines in all, want 1 (the lost connection): %q", n, errorsAfter(all, ""))
+	}
+	if p := w.subProblem.Load(); p != nil {
+		t.Errorf("subscription problem %v", p.err)
+	}
+	if w.c.noGRPC.Load() != 0 {
+		t.Error("a Subscribe got through, but the client still notes no gRPC connection")
+	}
+}
+
+// TestGRPCNeverComesUp checks that a gRPC connection that stays away while
+// the server answers over HTTP (a wrong grpc_port) is reported once, as the
+// connection's problem that names grpc_port, not as a subscription error,
+// and that its end is logged once a Subscribe gets through.
+func TestGRPCNeverComesUp(t *testing.T) {
+	logs := captureLogs(t)
+	_, fails := useConnecting(t)
+	old := grpcGrace
+	grpcGrace = 100 * time.Millisecond
+	t.Cleanup(func() { grpcGrace = old })
+	fails.Store(math.MaxInt32)
+	u := &NacosUpstreams{Service: "orders"}
+	app := new(App)
+	if err := u.provision(app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = u.Cleanup() })
+	_ = app.Start()
+	want := "the server answers over HTTP, but no gRPC connection came up within 100ms; check grpc_port"
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
+		if _, err := u.GetUpstreams(nil); err == nil || !strings.Contains(err.Error(), want) {
+			return fmt.Errorf("err = %v, want %q", err, want)
+		}
+		return nil
+	})
+	time.Sleep(10 * healthInterval) // more checks and retries: still one report
+	errs := errorsAfter(logs().All(), "")
+	if len(errs) != 1 || !strings.HasPrefix(errs[0], "nacos connection problem ") || !strings.Contains(errs[0], want) {
+		t.Errorf("error lines = %q, want one connection problem", errs)
+	}
+
+	fails.Store(0)
+	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(u, "10.0.0.1:80"))
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
+		if err := u.view.w.c.connProblem(); err != nil {
+			return err
+		}
+		return nil
+	})
+	if errs := errorsAfter(logs().All(), "connected to nacos server"); len(errs) > 0 {
+		t.Errorf("error lines after the gRPC connection came up: %q", errs)
+	}
+}
+
+// TestSubscribeErrors checks the explanation of a failing subscription, that
+// it is logged once, and that validate-like provision+cleanup creates no
+// client.
 func TestSubscribeErrors(t *testing.T) {
+	logs := captureLogs(t)
 	fake, created := useFake(t)
 	fake.subscribeErr = errors.New("rpc error: code = 403, user not found")
 	u := &NacosUpstreams{Service: "orders", Server: Server{Username: "u", Password: "hunter2"}}
@@ -822,6 +1011,11 @@ func TestSubscribeErrors(t *testing.T) {
 		}
 		return nil
 	})
+	time.Sleep(10 * retryMax) // more retries: still one line
+	if errs := errorsAfter(logs().All(), ""); len(errs) != 1 ||
+		!strings.HasPrefix(errs[0], "subscribing to nacos service failed; retrying with backoff ") || !strings.Contains(errs[0], "rejected the credentials") {
+		t.Errorf("error lines = %q, want the explained subscription failure once", errs)
+	}
 	if err := u.Cleanup(); err != nil {
 		t.Fatal(err)
 	}

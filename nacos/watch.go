@@ -15,10 +15,15 @@ import (
 	"go.uber.org/zap"
 )
 
-// Retry timings of subscriptions; tests shorten them.
+// Retry timings of subscriptions; tests shorten them. A subscription that
+// failed on its own backs off from retryMin to retryMax; one that failed for
+// want of a connection while the server is reachable retries from connRetry
+// up to healthInterval, so that it goes through soon after the connection
+// does.
 var (
-	retryMin = time.Second
-	retryMax = 30 * time.Second
+	retryMin  = time.Second
+	retryMax  = 30 * time.Second
+	connRetry = 200 * time.Millisecond
 )
 
 // watch is one pooled subscription to one service (group and name) through
@@ -185,6 +190,12 @@ func (w *watch) kick() {
 // reconnect: a new Subscribe after Unsubscribe always fetches the list from
 // the server and always calls back, so a push the SDK missed can never leave
 // a stale set for longer than that.
+//
+// A Subscribe that fails for want of a connection is the connection's
+// matter, reported by the client: it is neither logged nor shown as the
+// subscription's problem. It is retried once the client reaches the server
+// again (the client kicks), and while the server is reachable, soon and
+// often, since only a request tells whether the SDK's gRPC connection is up.
 func (w *watch) run() {
 	defer w.leave()
 	select {
@@ -195,7 +206,7 @@ func (w *watch) run() {
 	if w.c.nc == nil {
 		return // the client's creation error is shown by the client
 	}
-	backoff := retryMin
+	backoff, connBackoff := retryMin, connRetry
 	next := time.Now() // when to (re)subscribe; zero: not planned
 	tick := time.NewTicker(healthInterval)
 	defer tick.Stop()
@@ -206,12 +217,21 @@ func (w *watch) run() {
 		if !next.IsZero() && !time.Now().Before(next) {
 			next = time.Time{}
 			started := time.Now().UnixNano()
-			if err := w.subscribe(); err != nil {
+			switch err := w.subscribe(); {
+			case err != nil && w.c.lacksConnection(err):
 				w.subscribed = 0
-				w.setSubProblem(err)
+				if w.c.reachable.Load() {
+					next = time.Now().Add(connBackoff)
+					connBackoff = min(2*connBackoff, healthInterval)
+				}
+			case err != nil:
+				w.subscribed = 0
+				w.setSubProblem(w.explain(err))
 				next = time.Now().Add(backoff)
 				backoff = min(2*backoff, retryMax)
-			} else {
+			default:
+				w.c.gotThrough()
+				connBackoff = connRetry
 				w.subscribed = started
 				w.clearSubProblem()
 				w.mu.Lock()
@@ -274,10 +294,7 @@ func (w *watch) subscribe() error {
 		_ = guard("unsubscribing", func() error { return w.c.nc.Unsubscribe(w.param) })
 	}
 	w.attempted = true
-	if err := guard("subscribing", func() error { return w.c.nc.Subscribe(w.param) }); err != nil {
-		return w.explain(err)
-	}
-	return nil
+	return guard("subscribing", func() error { return w.c.nc.Subscribe(w.param) })
 }
 
 func (w *watch) setSubProblem(err error) {
@@ -365,9 +382,6 @@ func (w *watch) explain(err error) error {
 		return fmt.Errorf("%s rejected the credentials subscribing to service %s: %s: %w", w.c.where, w.ref, hint, err)
 	case has("namespace") && has("not exist", "not found", "invalid", "illegal"):
 		return fmt.Errorf("%s: namespace %q does not exist; use the namespace ID (not its display name): %w", w.c.where, ns, err)
-	}
-	if !w.c.healthy.Load() {
-		return fmt.Errorf("cannot reach %s to subscribe to service %s: %w", w.c.where, w.ref, err)
 	}
 	return fmt.Errorf("%s: subscribing to service %s: %w", w.c.where, w.ref, err)
 }
