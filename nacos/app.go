@@ -10,7 +10,7 @@ import (
 )
 
 // defaultServer is the name of the server that sources without a server name
-// use, and of the implicit connection.
+// and without connection fields of their own use, if the app defines it.
 const defaultServer = "default"
 
 // App holds named Nacos server connections that any number of `nacos`
@@ -73,7 +73,9 @@ func validateServerName(name string) error {
 }
 
 // server resolves the server for a name ("" for the default) and the
-// source's own connection fields, with placeholders replaced.
+// source's own connection fields, with placeholders replaced. name is the
+// server's name in the app, or "" for the source's own connection fields
+// (or the default address when it sets none).
 func (a *App) server(name string, inline Server) (string, Server, error) {
 	var srv Server
 	switch s, ok := a.Servers[name]; {
@@ -82,21 +84,30 @@ func (a *App) server(name string, inline Server) (string, Server, error) {
 	case name != "":
 		srv = *s
 	case inline.connectionSet():
-		name, srv = defaultServer, inline
+		srv = inline
 	default:
-		name = defaultServer
 		if s, ok := a.Servers[defaultServer]; ok {
-			srv = *s
+			name, srv = defaultServer, *s
 		}
 	}
 	srv, err := srv.expand(caddy.NewReplacer())
 	if err != nil {
-		return "", srv, fmt.Errorf("nacos server %q: %w", name, err)
+		return "", srv, inServer(name, err)
 	}
 	if err := srv.Validate(); err != nil {
-		return "", srv, fmt.Errorf("nacos server %q: %w", name, err)
+		return "", srv, inServer(name, err)
 	}
 	return name, srv, nil
+}
+
+// inServer says which server of the nacos app an error concerns; an error
+// of the source's own connection fields names the field alone, as errors of
+// its other fields do.
+func inServer(name string, err error) error {
+	if name == "" {
+		return err
+	}
+	return fmt.Errorf("nacos server %q: %w", name, err)
 }
 
 // track remembers the clients and subscriptions that the sources of this

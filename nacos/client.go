@@ -60,7 +60,7 @@ const sdkNotConnected = "client not connected"
 // credentials) fingerprint, shared by all subscriptions through it. It is
 // created without any I/O; start creates the SDK client in the background.
 type client struct {
-	name      string // the server's name in the nacos app, for messages
+	name      string // the server's name in the nacos app, "" for a source's own fields
 	where     string // addresses and namespace, for messages
 	namespace string
 	param     vo.NacosClientParam
@@ -102,7 +102,10 @@ func newClient(name string, param vo.NacosClientParam) *client {
 		addrs[i] = fmt.Sprintf("%s:%d (gRPC %d)", s.IpAddr, s.Port, s.GrpcPort)
 	}
 	ns := param.ClientConfig.NamespaceId
-	where := fmt.Sprintf("nacos server %q at %s", name, strings.Join(addrs, ", "))
+	where := "nacos server at " + strings.Join(addrs, ", ")
+	if name != "" { // a server of the nacos app, not a source's own fields
+		where = fmt.Sprintf("nacos server %q at %s", name, strings.Join(addrs, ", "))
+	}
 	if ns != "" {
 		where += fmt.Sprintf(", namespace %q", ns)
 	}

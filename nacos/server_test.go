@@ -38,3 +38,37 @@ func TestGRPCPortErrorShowsAddressAsWritten(t *testing.T) {
 		t.Fatalf("error = %v, want %q", err, want)
 	}
 }
+
+// TestErrorsNameWhatTheUserWrote: an error in a source's own connection
+// fields names the field and the address as written; one in a server of the
+// nacos app names that server.
+func TestErrorsNameWhatTheUserWrote(t *testing.T) {
+	inline := &NacosUpstreams{Service: "shop", Server: Server{Addresses: []string{"10.0.0.1:64999"}}}
+	err := inline.provision(new(App))
+	want := `addresses: "10.0.0.1:64999": the gRPC port 65999 (port + 1000) is out of range; set grpc_port`
+	if err == nil || err.Error() != want {
+		t.Errorf("inline connection: error = %v, want %q", err, want)
+	}
+
+	named := &NacosUpstreams{Service: "shop", ServerName: "prod"}
+	err = named.provision(&App{Servers: map[string]*Server{"prod": {Addresses: []string{"http://10.0.0.1:64999/nacos"}}}})
+	want = `nacos server "prod": addresses: "http://10.0.0.1:64999/nacos": the gRPC port 65999 (port + 1000) is out of range; set grpc_port`
+	if err == nil || err.Error() != want {
+		t.Errorf("named server: error = %v, want %q", err, want)
+	}
+}
+
+// TestClientNamesItsServer: messages about a connection name the app's
+// server it belongs to, and only that.
+func TestClientNamesItsServer(t *testing.T) {
+	param, err := Server{Addresses: []string{"10.0.0.1:8848"}}.clientParam("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := newClient("", param).where, "nacos server at 10.0.0.1:8848 (gRPC 9848)"; got != want {
+		t.Errorf("a source's own connection: %q, want %q", got, want)
+	}
+	if got, want := newClient("prod", param).where, `nacos server "prod" at 10.0.0.1:8848 (gRPC 9848)`; got != want {
+		t.Errorf("a named server: %q, want %q", got, want)
+	}
+}

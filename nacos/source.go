@@ -132,11 +132,11 @@ func (u *NacosUpstreams) provision(app *App) error {
 		ref.Namespace = srv.Namespace
 	}
 	if err := validateName("namespace", ref.Namespace); err != nil {
-		return fmt.Errorf("nacos server %q: namespace: %w", name, err)
+		return inServer(name, fmt.Errorf("namespace: %w", err))
 	}
 	param, err := srv.clientParam(ref.Namespace)
 	if err != nil {
-		return fmt.Errorf("nacos server %q: %w", name, err)
+		return inServer(name, err)
 	}
 	reconcile := time.Duration(srv.ReconcileInterval)
 	switch {
