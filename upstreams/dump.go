@@ -28,12 +28,14 @@ type liveSource struct {
 
 // Register lists a source's cell in the admin API's /discovery/upstreams
 // dump, as source (e.g. "k8s") and service (its reference, as written in the
-// config), and publishes its targets' weights to weighted selection policies
-// (see LookupWeight), until the returned function is called. A cell is
-// registered at most once at a time.
+// config), publishes its targets' weights to weighted selection policies
+// (see LookupWeight) and feeds the service's metrics (labels source and
+// service; see RegisterMetrics), until the returned function is called. A
+// cell is registered at most once at a time.
 //
 // On a config reload, the new config's sources register before the old
-// config's unregister: an address both list keeps its weight throughout.
+// config's unregister: an address both list keeps its weight throughout,
+// and the service's metrics go on without counting anything twice.
 func Register(source, service string, c *Cell) (unregister func()) {
 	liveMu.Lock()
 	live[c] = liveSource{source: source, service: service}
@@ -41,6 +43,7 @@ func Register(source, service string, c *Cell) (unregister func()) {
 	index.mu.Lock()
 	c.registered = true
 	publishWeights(c, nil, c.Load())
+	joinSeries(c, source, service)
 	index.mu.Unlock()
 	var once sync.Once
 	return func() {
@@ -48,6 +51,7 @@ func Register(source, service string, c *Cell) (unregister func()) {
 			index.mu.Lock()
 			c.registered = false
 			publishWeights(c, c.Load(), nil)
+			leaveSeries(c)
 			index.mu.Unlock()
 			liveMu.Lock()
 			delete(live, c)
@@ -99,6 +103,9 @@ func Dump() []DumpEntry {
 
 // adminDump serves GET /discovery/upstreams on Caddy's admin API: what every
 // registry source currently proxies to, with weights and its latest problem.
+// Provisioned with every config that starts the admin endpoint, it also
+// registers the discovery metrics in that config's registry, the one the
+// admin API's /metrics serves.
 type adminDump struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -107,6 +114,11 @@ func (adminDump) CaddyModule() caddy.ModuleInfo {
 		ID:  "admin.api.discovery",
 		New: func() caddy.Module { return new(adminDump) },
 	}
+}
+
+// Provision registers the discovery metrics in the config's registry.
+func (adminDump) Provision(ctx caddy.Context) error {
+	return RegisterMetrics(ctx.GetMetricsRegistry())
 }
 
 // Routes returns the route of the /discovery/upstreams endpoint.
@@ -125,4 +137,7 @@ func serveDump(w http.ResponseWriter, r *http.Request) error {
 }
 
 // Interface guards
-var _ caddy.AdminRouter = adminDump{}
+var (
+	_ caddy.AdminRouter = adminDump{}
+	_ caddy.Provisioner = adminDump{}
+)

@@ -46,10 +46,11 @@ func compareTargets(a, b Target) int {
 // Snapshot is an immutable view of one service: the targets to proxy to, and
 // the problem, if any, that the source last saw with it.
 type Snapshot struct {
-	dials   []string
-	weights []float64
-	err     error
-	at      time.Time // when it was made, for the admin dump
+	dials        []string
+	weights      []float64
+	err          error
+	problemKinds kindSet   // err's kinds, for the metrics
+	at           time.Time // when it was made, for the admin dump and the metrics
 }
 
 // NewSnapshot sorts the targets by address and port, drops duplicates (the same
@@ -65,10 +66,11 @@ func NewSnapshot(targets []Target, err error) *Snapshot {
 	})
 	sorted = slices.CompactFunc(sorted, func(a, b Target) bool { return compareTargets(a, b) == 0 })
 	s := &Snapshot{
-		dials:   make([]string, len(sorted)),
-		weights: make([]float64, len(sorted)),
-		err:     err,
-		at:      time.Now(),
+		dials:        make([]string, len(sorted)),
+		weights:      make([]float64, len(sorted)),
+		err:          err,
+		problemKinds: kindsOf(err),
+		at:           time.Now(),
 	}
 	for i, t := range sorted {
 		s.dials[i] = t.Dial()
@@ -122,21 +124,25 @@ var ErrNoTargets = errors.New("no usable backends")
 // Cell holds the current snapshot of one service. Writers Store whole new
 // snapshots; readers Load without locking. While the cell is registered (see
 // Register), its targets' weights are published for weighted selection
-// policies too (see LookupWeight).
+// policies too (see LookupWeight), and its snapshots feed the service's
+// metrics (see series).
 type Cell struct {
 	p          atomic.Pointer[Snapshot]
-	registered bool // guarded by index.mu
+	registered bool    // guarded by index.mu
+	series     *series // while registered; guarded by index.mu
 }
 
-// Store publishes s, and the weights of its targets if the cell is
-// registered. Its cost grows with the number of targets of this snapshot and
-// the one it replaces only.
+// Store publishes s, and, if the cell is registered, the weights of its
+// targets and what it changes in the service's metrics. Its cost grows with
+// the number of targets of this snapshot and the one it replaces only (and
+// of the other cells of the same service, during a reload).
 func (c *Cell) Store(s *Snapshot) {
 	index.mu.Lock()
 	defer index.mu.Unlock()
 	old := c.p.Swap(s)
 	if c.registered {
 		publishWeights(c, old, s)
+		c.series.observe(c, old, s)
 	}
 }
 
