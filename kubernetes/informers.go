@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -19,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // watchPool shares informer sets between all upstream sources of all loaded
@@ -120,6 +123,16 @@ type informerSet struct {
 	resources []resource
 	informers []cache.SharedIndexInformer
 	problems  []atomic.Pointer[watchProblem] // per resource
+	// watched is set once a resource's first watch started; broken when,
+	// after that, a watch failed or a list had to be made again (after an
+	// error or an expiry), so that the next watch is a restart.
+	watched, broken []atomic.Bool
+
+	// link reports the set's state to the cluster's connection metrics;
+	// linkMu serializes its updates, so that the latest state wins.
+	link    *upstreams.Link
+	linkMu  sync.Mutex
+	created time.Time // change triggers before it are the initial list's
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -145,10 +158,17 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 		cancel:    cancel,
 		subs:      make(map[*subscription]struct{}),
 		problems:  make([]atomic.Pointer[watchProblem], len(rs)),
+		watched:   make([]atomic.Bool, len(rs)),
+		broken:    make([]atomic.Bool, len(rs)),
+		link:      upstreams.NewLink("k8s", cluster, propagationSeconds),
+		created:   time.Now(),
 	}
 	for i, r := range rs {
 		lw := &cache.ListWatch{
 			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				if s.watched[i].Load() {
+					s.broken[i].Store(true) // a watch ended in an error or an expiry
+				}
 				return r.list(ctx, client, namespace, o)
 			},
 			// A problem ends when a watch starts, not when a list works: with
@@ -156,9 +176,18 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 			// the problem again on every retry.
 			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 				w, err := r.watch(ctx, client, namespace, o)
-				if err == nil {
-					s.clearProblem(i)
+				if err != nil {
+					if s.watched[i].Load() {
+						s.broken[i].Store(true)
+					}
+					return w, err
 				}
+				// A watch the server ended on its timeout is restarted at
+				// once, without a list: routine, and not counted.
+				if s.watched[i].Swap(true) && s.broken[i].Swap(false) {
+					s.link.WatchRestarted()
+				}
+				s.clearProblem(i)
 				return w, err
 			},
 		}
@@ -170,6 +199,7 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 		}
 		inf := cache.NewSharedIndexInformerWithOptions(lw, r.object, opts)
 		if err := inf.SetTransform(r.transform); err != nil {
+			s.link.Close()
 			cancel()
 			return nil, err
 		}
@@ -179,10 +209,12 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 			}
 			s.setProblem(i, explainWatchError(cluster, namespace, r, err))
 		}); err != nil {
+			s.link.Close()
 			cancel()
 			return nil, err
 		}
 		if _, err := inf.AddEventHandler(s.handler(r)); err != nil {
+			s.link.Close()
 			cancel()
 			return nil, err
 		}
@@ -202,10 +234,10 @@ func routineWatchEnd(ctx context.Context, err error) bool {
 
 func (s *informerSet) handler(r resource) cache.ResourceEventHandler {
 	return cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) { s.changed(r.key(obj)) },
+		AddFunc: func(obj any) { s.changedAt(r.key(obj), s.triggerTime(nil, obj)) },
 		UpdateFunc: func(oldObj, newObj any) {
 			oldKey, newKey := r.key(oldObj), r.key(newObj)
-			s.changed(newKey)
+			s.changedAt(newKey, s.triggerTime(oldObj, newObj))
 			if oldKey != newKey {
 				s.changed(oldKey)
 			}
@@ -234,6 +266,7 @@ func (s *informerSet) run() {
 			return
 		}
 		s.synced.Store(true)
+		s.reportConnected()
 		s.changed("")
 	})
 }
@@ -242,6 +275,7 @@ func (s *informerSet) run() {
 func (s *informerSet) Destruct() error {
 	s.cancel()
 	s.done.Wait()
+	s.link.Close()
 	return nil
 }
 
@@ -259,11 +293,19 @@ func (s *informerSet) unsubscribe(sub *subscription) {
 
 // changed refreshes the subscriptions to the named service, or all of them
 // for "".
-func (s *informerSet) changed(service string) {
+func (s *informerSet) changed(service string) { s.changedAt(service, time.Time{}) }
+
+// changedAt is changed for a change that trigger (if not zero) caused: once
+// the subscriptions to the service have published it, the time since then
+// is its propagation delay.
+func (s *informerSet) changedAt(service string, trigger time.Time) {
 	if !s.synced.Load() {
 		return // the first sync refreshes everything
 	}
-	s.refreshWhere(func(sub *subscription) bool { return service == "" || sub.ref.Name == service })
+	n := s.refreshWhere(func(sub *subscription) bool { return service == "" || sub.ref.Name == service })
+	if n > 0 && !trigger.IsZero() {
+		s.link.Observe(time.Since(trigger))
+	}
 }
 
 // state reports whether every informer has listed its objects once, and the
@@ -287,15 +329,28 @@ func (s *informerSet) state() (synced bool, problem error) {
 		if s.namespace != "" {
 			where = fmt.Sprintf("in namespace %q", s.namespace)
 		}
-		problem = fmt.Errorf("kubernetes cluster %q: waiting for the first list of %s %s", s.cluster, what, where)
+		problem = upstreams.Pending(fmt.Errorf("kubernetes cluster %q: waiting for the first list of %s %s", s.cluster, what, where))
 	}
 	return synced, problem
+}
+
+// reportConnected tells the cluster's connection metrics whether the set
+// works: it has listed everything once and no list or watch fails now.
+func (s *informerSet) reportConnected() {
+	s.linkMu.Lock()
+	defer s.linkMu.Unlock()
+	up := s.synced.Load()
+	for i := range s.problems {
+		up = up && s.problems[i].Load() == nil
+	}
+	s.link.SetConnected(up)
 }
 
 // setProblem records a list/watch failure, logs it once (not on every retry)
 // and shows it to the subscriptions.
 func (s *informerSet) setProblem(i int, err error) {
 	old := s.problems[i].Swap(&watchProblem{err: err})
+	s.reportConnected()
 	if old != nil && old.err.Error() == err.Error() {
 		return
 	}
@@ -305,6 +360,7 @@ func (s *informerSet) setProblem(i int, err error) {
 
 func (s *informerSet) clearProblem(i int) {
 	if old := s.problems[i].Swap(nil); old != nil {
+		s.reportConnected()
 		caddy.Log().Named("kubernetes").Info("watching the API server works again",
 			zap.String("cluster", s.cluster), zap.String("namespace", s.namespace), zap.NamedError("previous_error", old.err))
 		s.refreshAll()
@@ -317,8 +373,9 @@ func (s *informerSet) refreshAll() {
 	s.refreshWhere(func(*subscription) bool { return true })
 }
 
-// refreshWhere refreshes the subscriptions that match, outside the lock.
-func (s *informerSet) refreshWhere(match func(*subscription) bool) {
+// refreshWhere refreshes the subscriptions that match, outside the lock,
+// and returns how many it refreshed.
+func (s *informerSet) refreshWhere(match func(*subscription) bool) int {
 	s.mu.Lock()
 	var todo []*subscription
 	for sub := range s.subs {
@@ -330,6 +387,7 @@ func (s *informerSet) refreshWhere(match func(*subscription) bool) {
 	for _, sub := range todo {
 		sub.refresh()
 	}
+	return len(todo)
 }
 
 // indexer is the local cache of r, or nil if the set does not watch r.

@@ -143,7 +143,7 @@ func endpointTargets(svc *corev1.Service, sp *corev1.ServicePort, eps []*discove
 	case sel.terminatingBackup && len(terminating) > 0:
 		return terminating, nil
 	}
-	return nil, fmt.Errorf("service %s/%s port %s has no ready endpoints", svc.Namespace, svc.Name, portLabel(sp))
+	return nil, upstreams.Problem(upstreams.KindNoBackends, fmt.Errorf("service %s/%s port %s has no ready endpoints", svc.Namespace, svc.Name, portLabel(sp)))
 }
 
 // slicePort finds sp's port number in an EndpointSlice: slices list ports by
@@ -180,8 +180,8 @@ func portLabel(sp *corev1.ServicePort) string {
 func clusterIPTarget(svc *corev1.Service, sp *corev1.ServicePort) ([]upstreams.Target, error) {
 	ip := svc.Spec.ClusterIP
 	if ip == "" || ip == corev1.ClusterIPNone {
-		return nil, fmt.Errorf("service %s/%s is headless (clusterIP: None), so target cluster_ip has no address; use target endpoints",
-			svc.Namespace, svc.Name)
+		return nil, upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("service %s/%s is headless (clusterIP: None), so target cluster_ip has no address; use target endpoints",
+			svc.Namespace, svc.Name))
 	}
 	addr, err := netip.ParseAddr(ip)
 	if err != nil {
@@ -195,8 +195,8 @@ func clusterIPTarget(svc *corev1.Service, sp *corev1.ServicePort) ([]upstreams.T
 // Local, only nodes that run a ready endpoint answer, so only those are used.
 func nodePortTargets(svc *corev1.Service, sp *corev1.ServicePort, nodes []*corev1.Node, eps []*discoveryv1.EndpointSlice, sel selection) ([]upstreams.Target, error) {
 	if sp.NodePort == 0 {
-		return nil, fmt.Errorf("service %s/%s port %s has no nodePort (type %s); use type NodePort or LoadBalancer, or another target",
-			svc.Namespace, svc.Name, portLabel(sp), svc.Spec.Type)
+		return nil, upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("service %s/%s port %s has no nodePort (type %s); use type NodePort or LoadBalancer, or another target",
+			svc.Namespace, svc.Name, portLabel(sp), svc.Spec.Type))
 	}
 	var local map[string]bool
 	if svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
@@ -228,8 +228,8 @@ func nodePortTargets(svc *corev1.Service, sp *corev1.ServicePort, nodes []*corev
 		}
 	}
 	if len(ts) == 0 {
-		return nil, fmt.Errorf("service %s/%s: no schedulable, ready node has an %s address (%d nodes)",
-			svc.Namespace, svc.Name, want, len(nodes))
+		return nil, upstreams.Problem(upstreams.KindNoBackends, fmt.Errorf("service %s/%s: no schedulable, ready node has an %s address (%d nodes)",
+			svc.Namespace, svc.Name, want, len(nodes)))
 	}
 	return ts, nil
 }

@@ -89,7 +89,7 @@ func (s *subscription) compute() ([]upstreams.Target, error) {
 	}
 	sp, err := servicePort(svc, s.ref.Port)
 	if err != nil {
-		return nil, s.inCluster(err)
+		return nil, s.inCluster(upstreams.Problem(upstreams.KindMisconfigured, err))
 	}
 	var targets []upstreams.Target
 	switch s.sel.target {
@@ -120,8 +120,8 @@ func (s *subscription) service() (*corev1.Service, error) {
 	if err == nil && ok {
 		if svc, isSvc := obj.(*corev1.Service); isSvc {
 			if svc.Spec.Type == corev1.ServiceTypeExternalName {
-				return nil, fmt.Errorf("kubernetes cluster %q: service %s/%s is of type ExternalName (%s) and has no endpoints; proxy to that name directly",
-					s.ns.cluster, s.ref.Namespace, s.ref.Name, svc.Spec.ExternalName)
+				return nil, upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("kubernetes cluster %q: service %s/%s is of type ExternalName (%s) and has no endpoints; proxy to that name directly",
+					s.ns.cluster, s.ref.Namespace, s.ref.Name, svc.Spec.ExternalName))
 			}
 			return svc, nil
 		}
@@ -133,8 +133,8 @@ func (s *subscription) service() (*corev1.Service, error) {
 		more = fmt.Sprintf(" and %d more", len(names)-most)
 		names = names[:most]
 	}
-	return nil, s.inCluster(fmt.Errorf("service %s/%s not found (services in namespace %q: %v%s)",
-		s.ref.Namespace, s.ref.Name, s.ref.Namespace, names, more))
+	return nil, s.inCluster(upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("service %s/%s not found (services in namespace %q: %v%s)",
+		s.ref.Namespace, s.ref.Name, s.ref.Namespace, names, more)))
 }
 
 func (s *subscription) slices() []*discoveryv1.EndpointSlice {

@@ -1,0 +1,54 @@
+package kubernetes
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
+)
+
+// propagationSeconds is kube-proxy's network programming latency
+// (kubeproxy_network_programming_duration_seconds) for Caddy: from the
+// change that caused an EndpointSlice update (the endpoints.kubernetes.io/
+// last-change-trigger-time annotation that the EndpointSlice controller
+// sets, e.g. a Pod becoming ready) to the upstreams being published. The
+// annotation has whole seconds in practice (it comes from Pod condition
+// times), so the figures are up to 1 s high; the buckets are kube-proxy's,
+// thinned out.
+var propagationSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	Name:    "caddy_discovery_k8s_propagation_seconds",
+	Help:    "Time from the change behind an EndpointSlice update (its endpoints.kubernetes.io/last-change-trigger-time) to Caddy publishing the new upstreams.",
+	Buckets: []float64{0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300},
+}, []string{"connection"})
+
+func init() {
+	upstreams.AddCollector(propagationSeconds)
+}
+
+// triggerTime is the time of the change behind an EndpointSlice's add or
+// update, as kube-proxy takes it: its last-change-trigger-time annotation,
+// when the update brings a new one and it is later than the set's creation
+// (not a slice of the initial list, nor a relist or resync of an unchanged
+// one). It is zero for other objects, deletions (whose annotation is of an
+// earlier change) and slices without the annotation.
+func (s *informerSet) triggerTime(oldObj, newObj any) time.Time {
+	es, ok := newObj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return time.Time{}
+	}
+	value := es.Annotations[corev1.EndpointsLastChangeTriggerTime]
+	if value == "" {
+		return time.Time{}
+	}
+	if old, ok := oldObj.(*discoveryv1.EndpointSlice); ok && old.Annotations[corev1.EndpointsLastChangeTriggerTime] == value {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339Nano, value)
+	if err != nil || !t.After(s.created) {
+		return time.Time{}
+	}
+	return t
+}
