@@ -177,19 +177,19 @@ func Pending(err error) error {
 // kindSet is a set of ProblemKinds, one bit each.
 type kindSet uint16
 
-// kindsOf lists the kinds marked anywhere in err's tree; ErrNoTargets counts
-// as KindNoBackends. An error without marks is KindOther, unless it is
-// pending.
+// kindsOf lists the kinds marked anywhere in err's tree. An error without
+// marks is KindNoBackends if it wraps ErrNoTargets, else KindOther, unless
+// it is pending.
 func kindsOf(err error) kindSet {
 	if err == nil {
 		return 0
 	}
 	var set kindSet
-	pending := false
+	pending, noTargets := false, false
 	var walk func(error)
 	walk = func(e error) {
 		if e == ErrNoTargets {
-			set |= 1 << KindNoBackends
+			noTargets = true
 		}
 		if k, ok := e.(*kindError); ok {
 			if k.pending {
@@ -212,7 +212,11 @@ func kindsOf(err error) kindSet {
 		}
 	}
 	walk(err)
-	if set == 0 && !pending {
+	switch {
+	case set != 0 || pending:
+	case noTargets:
+		set = 1 << KindNoBackends
+	default:
 		set = 1 << KindOther
 	}
 	return set

@@ -103,6 +103,7 @@ func TestProblemKinds(t *testing.T) {
 		{fmt.Errorf("service not found (%w)", forbidden), []ProblemKind{KindForbidden}},
 		{fmt.Errorf("%w (%w)", Problem(KindNotFound, plain), forbidden), []ProblemKind{KindForbidden, KindNotFound}},
 		{fmt.Errorf("no instances: %w", ErrNoTargets), []ProblemKind{KindNoBackends}},
+		{fmt.Errorf("%w: %w", Problem(KindNotFound, plain), ErrNoTargets), []ProblemKind{KindNotFound}},
 		{fmt.Errorf("%w; %w", Problem(KindNoBackends, plain), Problem(KindUnreachable, plain)), []ProblemKind{KindUnreachable, KindNoBackends}},
 		{fmt.Errorf("%w; %w", plain, Pending(plain)), nil},
 		{Problem(KindOther, plain), []ProblemKind{KindOther}},
