@@ -14,6 +14,8 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/model"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 	"go.uber.org/zap"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // pool shares naming clients and subscriptions between all upstream sources
@@ -88,6 +90,9 @@ type client struct {
 	noGRPC  atomic.Int64
 	problem atomic.Pointer[problem]
 
+	// link reports the connection state to the server's metrics.
+	link *upstreams.Link
+
 	mu      sync.Mutex
 	watches map[*watch]struct{}
 }
@@ -118,6 +123,7 @@ func newClient(name string, param vo.NacosClientParam) *client {
 		cancel:    cancel,
 		ready:     make(chan struct{}),
 		watches:   make(map[*watch]struct{}),
+		link:      upstreams.NewLink("nacos", connectionName(name, param), publishSeconds),
 	}
 	switch {
 	case param.ClientConfig.Username != "":
@@ -125,7 +131,7 @@ func newClient(name string, param vo.NacosClientParam) *client {
 	case param.ClientConfig.AccessKey != "":
 		c.auth = "access_key"
 	}
-	c.problem.Store(&problem{fmt.Errorf("%s: connecting", where)})
+	c.problem.Store(&problem{upstreams.Pending(fmt.Errorf("%s: connecting", where))})
 	c.start = sync.OnceFunc(func() { c.done.Go(c.run) })
 	return c
 }
@@ -191,14 +197,15 @@ func (c *client) checkHealth(first bool) {
 		if c.connected.Load() == 0 {
 			what = "no connection could be made"
 		}
-		down = fmt.Errorf("cannot reach %s over gRPC: %s; check addresses and grpc_port, and that the server is up "+
-			"(serving the last known instances meanwhile)", c.where, what)
+		down = upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("cannot reach %s over gRPC: %s; check addresses and grpc_port, and that the server is up "+
+			"(serving the last known instances meanwhile)", c.where, what))
 	case at != 0 && time.Since(time.Unix(0, at)) >= grpcGrace:
-		down = fmt.Errorf("cannot reach %s over gRPC: the server answers over HTTP, but no gRPC connection came up within %s; "+
+		down = upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("cannot reach %s over gRPC: the server answers over HTTP, but no gRPC connection came up within %s; "+
 			"check grpc_port (default: the port + 1000) and that it is reachable (serving the last known instances meanwhile)",
-			c.where, grpcGrace)
+			c.where, grpcGrace))
 	}
 	now := down == nil
+	c.link.SetConnected(now)
 	was := c.healthy.Swap(now)
 	switch {
 	case now && !was:
@@ -316,6 +323,7 @@ func (c *client) publishAll() { c.each((*watch).publish) }
 // finishes in the background, still closing the SDK client in the end.
 func (c *client) Destruct() error {
 	c.cancel()
+	c.link.Close()
 	closed := make(chan struct{})
 	go func() {
 		defer close(closed)

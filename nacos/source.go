@@ -112,6 +112,11 @@ func (NacosUpstreams) CaddyModule() caddy.ModuleInfo {
 // does).
 func (u *NacosUpstreams) Provision(ctx caddy.Context) error {
 	redirectSDKLogs()
+	// in this config's registry, which the admin API's /metrics (also
+	// registered by the admin module) and any metrics handler serve
+	if err := upstreams.RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
 	appVal, err := ctx.App("nacos")
 	if err != nil {
 		return err

@@ -126,7 +126,7 @@ func (v *view) update(list []model.Instance, have bool, problem error) (holding 
 	if !have {
 		err := problem
 		if err == nil {
-			err = fmt.Errorf("%s: waiting for the first instance list of service %s", v.w.c.where, v.w.ref)
+			err = upstreams.Pending(fmt.Errorf("%s: waiting for the first instance list of service %s", v.w.c.where, v.w.ref))
 		}
 		v.cell.Store(upstreams.NewSnapshot(nil, err))
 		v.note(log, err, 0)
@@ -160,16 +160,18 @@ func (v *view) noTargets(skip skipped, problem error) error {
 	var err error
 	switch {
 	case skip.total == 0:
-		err = fmt.Errorf("%s: service %s has no instances", w.c.where, w.ref)
+		err = upstreams.Problem(upstreams.KindNoBackends, fmt.Errorf("%s: service %s has no instances", w.c.where, w.ref))
 		if d := w.diagnosis.Load(); d != nil {
-			err = fmt.Errorf("%s: service %s has no instances: %w", w.c.where, w.ref, d.err)
+			// the service, or anything in the namespace and group, is not there
+			err = upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("%s: service %s has no instances: %w", w.c.where, w.ref, d.err))
 		}
 	default:
 		sel := ""
 		if f := v.filter.String(); f != "" {
 			sel = " (selecting " + f + ")"
 		}
-		err = fmt.Errorf("%s: service %s has no usable instance%s: of %d, %s", w.c.where, w.ref, sel, skip.total, skip)
+		err = upstreams.Problem(upstreams.KindNoBackends,
+			fmt.Errorf("%s: service %s has no usable instance%s: of %d, %s", w.c.where, w.ref, sel, skip.total, skip))
 	}
 	if problem != nil {
 		return fmt.Errorf("%w; %w", err, problem)

@@ -13,6 +13,8 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/model"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 	"go.uber.org/zap"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // Retry timings of subscriptions; tests shorten them. A subscription that
@@ -44,8 +46,10 @@ type watch struct {
 	kickCh chan struct{} // re-subscribe now
 	diagCh chan struct{} // explain an empty list
 
-	attempted bool  // Subscribe was called; owned by run
-	leaveErr  error // the final Unsubscribe's failure; read by Destruct once run has returned
+	attempted bool // Subscribe was called; owned by run
+	// established is set once a Subscribe succeeded; owned by run.
+	established bool
+	leaveErr    error // the final Unsubscribe's failure; read by Destruct once run has returned
 	// subscribed is when the latest successful Subscribe started (unix
 	// nanos), 0 after a failure; owned by run.
 	subscribed int64
@@ -125,8 +129,10 @@ func (w *watch) onPush(instances []model.Instance, _ error) {
 		default:
 		}
 	}
+	took := time.Since(start)
+	w.c.link.Observe(took)
 	if f := publishObserver.Load(); f != nil {
-		(*f)(w.ref.String(), time.Since(start))
+		(*f)(w.ref.String(), took)
 	}
 }
 
@@ -208,6 +214,10 @@ func (w *watch) run() {
 	}
 	backoff, connBackoff := retryMin, connRetry
 	next := time.Now() // when to (re)subscribe; zero: not planned
+	// again is set when the next Subscribe makes up for a failed one or a
+	// lost connection, not a routine reconcile: once established, such a
+	// Subscribe is a restart for the metrics.
+	again := false
 	tick := time.NewTicker(healthInterval)
 	defer tick.Stop()
 	timer := time.NewTimer(0)
@@ -220,12 +230,14 @@ func (w *watch) run() {
 			switch err := w.subscribe(); {
 			case err != nil && w.c.lacksConnection(err):
 				w.subscribed = 0
+				again = true
 				if w.c.reachable.Load() {
 					next = time.Now().Add(connBackoff)
 					connBackoff = min(2*connBackoff, healthInterval)
 				}
 			case err != nil:
 				w.subscribed = 0
+				again = true
 				w.setSubProblem(w.explain(err))
 				next = time.Now().Add(backoff)
 				backoff = min(2*backoff, retryMax)
@@ -233,6 +245,10 @@ func (w *watch) run() {
 				w.c.gotThrough()
 				connBackoff = connRetry
 				w.subscribed = started
+				if w.established && again {
+					w.c.link.WatchRestarted()
+				}
+				w.established, again = true, false
 				w.clearSubProblem()
 				w.mu.Lock()
 				if !w.have {
@@ -258,7 +274,7 @@ func (w *watch) run() {
 			if w.subscribed != 0 && w.subscribed >= w.c.connected.Load() {
 				break // already subscribed over the connection that came up
 			}
-			next = time.Now()
+			next, again = time.Now(), true
 		case <-silent:
 			silent = nil
 			w.noList()
@@ -337,8 +353,8 @@ func (w *watch) noList() {
 	default:
 		check = "if the server requires authentication, set username and password (or access_key and secret_key); check"
 	}
-	err := fmt.Errorf("%s: subscribed to service %s but the server sent no instance list within %s: it may have refused the request; "+
-		"%s that namespace %q exists (use its ID, not its display name)", w.c.where, w.ref, w.c.timeout(), check, ns)
+	err := upstreams.Problem(upstreams.KindRefused, fmt.Errorf("%s: subscribed to service %s but the server sent no instance list within %s: it may have refused the request; "+
+		"%s that namespace %q exists (use its ID, not its display name)", w.c.where, w.ref, w.c.timeout(), check, ns))
 	w.mu.Lock()
 	if w.have {
 		w.mu.Unlock()
@@ -353,8 +369,9 @@ func (w *watch) noList() {
 	}
 }
 
-// explain turns a failed subscription into an error that says what to fix.
-// Server errors do not echo credentials.
+// explain turns a failed subscription into an error that says what to fix,
+// marked with its kind for the metrics. Server errors do not echo
+// credentials.
 func (w *watch) explain(err error) error {
 	msg := strings.ToLower(err.Error())
 	ns := w.c.namespace
@@ -379,9 +396,18 @@ func (w *watch) explain(err error) error {
 		case "access_key":
 			hint = fmt.Sprintf("check access_key and secret_key, and that they may read namespace %q", ns)
 		}
-		return fmt.Errorf("%s rejected the credentials subscribing to service %s: %s: %w", w.c.where, w.ref, hint, err)
+		// Nacos answers 403 to unknown users and wrong passwords too: only
+		// a refusal that names no credential problem is a user's missing
+		// permission.
+		kind := upstreams.KindUnauthorized
+		if w.c.auth != "" && has("no right", "access denied", "forbidden", "authorization failed") &&
+			!has("user not found", "unknown user", "token invalid", "token expired", "invalid username", "password") {
+			kind = upstreams.KindForbidden
+		}
+		return upstreams.Problem(kind, fmt.Errorf("%s rejected the credentials subscribing to service %s: %s: %w", w.c.where, w.ref, hint, err))
 	case has("namespace") && has("not exist", "not found", "invalid", "illegal"):
-		return fmt.Errorf("%s: namespace %q does not exist; use the namespace ID (not its display name): %w", w.c.where, ns, err)
+		return upstreams.Problem(upstreams.KindNotFound,
+			fmt.Errorf("%s: namespace %q does not exist; use the namespace ID (not its display name): %w", w.c.where, ns, err))
 	}
 	return fmt.Errorf("%s: subscribing to service %s: %w", w.c.where, w.ref, err)
 }
