@@ -15,6 +15,10 @@
 #                       its health checker needs that registration.
 #
 # So a second server only needs another NACOS_HTTP_PORT (and a second DIR).
+# POLARIS_NACOS_AUTH=1 turns on client auth (off by default): Nacos naming
+# requests then need the accessToken of a login (POST /nacos/v1/auth/users/login,
+# patch fix 5) as Polaris's built-in user "polaris", password "polaris"; the
+# others are refused with 403. Logins are checked either way.
 # POLARIS_START_TIMEOUT (seconds, default 30) bounds the wait for readiness.
 # The binary comes from build-polaris.sh (built on first use), or from
 # POLARIS_DIR if set. Prints nothing on stdout; exits once both Nacos ports
@@ -46,6 +50,11 @@ NACOS_HTTP_PORT=${NACOS_HTTP_PORT:-8848}
 NACOS_GRPC_PORT=$((NACOS_HTTP_PORT + 1000))
 POLARIS_GRPC_PORT=${POLARIS_GRPC_PORT:-$((NACOS_HTTP_PORT + 2000))}
 TIMEOUT=${POLARIS_START_TIMEOUT:-30}
+case ${POLARIS_NACOS_AUTH:-0} in
+1) CLIENT_AUTH=true ;;
+0) CLIENT_AUTH=false ;;
+*) log "POLARIS_NACOS_AUTH must be 0 or 1, not ${POLARIS_NACOS_AUTH}"; exit 2 ;;
+esac
 HEALTH_URL="http://127.0.0.1:$NACOS_HTTP_PORT/nacos/v1/ns/service/list?pageNo=1&pageSize=1"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -125,8 +134,9 @@ auth:
     option:
       consoleOpen: true
       consoleStrict: true
-      clientOpen: false
-      clientStrict: false
+      # POLARIS_NACOS_AUTH; strict, or a bad token is taken for an anonymous user.
+      clientOpen: $CLIENT_AUTH
+      clientStrict: $CLIENT_AUTH
 namespace:
   autoCreate: true
 naming:
