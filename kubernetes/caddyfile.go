@@ -35,8 +35,9 @@ var sourceOptions = []string{
 //		insecure_skip_verify
 //	}
 //
-// <service> is namespace/name[:port], cluster/namespace/name[:port] or
-// name.namespace[.svc[.cluster.local]][:port].
+// <service> is namespace/name[:port], cluster/namespace/name[:port],
+// name.namespace[.svc[.cluster.local]][:port], or name[:port] in the
+// connection's namespace (in a Pod: the service account's).
 func (u *KubernetesUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume upstream source name
 	if !d.NextArg() {

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -141,7 +142,7 @@ func (c Connection) baseConfig() (*rest.Config, error) {
 				return nil, fmt.Errorf("ca_file: %w", err)
 			}
 		}
-	case c.Kubeconfig == "" && c.Context == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != "":
+	case c.inCluster():
 		cfg, err = rest.InClusterConfig()
 		if err != nil {
 			return nil, fmt.Errorf("in-cluster config: %w", err)
@@ -163,6 +164,51 @@ func (c Connection) baseConfig() (*rest.Config, error) {
 	cfg.UserAgent = "caddy-discovery"
 	cfg.QPS, cfg.Burst = 20, 40
 	return cfg, nil
+}
+
+// inCluster reports whether the connection is the Pod's service account:
+// neither server nor kubeconfig nor context set, and running in a Pod
+// (KUBERNETES_SERVICE_HOST is set).
+func (c Connection) inCluster() bool {
+	return c.Server == "" && c.Kubeconfig == "" && c.Context == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != ""
+}
+
+// serviceAccountNamespace holds the namespace of the Pod's service account;
+// tests point it elsewhere.
+var serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// namespace is the namespace of a Service reference that names none, chosen
+// as kubectl chooses it: in a Pod, $POD_NAMESPACE or else the service
+// account's namespace; with a kubeconfig, its context's namespace or else
+// "default"; with server, "default".
+func (c Connection) namespace() (string, error) {
+	switch {
+	case c.Server != "":
+		return metav1.NamespaceDefault, nil
+	case c.inCluster():
+		if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+			return ns, nil
+		}
+		b, err := os.ReadFile(serviceAccountNamespace)
+		if err != nil {
+			return "", fmt.Errorf("reading the service account's namespace: %w", err)
+		}
+		ns := strings.TrimSpace(string(b))
+		if ns == "" {
+			return "", fmt.Errorf("the service account's namespace file %s is empty", serviceAccountNamespace)
+		}
+		return ns, nil
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if c.Kubeconfig != "" {
+		rules.ExplicitPath = c.Kubeconfig
+	}
+	overrides := &clientcmd.ConfigOverrides{CurrentContext: c.Context}
+	ns, _, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).Namespace()
+	if err != nil {
+		return "", fmt.Errorf("kubeconfig: %w", err)
+	}
+	return ns, nil
 }
 
 // fingerprint identifies the API server and identity that cfg connects as,

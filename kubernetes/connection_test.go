@@ -125,3 +125,52 @@ func TestServerErrorsHideCredentials(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectionNamespace: a reference without a namespace uses the
+// connection's, chosen as kubectl chooses it.
+func TestConnectionNamespace(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("HOME", dir) // no ~/.kube/config
+	t.Setenv("KUBECONFIG", "")
+	t.Setenv("POD_NAMESPACE", "")
+	nsFile := filepath.Join(dir, "namespace")
+	old := serviceAccountNamespace
+	serviceAccountNamespace = nsFile
+	t.Cleanup(func() { serviceAccountNamespace = old })
+	kubeconfig := filepath.Join(dir, "config")
+	withNamespace := strings.Replace(twoContexts, "contexts:\n", "contexts:\n- name: ctx-shop\n  context: {cluster: a, user: u, namespace: shop}\n", 1)
+	if err := os.WriteFile(kubeconfig, []byte(withNamespace), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, c Connection, want, wantErr string) {
+		t.Helper()
+		got, err := c.namespace()
+		switch {
+		case wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)):
+			t.Errorf("%s: namespace() = %q, %v; want an error containing %q", what, got, err, wantErr)
+		case wantErr == "" && (err != nil || got != want):
+			t.Errorf("%s: namespace() = %q, %v; want %q", what, got, err, want)
+		}
+	}
+
+	t.Setenv("KUBERNETES_SERVICE_HOST", "") // not in a Pod
+	check("server", Connection{Server: "https://10.0.0.1:6443"}, "default", "")
+	check("kubeconfig context with a namespace", Connection{Kubeconfig: kubeconfig, Context: "ctx-shop"}, "shop", "")
+	check("kubeconfig context without one", Connection{Kubeconfig: kubeconfig}, "default", "")
+	check("unknown context", Connection{Kubeconfig: kubeconfig, Context: "nope"}, "", "nope")
+
+	t.Setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1") // in a Pod
+	check("in a Pod without the namespace file", Connection{}, "", "reading the service account's namespace")
+	if err := os.WriteFile(nsFile, []byte(""), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check("in a Pod with an empty namespace file", Connection{}, "", "is empty")
+	if err := os.WriteFile(nsFile, []byte("team-a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check("in a Pod", Connection{}, "team-a", "")
+	t.Setenv("POD_NAMESPACE", "team-b")
+	check("in a Pod with $POD_NAMESPACE", Connection{}, "team-b", "")
+	check("in a Pod, with a kubeconfig", Connection{Kubeconfig: kubeconfig, Context: "ctx-shop"}, "shop", "")
+	check("in a Pod, with a server", Connection{Server: "https://10.0.0.1:6443"}, "default", "")
+}

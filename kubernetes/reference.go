@@ -14,7 +14,9 @@ import (
 type Reference struct {
 	// Cluster is the name of a cluster in the k8s app, or "" for the default.
 	Cluster string
-	// Namespace and Name identify the Service.
+	// Namespace and Name identify the Service. Namespace is "" when the
+	// reference names none: the connection's namespace applies (see
+	// Connection.namespace).
 	Namespace, Name string
 	// Port is the Service port's name or number, or a targetPort; "" when the
 	// Service has a single port.
@@ -22,7 +24,10 @@ type Reference struct {
 }
 
 func (r Reference) String() string {
-	s := r.Namespace + "/" + r.Name
+	s := r.Name
+	if r.Namespace != "" {
+		s = r.Namespace + "/" + s
+	}
 	if r.Cluster != "" {
 		s = r.Cluster + "/" + s
 	}
@@ -33,7 +38,7 @@ func (r Reference) String() string {
 }
 
 // referenceForms is the help text for a reference that does not parse.
-const referenceForms = "namespace/name[:port], cluster/namespace/name[:port], or name.namespace[.svc[.cluster.local]][:port]"
+const referenceForms = "namespace/name[:port], cluster/namespace/name[:port], name.namespace[.svc[.cluster.local]][:port], or name[:port]"
 
 // ParseReference reads a Service reference in any of the accepted forms:
 //
@@ -42,8 +47,10 @@ const referenceForms = "namespace/name[:port], cluster/namespace/name[:port], or
 //	name.namespace[:port]
 //	name.namespace.svc[:port]
 //	name.namespace.svc.cluster.local[:port]   (any cluster domain)
+//	name[:port]                               (the connection's namespace)
 //
-// The port is a Service port name or number, or a targetPort.
+// The port is a Service port name or number, or a targetPort. A reference
+// that names no namespace has Namespace "".
 func ParseReference(s string) (Reference, error) {
 	var r Reference
 	if s == "" {
@@ -59,6 +66,7 @@ func ParseReference(s string) (Reference, error) {
 			return r, fmt.Errorf("service reference %q: %w", s, err)
 		}
 	}
+	namesNamespace := true
 	switch parts := strings.Split(svc, "/"); {
 	case len(parts) == 3:
 		r.Cluster, r.Namespace, r.Name = parts[0], parts[1], parts[2]
@@ -69,17 +77,16 @@ func ParseReference(s string) (Reference, error) {
 		r.Namespace, r.Name = parts[0], parts[1]
 	case len(parts) > 3:
 		return r, fmt.Errorf("service reference %q has too many '/'; use %s", s, referenceForms)
+	case !strings.Contains(svc, "."):
+		r.Name, namesNamespace = svc, false // the connection's namespace
 	default:
 		labels := strings.Split(svc, ".")
-		if len(labels) < 2 {
-			return r, fmt.Errorf("service reference %q names no namespace; use %s", s, referenceForms)
-		}
 		if len(labels) > 2 && labels[2] != "svc" {
 			return r, fmt.Errorf("service reference %q: expected name.namespace.svc.<cluster domain>; use %s", s, referenceForms)
 		}
 		r.Name, r.Namespace = labels[0], labels[1]
 	}
-	if errs := validation.IsDNS1123Label(r.Namespace); len(errs) > 0 {
+	if errs := validation.IsDNS1123Label(r.Namespace); namesNamespace && len(errs) > 0 {
 		return r, fmt.Errorf("service reference %q: invalid namespace %q: %s", s, r.Namespace, strings.Join(errs, "; "))
 	}
 	if errs := validation.IsDNS1035Label(r.Name); len(errs) > 0 {

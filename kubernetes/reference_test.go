@@ -23,8 +23,11 @@ func TestParseReference(t *testing.T) {
 		{in: "web.shop.svc.cluster.local:http", want: Reference{Namespace: "shop", Name: "web", Port: "http"}},
 		{in: "web.shop.svc.corp.example:http", want: Reference{Namespace: "shop", Name: "web", Port: "http"}},
 		{in: "", wantErr: "empty service reference"},
-		{in: "web", wantErr: "names no namespace"},
-		{in: "web:80", wantErr: "names no namespace"},
+		{in: "web", want: Reference{Name: "web"}},
+		{in: "web:80", want: Reference{Name: "web", Port: "80"}},
+		{in: "web.", wantErr: `invalid namespace ""`},
+		{in: "/web", wantErr: `invalid namespace ""`},
+		{in: "Web:http", wantErr: "invalid service name"},
 		{in: "a/b/c/d", wantErr: "too many '/'"},
 		{in: "/shop/web", wantErr: "empty cluster name"},
 		{in: "shop/web:", wantErr: "empty port"},
@@ -98,5 +101,18 @@ func TestSecretsStayOutOfErrors(t *testing.T) {
 	_, b, _ := Connection{Server: "https://10.0.0.1:6443", Token: "other"}.restConfig()
 	if a == b || strings.Contains(a, "s3cr3t") {
 		t.Fatalf("fingerprints %q and %q must differ and hold no secret", a, b)
+	}
+}
+
+func TestReferenceString(t *testing.T) {
+	for ref, want := range map[Reference]string{
+		{Name: "web"}:                    "web",
+		{Name: "web", Port: "http"}:      "web:http",
+		{Namespace: "shop", Name: "web"}: "shop/web",
+		{Cluster: "east", Namespace: "shop", Name: "web", Port: "80"}: "east/shop/web:80",
+	} {
+		if got := ref.String(); got != want {
+			t.Errorf("%+v.String() = %q, want %q", ref, got, want)
+		}
 	}
 }

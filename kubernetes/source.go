@@ -47,10 +47,14 @@ type KubernetesUpstreams struct {
 	//	namespace/name[:port]
 	//	cluster/namespace/name[:port]
 	//	name.namespace[.svc[.cluster.local]][:port]
+	//	name[:port]
 	//
-	// `cluster` is the name of a cluster in the `k8s` app. The port is the
-	// Service port's name or number, or its targetPort; it may be left out
-	// when the Service has a single port. Required.
+	// `cluster` is the name of a cluster in the `k8s` app. Without a
+	// namespace, the connection's applies, as in kubectl: in a Pod, the
+	// service account's namespace ($POD_NAMESPACE if set); with a
+	// kubeconfig, its context's namespace; otherwise "default". The port is
+	// the Service port's name or number, or its targetPort; it may be left
+	// out when the Service has a single port. Required.
 	Service string `json:"service,omitempty"`
 
 	// The Service port, when `service` does not name one: a name ("http")
@@ -129,6 +133,11 @@ func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
 	cfg, fp, err := conn.restConfig()
 	if err != nil {
 		return fmt.Errorf("kubernetes cluster %q: %w", name, err)
+	}
+	if ref.Namespace == "" {
+		if ref.Namespace, err = conn.namespace(); err != nil {
+			return fmt.Errorf("service: %q names no namespace and kubernetes cluster %q has none: %w; write namespace/name", u.Service, name, err)
+		}
 	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
