@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -81,6 +82,16 @@ type Process struct {
 // ends.
 func StartProcess(t testing.TB, bin, config, adminAddr string, env ...string) *Process {
 	t.Helper()
+	return StartProcessWrapped(t, nil, bin, config, adminAddr, env...)
+}
+
+// StartProcessWrapped is StartProcess with the caddy command line appended
+// to wrapper, a command that sets something up and then executes its
+// arguments, such as `unshare --mount sh -c '...; exec "$@"' sh`. The
+// wrapper must exec caddy rather than run it as a child, so that the
+// process Stop and Kill act on is caddy.
+func StartProcessWrapped(t testing.TB, wrapper []string, bin, config, adminAddr string, env ...string) *Process {
+	t.Helper()
 	home := t.TempDir()
 	p := &Process{
 		Admin:  "http://" + adminAddr,
@@ -88,7 +99,8 @@ func StartProcess(t testing.TB, bin, config, adminAddr string, env ...string) *P
 		done:   make(chan struct{}),
 		client: &http.Client{Timeout: 30 * time.Second},
 	}
-	p.cmd = exec.Command(bin, "run", "--config", config)
+	args := append(slices.Clone(wrapper), bin, "run", "--config", config)
+	p.cmd = exec.Command(args[0], args[1:]...)
 	p.cmd.Dir = home
 	p.cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, "config"), "XDG_DATA_HOME="+filepath.Join(home, "data"))
 	p.cmd.Env = append(p.cmd.Env, env...)
