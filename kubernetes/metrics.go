@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
@@ -15,9 +16,9 @@ import (
 // change that caused an EndpointSlice update (the endpoints.kubernetes.io/
 // last-change-trigger-time annotation that the EndpointSlice controller
 // sets, e.g. a Pod becoming ready) to the upstreams being published. The
-// annotation has whole seconds in practice (it comes from Pod condition
-// times), so the figures are up to 1 s high; the buckets are kube-proxy's,
-// thinned out.
+// annotation comes from Pod condition times, which have whole seconds once
+// written as JSON: the figures can then be up to 1 s high. The buckets are
+// kube-proxy's, thinned out.
 var propagationSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 	Name:    "caddy_discovery_k8s_propagation_seconds",
 	Help:    "Time from the change behind an EndpointSlice update (its endpoints.kubernetes.io/last-change-trigger-time) to Caddy publishing the new upstreams.",
@@ -30,10 +31,14 @@ func init() {
 
 // triggerTime is the time of the change behind an EndpointSlice's add or
 // update, as kube-proxy takes it: its last-change-trigger-time annotation,
-// when the update brings a new one and it is later than the set's creation
-// (not a slice of the initial list, nor a relist or resync of an unchanged
-// one). It is zero for other objects, deletions (whose annotation is of an
-// earlier change) and slices without the annotation.
+// when the slice's endpoints or ports changed (not on a relist or resync of
+// an unchanged slice, nor on a change of its labels alone), and the time is
+// not older than the set (a change from before Caddy watched; the initial
+// list is not observed anyway, see changedAt). The annotation can have
+// whole seconds, so two changes within a second may carry the same value,
+// and the set's creation counts by the second too. It is zero for other objects,
+// deletions (whose annotation is of an earlier change) and slices without
+// the annotation.
 func (s *informerSet) triggerTime(oldObj, newObj any) time.Time {
 	es, ok := newObj.(*discoveryv1.EndpointSlice)
 	if !ok {
@@ -43,11 +48,12 @@ func (s *informerSet) triggerTime(oldObj, newObj any) time.Time {
 	if value == "" {
 		return time.Time{}
 	}
-	if old, ok := oldObj.(*discoveryv1.EndpointSlice); ok && old.Annotations[corev1.EndpointsLastChangeTriggerTime] == value {
+	if old, ok := oldObj.(*discoveryv1.EndpointSlice); ok && (old.ResourceVersion != "" && old.ResourceVersion == es.ResourceVersion ||
+		equality.Semantic.DeepEqual(old.Endpoints, es.Endpoints) && equality.Semantic.DeepEqual(old.Ports, es.Ports)) {
 		return time.Time{}
 	}
 	t, err := time.Parse(time.RFC3339Nano, value)
-	if err != nil || !t.After(s.created) {
+	if err != nil || t.Before(s.created.Truncate(time.Second)) {
 		return time.Time{}
 	}
 	return t
