@@ -1,10 +1,10 @@
 package kubernetes
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
@@ -41,8 +41,8 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 // Provision checks the cluster names and connection fields.
 func (a *App) Provision(caddy.Context) error {
 	for name, c := range a.Clusters {
-		if name == "" || strings.ContainsAny(name, "/:. ") {
-			return fmt.Errorf("clusters: invalid cluster name %q; use letters, digits, '-' and '_'", name)
+		if err := validateClusterName(name); err != nil {
+			return fmt.Errorf("clusters: %w", err)
 		}
 		if c == nil {
 			return fmt.Errorf("clusters: %s: empty connection", name)
@@ -51,6 +51,21 @@ func (a *App) Provision(caddy.Context) error {
 		// no source uses yet; placeholders are checked once replaced.
 		if err := c.Validate(); err != nil {
 			return fmt.Errorf("clusters: %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// validateClusterName checks a cluster name, wherever it is written: as the
+// app's key, in a reference (cluster/namespace/name) or as a source's
+// `cluster`, so that a name accepted in one place can be used in the others.
+func validateClusterName(name string) error {
+	if name == "" {
+		return errors.New("empty cluster name")
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("invalid cluster name %q; use letters, digits, '-' and '_'", name)
 		}
 	}
 	return nil

@@ -125,6 +125,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	app := new(App)
 	return cf.NamedBlocks(d, existing, "k8s", app, &app.Clusters, "cluster",
 		"cluster default { kubeconfig /etc/caddy/kubeconfig }", func(name string) (*Connection, error) {
+			if err := validateClusterName(name); err != nil {
+				return nil, d.Err(err.Error())
+			}
 			conn := new(Connection)
 			for d.NextBlock(1) {
 				ok, err := conn.unmarshalOption(d)

@@ -70,8 +70,8 @@ func ParseReference(s string) (Reference, error) {
 	switch parts := strings.Split(svc, "/"); {
 	case len(parts) == 3:
 		r.Cluster, r.Namespace, r.Name = parts[0], parts[1], parts[2]
-		if r.Cluster == "" {
-			return r, fmt.Errorf("service reference %q: empty cluster name", s)
+		if err := validateClusterName(r.Cluster); err != nil {
+			return r, fmt.Errorf("service reference %q: %w", s, err)
 		}
 	case len(parts) == 2:
 		r.Namespace, r.Name = parts[0], parts[1]

@@ -176,6 +176,9 @@ func (u *KubernetesUpstreams) parse(repl *caddy.Replacer) (Reference, selection,
 		ref.Port = string(u.Port)
 	}
 	if u.Cluster != "" {
+		if err := validateClusterName(u.Cluster); err != nil {
+			return ref, sel, fmt.Errorf("cluster: %w", err)
+		}
 		if ref.Cluster != "" && ref.Cluster != u.Cluster {
 			return ref, sel, fmt.Errorf("cluster: %q conflicts with cluster %q in service %q; give it once", u.Cluster, ref.Cluster, service)
 		}
