@@ -2,7 +2,6 @@ package kubernetes
 
 import (
 	"fmt"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -118,11 +117,11 @@ func endpointTargets(svc *corev1.Service, sp *corev1.ServicePort, eps []*discove
 				continue
 			}
 			for _, a := range ep.Addresses {
-				addr, err := netip.ParseAddr(a)
-				if err != nil {
+				addr, ok := upstreams.ParseAddr(a)
+				if !ok {
 					continue // nothing the API server sends may break us
 				}
-				t := upstreams.Target{Addr: addr.Unmap(), Port: port, Weight: 1}
+				t := upstreams.Target{Addr: addr, Port: port, Weight: 1}
 				switch {
 				case isTerminatingServing:
 					terminating = append(terminating, t)
@@ -162,12 +161,15 @@ func slicePort(es *discoveryv1.EndpointSlice, sp *corev1.ServicePort) (uint16, b
 		if spProto == "" {
 			spProto = corev1.ProtocolTCP
 		}
-		if name == sp.Name && proto == spProto && p.Port != nil && *p.Port > 0 && *p.Port <= 65535 {
+		if name == sp.Name && proto == spProto && p.Port != nil && validPort(*p.Port) {
 			return uint16(*p.Port), true
 		}
 	}
 	return 0, false
 }
+
+// validPort reports whether a port number from the API server can be dialed.
+func validPort(p int32) bool { return p >= 1 && p <= 65535 }
 
 func portLabel(sp *corev1.ServicePort) string {
 	if sp.Name != "" {
@@ -183,9 +185,13 @@ func clusterIPTarget(svc *corev1.Service, sp *corev1.ServicePort) ([]upstreams.T
 		return nil, upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("service %s/%s is headless (clusterIP: None), so target cluster_ip has no address; use target endpoints",
 			svc.Namespace, svc.Name))
 	}
-	addr, err := netip.ParseAddr(ip)
-	if err != nil {
-		return nil, fmt.Errorf("service %s/%s has an unparsable clusterIP %q", svc.Namespace, svc.Name, ip)
+	addr, ok := upstreams.ParseAddr(ip)
+	if !ok {
+		return nil, fmt.Errorf("service %s/%s has an unusable clusterIP %q", svc.Namespace, svc.Name, ip)
+	}
+	if !validPort(sp.Port) {
+		return nil, upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("service %s/%s port %s is out of range 1-65535",
+			svc.Namespace, svc.Name, portLabel(sp)))
 	}
 	return []upstreams.Target{{Addr: addr, Port: uint16(sp.Port), Weight: 1}}, nil
 }
@@ -197,6 +203,10 @@ func nodePortTargets(svc *corev1.Service, sp *corev1.ServicePort, nodes []*corev
 	if sp.NodePort == 0 {
 		return nil, upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("service %s/%s port %s has no nodePort (type %s); use type NodePort or LoadBalancer, or another target",
 			svc.Namespace, svc.Name, portLabel(sp), svc.Spec.Type))
+	}
+	if !validPort(sp.NodePort) {
+		return nil, upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("service %s/%s port %s has nodePort %d, out of range 1-65535",
+			svc.Namespace, svc.Name, portLabel(sp), sp.NodePort))
 	}
 	var local map[string]bool
 	if svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
@@ -222,8 +232,8 @@ func nodePortTargets(svc *corev1.Service, sp *corev1.ServicePort, nodes []*corev
 			if a.Type != want {
 				continue
 			}
-			if addr, err := netip.ParseAddr(a.Address); err == nil {
-				ts = append(ts, upstreams.Target{Addr: addr.Unmap(), Port: uint16(sp.NodePort), Weight: 1})
+			if addr, ok := upstreams.ParseAddr(a.Address); ok {
+				ts = append(ts, upstreams.Target{Addr: addr, Port: uint16(sp.NodePort), Weight: 1})
 			}
 		}
 	}
