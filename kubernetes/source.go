@@ -116,6 +116,11 @@ func (KubernetesUpstreams) CaddyModule() caddy.ModuleInfo {
 // config starts (which `caddy validate` never does).
 func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
 	redirectKlog()
+	// in this config's registry, which the admin API's /metrics (also
+	// registered by the admin module) and any metrics handler serve
+	if err := upstreams.RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
 	appVal, err := ctx.App("k8s")
 	if err != nil {
 		return err
