@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -60,7 +59,8 @@ func (s skipped) String() string {
 }
 
 // targets selects the usable instances: healthy, enabled, weight > 0, in one
-// of the clusters and matching the metadata, with a valid IP and port.
+// of the clusters and matching the metadata, with a valid IP and port (not
+// 0.0.0.0 or ::, nor zoned: see upstreams.ParseAddr).
 // Nothing in the list can make it panic.
 func (f filter) targets(list []model.Instance) ([]upstreams.Target, skipped) {
 	out := make([]upstreams.Target, 0, len(list))
@@ -92,12 +92,12 @@ func (f filter) targets(list []model.Instance) ([]upstreams.Target, skipped) {
 			s.metadata++
 			continue
 		}
-		addr, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(in.Ip, "["), "]"))
-		if err != nil || in.Port == 0 || in.Port > math.MaxUint16 {
+		addr, ok := upstreams.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(in.Ip, "["), "]"))
+		if !ok || in.Port == 0 || in.Port > math.MaxUint16 {
 			s.badAddr++
 			continue
 		}
-		out = append(out, upstreams.Target{Addr: addr.Unmap(), Port: uint16(in.Port), Weight: in.Weight})
+		out = append(out, upstreams.Target{Addr: addr, Port: uint16(in.Port), Weight: in.Weight})
 	}
 	return out, s
 }
