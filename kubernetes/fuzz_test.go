@@ -469,7 +469,7 @@ func FuzzEndpointSlices(f *testing.F) {
 		}
 		// what the API server sent, so that no target can be invented
 		sent := map[string]bool{}
-		for _, a := range addrs {
+		for _, a := range append(addrs, svc.Spec.ClusterIP) {
 			if addr, err := netip.ParseAddr(a); err == nil {
 				sent[addr.Unmap().String()] = true
 			}
