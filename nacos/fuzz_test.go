@@ -342,9 +342,14 @@ func FuzzInstances(f *testing.F) {
 	})
 }
 
+// checkInstances is FuzzInstances' body: data decides the source's filter
+// and protect_threshold, then two instance lists.
 func checkInstances(t *testing.T, ipList, clusterList, metaList string, data []byte) {
 	st := upstreamstest.Stream(data)
 	ips := fuzzIPs(ipList)
+	// Strings of a config, and of the SDK's instances, come from JSON,
+	// whose decoder makes them valid UTF-8.
+	clusterList, metaList = strings.ToValidUTF8(clusterList, "\uFFFD"), strings.ToValidUTF8(metaList, "\uFFFD")
 	clusters := append(strings.Split(clusterList, ","), "DEFAULT", "")
 	var pairs [][2]string
 	for kv := range strings.SplitSeq(metaList, ",") {
