@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -253,6 +254,9 @@ var seriesByName = make(map[[2]string]*series)
 // which it creates if needed, and counts what c's current snapshot brings.
 // The caller holds index.mu.
 func joinSeries(c *Cell, source, service string) {
+	// Prometheus panics on a label value that is not UTF-8, with index.mu
+	// held; a config's JSON cannot carry one, code setting fields can.
+	source, service = strings.ToValidUTF8(source, "\uFFFD"), strings.ToValidUTF8(service, "\uFFFD")
 	key := [2]string{source, service}
 	s := seriesByName[key]
 	if s == nil {

@@ -364,3 +364,22 @@ func TestMetricsLint(t *testing.T) {
 		}
 	}
 }
+
+// TestRegisterInvalidUTF8: a service label that is not UTF-8 is repaired,
+// not a panic that would leave the index locked for every later source.
+func TestRegisterInvalidUTF8(t *testing.T) {
+	var a, b Cell
+	a.Store(NewSnapshot(nil, nil))
+	unregister := Register("nacos", "shop@@orders (metadata \x9e\x9ew=)", &a)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Register("nacos", "other", &b)()
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Register blocked after a label that is not UTF-8")
+	}
+	unregister()
+}
