@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -58,7 +59,7 @@ func benchK8sSource(b *testing.B, n int) reverseproxy.UpstreamSource {
 	sources := make([]*KubernetesUpstreams, len(refs))
 	for i, ref := range refs {
 		sources[i] = new(KubernetesUpstreams)
-		if err := sources[i].subscribe(app, "bench", fp, client, ref, selection{target: targetEndpoints}); err != nil {
+		if err := sources[i].subscribe(caddy.Log(), app, "bench", fp, client, ref, selection{target: targetEndpoints}); err != nil {
 			b.Fatal(err)
 		}
 	}

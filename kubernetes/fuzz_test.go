@@ -288,7 +288,7 @@ func FuzzJSON(f *testing.F) {
 			ref.Namespace = "default" // Provision asks the connection
 		}
 		v := new(KubernetesUpstreams)
-		if err := v.subscribe(app, name, "fp-fuzz", client, ref, sel); err != nil {
+		if err := v.subscribe(caddy.Log(), app, name, "fp-fuzz", client, ref, sel); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := v.GetUpstreams(nil); err == nil || !strings.Contains(err.Error(), "waiting for the first list") {

@@ -122,7 +122,7 @@ type informerSet struct {
 	namespace string // "" for cluster-scoped resources
 	resources []resource
 	informers []cache.SharedIndexInformer
-	problems  []atomic.Pointer[watchProblem] // per resource
+	problems  []*upstreams.Condition // per resource: its latest list or watch failure
 	// watched is set once a resource's first watch started; broken when,
 	// after that, a watch failed or a list had to be made again (after an
 	// error or an expiry), so that the next watch is a restart.
@@ -145,9 +145,6 @@ type informerSet struct {
 	subs map[*subscription]struct{}
 }
 
-// watchProblem is the latest failure to list or watch.
-type watchProblem struct{ err error }
-
 func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs ...resource) (*informerSet, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &informerSet{
@@ -157,13 +154,16 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 		ctx:       ctx,
 		cancel:    cancel,
 		subs:      make(map[*subscription]struct{}),
-		problems:  make([]atomic.Pointer[watchProblem], len(rs)),
+		problems:  make([]*upstreams.Condition, len(rs)),
 		watched:   make([]atomic.Bool, len(rs)),
 		broken:    make([]atomic.Bool, len(rs)),
 		link:      upstreams.NewLink("k8s", cluster, propagationSeconds),
 		created:   time.Now(),
 	}
+	log := caddy.Log().Named("kubernetes")
 	for i, r := range rs {
+		s.problems[i] = upstreams.NewCondition(log, "watching the API server failed; retrying with backoff", "watching the API server works again",
+			zap.String("cluster", cluster), zap.String("namespace", namespace), zap.String("resource", r.qualified()))
 		lw := &cache.ListWatch{
 			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 				if s.watched[i].Load() {
@@ -187,7 +187,7 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 				if s.watched[i].Swap(true) && s.broken[i].Swap(false) {
 					s.link.WatchRestarted()
 				}
-				s.clearProblem(i)
+				s.setProblem(i, nil)
 				return w, err
 			},
 		}
@@ -267,6 +267,7 @@ func (s *informerSet) run() {
 		}
 		s.synced.Store(true)
 		s.reportConnected()
+		s.each(func(sub *subscription) bool { return true }, (*subscription).troubled)
 		s.changed("")
 	})
 }
@@ -302,7 +303,7 @@ func (s *informerSet) changedAt(service string, trigger time.Time) {
 	if !s.synced.Load() {
 		return // the first sync refreshes everything
 	}
-	n := s.refreshWhere(func(sub *subscription) bool { return service == "" || sub.ref.Name == service })
+	n := s.each(func(sub *subscription) bool { return service == "" || sub.ref.Name == service }, (*subscription).refresh)
 	if n > 0 && !trigger.IsZero() {
 		s.link.Observe(time.Since(trigger))
 	}
@@ -312,9 +313,8 @@ func (s *informerSet) changedAt(service string, trigger time.Time) {
 // problem to show: the latest list/watch failure, or, before the first list,
 // that it is still awaited.
 func (s *informerSet) state() (synced bool, problem error) {
-	for i := range s.problems {
-		if p := s.problems[i].Load(); p != nil {
-			problem = p.err
+	for _, c := range s.problems {
+		if problem = c.Err(); problem != nil {
 			break
 		}
 	}
@@ -340,42 +340,26 @@ func (s *informerSet) reportConnected() {
 	s.linkMu.Lock()
 	defer s.linkMu.Unlock()
 	up := s.synced.Load()
-	for i := range s.problems {
-		up = up && s.problems[i].Load() == nil
+	for _, c := range s.problems {
+		up = up && c.Err() == nil
 	}
 	s.link.SetConnected(up)
 }
 
-// setProblem records a list/watch failure, logs it once (not on every retry)
-// and shows it to the subscriptions.
+// setProblem records a list or watch failure of resource i, or its end
+// (nil). Its condition logs it once, not on every retry; the subscriptions
+// show it as their trouble.
 func (s *informerSet) setProblem(i int, err error) {
-	old := s.problems[i].Swap(&watchProblem{err: err})
+	changed := s.problems[i].Set(err)
 	s.reportConnected()
-	if old != nil && old.err.Error() == err.Error() {
-		return
-	}
-	caddy.Log().Named("kubernetes").Error("watching the API server failed; retrying with backoff", zap.Error(err))
-	s.refreshAll()
-}
-
-func (s *informerSet) clearProblem(i int) {
-	if old := s.problems[i].Swap(nil); old != nil {
-		s.reportConnected()
-		caddy.Log().Named("kubernetes").Info("watching the API server works again",
-			zap.String("cluster", s.cluster), zap.String("namespace", s.namespace), zap.NamedError("previous_error", old.err))
-		s.refreshAll()
+	if changed {
+		s.each(func(*subscription) bool { return true }, (*subscription).troubled)
 	}
 }
 
-// refreshAll refreshes every subscription, synced or not, so that they
-// report the set's current problem.
-func (s *informerSet) refreshAll() {
-	s.refreshWhere(func(*subscription) bool { return true })
-}
-
-// refreshWhere refreshes the subscriptions that match, outside the lock,
-// and returns how many it refreshed.
-func (s *informerSet) refreshWhere(match func(*subscription) bool) int {
+// each calls f on the subscriptions that match, outside the lock, and
+// returns how many there were.
+func (s *informerSet) each(match func(*subscription) bool, f func(*subscription)) int {
 	s.mu.Lock()
 	var todo []*subscription
 	for sub := range s.subs {
@@ -385,7 +369,7 @@ func (s *informerSet) refreshWhere(match func(*subscription) bool) int {
 	}
 	s.mu.Unlock()
 	for _, sub := range todo {
-		sub.refresh()
+		f(sub)
 	}
 	return len(todo)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -76,7 +77,7 @@ func TestMetricsFollowService(t *testing.T) {
 	reg := upstreamstest.Metrics(t)
 	app := new(App)
 	u := new(KubernetesUpstreams)
-	if err := u.subscribe(app, "metrics", "fp-metrics", client, Reference{Namespace: "shop", Name: "web", Port: "http"}, selection{target: targetEndpoints}); err != nil {
+	if err := u.subscribe(caddy.Log(), app, "metrics", "fp-metrics", client, Reference{Namespace: "shop", Name: "web", Port: "http"}, selection{target: targetEndpoints}); err != nil {
 		t.Fatal(err)
 	}
 	svc := []string{"source", "k8s", "service", "shop/web:http"}

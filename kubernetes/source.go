@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
@@ -148,7 +149,7 @@ func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes cluster %q: creating client: %w", name, err)
 	}
-	return u.subscribe(app, name, fp, client, ref, sel)
+	return u.subscribe(ctx.Logger(), app, name, fp, client, ref, sel)
 }
 
 // parse checks the fields and turns them into a reference and a selection.
@@ -218,7 +219,7 @@ func (u *KubernetesUpstreams) parse(repl *caddy.Replacer) (Reference, selection,
 }
 
 // subscribe joins (or creates) the informer sets the reference needs.
-func (u *KubernetesUpstreams) subscribe(app *App, cluster, fp string, client kubernetes.Interface, ref Reference, sel selection) error {
+func (u *KubernetesUpstreams) subscribe(log *zap.Logger, app *App, cluster, fp string, client kubernetes.Interface, ref Reference, sel selection) error {
 	nsKey := "k8s/" + fp + "/namespace/" + ref.Namespace
 	ns, err := acquire(nsKey, func() (*informerSet, error) {
 		return newInformerSet(cluster, ref.Namespace, client, services, endpointSlices)
@@ -227,7 +228,7 @@ func (u *KubernetesUpstreams) subscribe(app *App, cluster, fp string, client kub
 		return err
 	}
 	u.keys = append(u.keys, nsKey)
-	sub := &subscription{ref: ref, sel: sel, ns: ns}
+	sub := &subscription{ref: ref, sel: sel, ns: ns, pub: upstreams.NewPublisher(log, ref.String())}
 	sets := []*informerSet{ns}
 	if sel.target == targetNodePort {
 		nodesKey := "k8s/" + fp + "/nodes"
@@ -243,9 +244,10 @@ func (u *KubernetesUpstreams) subscribe(app *App, cluster, fp string, client kub
 	for _, s := range sets {
 		s.subscribe(sub)
 	}
+	sub.troubled()
 	sub.refresh()
 	u.sub = sub
-	u.unregister = upstreams.Register("k8s", ref.String(), &sub.cell)
+	u.unregister = upstreams.Register("k8s", ref.String(), sub.pub.Cell())
 	app.track(sets...)
 	return nil
 }
@@ -255,7 +257,7 @@ func (u *KubernetesUpstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstr
 	if u.sub == nil {
 		return nil, errors.New("kubernetes upstream source is not provisioned")
 	}
-	return u.sub.cell.Load().Upstreams()
+	return u.sub.pub.Load().Upstreams()
 }
 
 // Cleanup leaves the informer sets; the last user of a set stops it.

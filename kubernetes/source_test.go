@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 
+	"github.com/caddyserver/caddy/v2"
+
 	"github.com/caddy-discovery/caddy-discovery/upstreams/upstreamstest"
 )
 
@@ -34,7 +36,7 @@ func TestSharedWatchLifecycle(t *testing.T) {
 	ref := Reference{Namespace: "shop", Name: "web", Port: "http"}
 	a, b := new(KubernetesUpstreams), new(KubernetesUpstreams)
 	for _, u := range []*KubernetesUpstreams{a, b} {
-		if err := u.subscribe(app, "test", "fp-lifecycle", client, ref, selection{target: targetEndpoints}); err != nil {
+		if err := u.subscribe(caddy.Log(), app, "test", "fp-lifecycle", client, ref, selection{target: targetEndpoints}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -97,7 +99,7 @@ func TestSharedWatchLifecycle(t *testing.T) {
 func TestValidateStartsNothing(t *testing.T) {
 	client := fake.NewClientset()
 	u := new(KubernetesUpstreams)
-	if err := u.subscribe(new(App), "test", "fp-validate", client, Reference{Namespace: "a", Name: "b"}, selection{target: targetNodePort}); err != nil {
+	if err := u.subscribe(caddy.Log(), new(App), "test", "fp-validate", client, Reference{Namespace: "a", Name: "b"}, selection{target: targetNodePort}); err != nil {
 		t.Fatal(err)
 	}
 	if err := u.Cleanup(); err != nil {

@@ -4,85 +4,62 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
-// subscription is one upstream source's view of one Service port. Informer
-// event handlers refresh it; GetUpstreams reads its cell.
+// subscription is one upstream source's view of one Service port. Its
+// informer sets push into its publisher: a new list computed from their
+// caches when an object of the Service changes, and their trouble (the
+// first list awaited, a failing watch) when it begins or ends.
 type subscription struct {
 	ref   Reference
 	sel   selection
 	ns    *informerSet // Services and EndpointSlices of ref.Namespace
 	nodes *informerSet // Nodes, for targetNodePort only
 
-	cell upstreams.Cell
+	pub *upstreams.Publisher
 
-	mu          sync.Mutex // serializes refresh, so an older view never overwrites a newer one
-	lastProblem string     // the Service problem last logged, "" if none
+	mu sync.Mutex // serializes refresh, so an older list never overwrites a newer one
 }
 
-// refresh recomputes the targets from the informers' caches and publishes them.
+// sets lists the subscription's informer sets.
+func (s *subscription) sets() []*informerSet {
+	if s.nodes == nil {
+		return []*informerSet{s.ns}
+	}
+	return []*informerSet{s.ns, s.nodes}
+}
+
+// refresh recomputes the targets from the informers' caches and publishes
+// them, once every set has listed its objects.
 func (s *subscription) refresh() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-
-	targets, err := s.compute()
-	s.cell.Store(upstreams.NewSnapshot(targets, err))
-
-	// Problems of the watches themselves (and the wait for the first list)
-	// are logged once by their informer set; only the Service's own are
-	// logged here, when they start and end.
-	problem := ""
-	if err != nil && s.synced() && s.watchProblem() == nil {
-		problem = err.Error()
-	}
-	if problem != s.lastProblem && (problem != "" || err == nil) {
-		log := caddy.Log().Named("kubernetes")
-		if problem == "" {
-			log.Info("service has backends again", zap.String("service", s.ref.String()), zap.Int("backends", len(targets)))
-		} else {
-			log.Warn("service has no usable backends", zap.String("service", s.ref.String()), zap.Error(err))
+	for _, set := range s.sets() {
+		if !set.synced.Load() {
+			return // the sets' trouble says that the first list is awaited
 		}
-		s.lastProblem = problem
 	}
+	s.pub.List(s.compute())
 }
 
-// synced reports whether every informer set has listed its objects once.
-func (s *subscription) synced() bool {
-	for _, set := range []*informerSet{s.ns, s.nodes} {
-		if set != nil && !set.synced.Load() {
-			return false
+// troubled publishes the sets' current trouble: the first that has one.
+func (s *subscription) troubled() {
+	var trouble error
+	for _, set := range s.sets() {
+		if _, problem := set.state(); problem != nil {
+			trouble = problem
+			break
 		}
 	}
-	return true
+	s.pub.Trouble(trouble)
 }
 
-func (s *subscription) watchProblem() error {
-	for _, set := range []*informerSet{s.ns, s.nodes} {
-		if set == nil {
-			continue
-		}
-		if synced, problem := set.state(); synced && problem != nil {
-			return problem
-		}
-	}
-	return nil
-}
-
+// compute selects the targets from the caches, or says why there are none.
 func (s *subscription) compute() ([]upstreams.Target, error) {
-	for _, set := range []*informerSet{s.ns, s.nodes} {
-		if set == nil {
-			continue
-		}
-		if synced, problem := set.state(); !synced {
-			return nil, problem
-		}
-	}
 	svc, err := s.service()
 	if err != nil {
 		return nil, err
@@ -103,15 +80,10 @@ func (s *subscription) compute() ([]upstreams.Target, error) {
 	if err != nil {
 		return nil, s.inCluster(err)
 	}
-	// A watch problem after the first sync leaves the caches as they were
-	// last seen: serve them, and report the problem in case there are none.
-	return targets, s.watchProblem()
+	return targets, nil
 }
 
 func (s *subscription) inCluster(err error) error {
-	if problem := s.watchProblem(); problem != nil {
-		return fmt.Errorf("%w (%w)", err, problem)
-	}
 	return fmt.Errorf("kubernetes cluster %q: %w", s.ns.cluster, err)
 }
 
@@ -136,7 +108,6 @@ func (s *subscription) service() (*corev1.Service, error) {
 	return nil, s.inCluster(upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("service %s/%s not found (services in namespace %q: %v%s)",
 		s.ref.Namespace, s.ref.Name, s.ref.Namespace, names, more)))
 }
-
 func (s *subscription) slices() []*discoveryv1.EndpointSlice {
 	objs, err := s.ns.indexer(endpointSlices).ByIndex(serviceIndex, s.ref.Name)
 	if err != nil {
