@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/nacos-group/nacos-sdk-go/v2/model"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
@@ -34,7 +35,7 @@ func benchNacosSource(b *testing.B, n int) reverseproxy.UpstreamSource {
 	app := new(App)
 	key := fmt.Sprintf("shop@@web-%d", n)
 	u := &NacosUpstreams{Service: key}
-	if err := u.provision(app); err != nil {
+	if err := u.provision(caddy.Log(), app); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
@@ -46,7 +47,7 @@ func benchNacosSource(b *testing.B, n int) reverseproxy.UpstreamSource {
 		b.Fatal(err)
 	}
 	// the sources of all sizes share one pooled client, made by the first
-	c := u.view.w.c
+	c := u.watch.c
 	<-c.ready
 	fake := c.nc.(*fakeNaming)
 	list := make([]model.Instance, n)

@@ -87,8 +87,10 @@ type client struct {
 	reconnected atomic.Int64 // unix nanos of the latest reconnect
 	// noGRPC is when a request first failed for want of a gRPC connection
 	// while the server was reachable (unix nanos); 0 once one got through.
-	noGRPC  atomic.Int64
-	problem atomic.Pointer[problem]
+	noGRPC atomic.Int64
+	// problem is the connection's: pending while connecting, a problem
+	// while it is lost.
+	problem *upstreams.Condition
 
 	// link reports the connection state to the server's metrics.
 	link *upstreams.Link
@@ -131,7 +133,8 @@ func newClient(name string, param vo.NacosClientParam) *client {
 	case param.ClientConfig.AccessKey != "":
 		c.auth = "access_key"
 	}
-	c.problem.Store(&problem{upstreams.Pending(fmt.Errorf("%s: connecting", where))})
+	c.problem = upstreams.NewCondition(caddy.Log().Named("nacos"), "nacos connection problem", "connected to nacos server", zap.String("server", where))
+	c.problem.Set(upstreams.Pending(fmt.Errorf("%s: connecting", where)))
 	c.start = sync.OnceFunc(func() { c.done.Go(c.run) })
 	return c
 }
@@ -249,23 +252,15 @@ func (c *client) protecting() bool {
 	return at != 0 && time.Since(time.Unix(0, at)) < reconnectGrace
 }
 
-// setProblem records a connection problem, logs it once and shows it to the
-// subscriptions.
+// setProblem records the connection's problem, or its end (nil); its
+// condition logs it once, and the subscriptions show it as their trouble.
 func (c *client) setProblem(err error) {
-	old := c.problem.Swap(&problem{err: err})
-	if old != nil && old.err.Error() == err.Error() {
-		return
+	if c.problem.Set(err) {
+		c.each((*watch).troubled)
 	}
-	caddy.Log().Named("nacos").Error("nacos connection problem", zap.Error(err))
-	c.publishAll()
 }
 
-func (c *client) clearProblem() {
-	if old := c.problem.Swap(nil); old != nil {
-		caddy.Log().Named("nacos").Info("connected to nacos server", zap.String("server", c.where), zap.NamedError("previous_error", old.err))
-		c.publishAll()
-	}
-}
+func (c *client) clearProblem() { c.setProblem(nil) }
 
 // timeout is how long one request to the server may take.
 func (c *client) timeout() time.Duration {
@@ -277,10 +272,7 @@ func (c *client) timeout() time.Duration {
 
 // connProblem is the current connection problem, or nil.
 func (c *client) connProblem() error {
-	if p := c.problem.Load(); p != nil {
-		return p.err
-	}
-	return nil
+	return c.problem.Err()
 }
 
 func (c *client) addWatch(w *watch) {
@@ -313,8 +305,7 @@ func (c *client) each(f func(*watch)) {
 	}
 }
 
-func (c *client) kickAll()    { c.each((*watch).kick) }
-func (c *client) publishAll() { c.each((*watch).publish) }
+func (c *client) kickAll() { c.each((*watch).kick) }
 
 // Destruct stops the client once the last subscription through it is gone:
 // it waits for the subscriptions still leaving, then closes the SDK client.

@@ -293,7 +293,7 @@ func FuzzJSON(f *testing.F) {
 			}
 			app = new(App)
 		}
-		if err := u.provision(app); err != nil {
+		if err := u.provision(caddy.Log(), app); err != nil {
 			check(err)
 			return
 		}
@@ -369,7 +369,7 @@ func checkInstances(t *testing.T, ipList, clusterList, metaList string, data []b
 		u.Clusters, u.Metadata = nil, nil // a filter no config can have
 	}
 	app := new(App)
-	if err := u.provision(app); err != nil {
+	if err := u.provision(caddy.Log(), app); err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
@@ -411,7 +411,7 @@ func checkInstances(t *testing.T, ipList, clusterList, metaList string, data []b
 			}
 		}
 
-		u.view.w.param.SubscribeCallback(l, nil) // as the SDK calls back
+		u.watch.param.SubscribeCallback(l, nil) // as the SDK calls back
 		ups, err := u.GetUpstreams(nil)
 		if err != nil {
 			if len(ups) > 0 {

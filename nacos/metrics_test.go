@@ -56,7 +56,7 @@ func TestMetricsFollowInstances(t *testing.T) {
 	reg := upstreamstest.Metrics(t)
 	app := new(App)
 	u := &NacosUpstreams{Service: "orders", Server: Server{Addresses: []string{"127.0.0.9:8848"}, ReconcileInterval: caddy.Duration(100 * time.Millisecond)}}
-	if err := u.provision(app); err != nil {
+	if err := u.provision(caddy.Log(), app); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = u.Cleanup() })
@@ -85,7 +85,7 @@ func TestMetricsFollowInstances(t *testing.T) {
 	upstreamstest.Eventually(t, 5*time.Second, func() error {
 		fake.mu.Lock()
 		defer fake.mu.Unlock()
-		if n := fake.subs[u.view.w.param]; n < 3 {
+		if n := fake.subs[u.watch.param]; n < 3 {
 			return fmt.Errorf("%d Subscribe calls, want reconciles", n)
 		}
 		return nil

@@ -511,11 +511,11 @@ func TestSharedLifecycle(t *testing.T) {
 	a := &NacosUpstreams{Service: "shop@@orders"}
 	b := &NacosUpstreams{Service: "orders", Group: "shop", Metadata: map[string]string{"version": "v2"}}
 	for _, u := range []*NacosUpstreams{a, b} {
-		if err := u.provision(app1); err != nil {
+		if err := u.provision(caddy.Log(), app1); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if a.view.w != b.view.w {
+	if a.watch != b.watch {
 		t.Fatal("sources of the same service must share one subscription")
 	}
 	if _, err := a.GetUpstreams(nil); err == nil || !strings.Contains(err.Error(), "connecting") {
@@ -535,7 +535,7 @@ func TestSharedLifecycle(t *testing.T) {
 	// the first connect coming up does not repeat the first Subscribe
 	time.Sleep(5 * healthInterval)
 	fake.mu.Lock()
-	n := fake.subs[a.view.w.param]
+	n := fake.subs[a.watch.param]
 	fake.mu.Unlock()
 	if n != 1 {
 		t.Errorf("subscribed %d times on the first connect, want 1", n)
@@ -558,14 +558,14 @@ func TestSharedLifecycle(t *testing.T) {
 	// "reload": a new config provisions and starts, then the old one is cleaned up
 	app2 := new(App)
 	c := &NacosUpstreams{Service: "orders", Group: "shop"}
-	if err := c.provision(app2); err != nil {
+	if err := c.provision(caddy.Log(), app2); err != nil {
 		t.Fatal(err)
 	}
 	if err := app2.Start(); err != nil {
 		t.Fatal(err)
 	}
 	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(c, "10.0.0.1:80", "10.0.0.2:80")) // served at once from the shared list
-	w := a.view.w
+	w := a.watch
 	for _, u := range []*NacosUpstreams{a, b} {
 		if err := u.Cleanup(); err != nil {
 			t.Fatal(err)
@@ -619,22 +619,22 @@ func TestReconcileIntervalSharesClient(t *testing.T) {
 	off := &NacosUpstreams{Service: "orders", Server: Server{Addresses: []string{"10.0.0.1"}, ReconcileInterval: -1}}
 	other := &NacosUpstreams{Service: "billing", Server: Server{Addresses: []string{"10.0.0.1"}}}
 	for _, u := range []*NacosUpstreams{fast, off, other} {
-		if err := u.provision(app); err != nil {
+		if err := u.provision(caddy.Log(), app); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = u.Cleanup() })
 	}
-	if fast.view.w.c != other.view.w.c || len(fast.keys) == 0 || fast.keys[0] != other.keys[0] {
+	if fast.watch.c != other.watch.c || len(fast.keys) == 0 || fast.keys[0] != other.keys[0] {
 		t.Fatal("sources with the same connection must share one client, whatever their reconcile_interval")
 	}
-	if got := fast.view.w.reconcileInterval(); got != time.Second {
+	if got := fast.watch.reconcileInterval(); got != time.Second {
 		t.Errorf("shared subscription re-reads every %v, want the smallest, 1s", got)
 	}
-	if got := other.view.w.reconcileInterval(); got != defaultReconcileInterval {
+	if got := other.watch.reconcileInterval(); got != defaultReconcileInterval {
 		t.Errorf("default interval = %v", got)
 	}
 	_ = app.Start()
-	<-fast.view.w.c.ready
+	<-fast.watch.c.ready
 	if *created != 1 {
 		t.Errorf("%d naming clients created, want 1", *created)
 	}
@@ -651,7 +651,7 @@ func TestReconcileAndOutage(t *testing.T) {
 	plain := &NacosUpstreams{Service: "orders"}
 	protected := &NacosUpstreams{Service: "orders", ProtectThreshold: 1}
 	for _, u := range []*NacosUpstreams{plain, protected} {
-		if err := u.provision(app); err != nil {
+		if err := u.provision(caddy.Log(), app); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -670,7 +670,7 @@ func TestReconcileAndOutage(t *testing.T) {
 	fake.healthy = false
 	fake.mu.Unlock()
 	upstreamstest.Eventually(t, 5*time.Second, func() error {
-		if plain.view.w.c.connProblem() == nil {
+		if plain.watch.c.connProblem() == nil {
 			return errors.New("outage not noticed")
 		}
 		return nil
@@ -745,7 +745,7 @@ func TestDestructIsBounded(t *testing.T) {
 	var us []*NacosUpstreams
 	for i := range 6 {
 		u := &NacosUpstreams{Service: fmt.Sprintf("svc%d", i)}
-		if err := u.provision(app); err != nil {
+		if err := u.provision(caddy.Log(), app); err != nil {
 			t.Fatal(err)
 		}
 		us = append(us, u)
@@ -776,7 +776,7 @@ func TestDestructIsBounded(t *testing.T) {
 	fake.healthy = false
 	fake.mu.Unlock()
 	upstreamstest.Eventually(t, 5*time.Second, func() error {
-		if us[1].view.w.c.connProblem() == nil {
+		if us[1].watch.c.connProblem() == nil {
 			return errors.New("outage not noticed")
 		}
 		return nil
@@ -886,7 +886,7 @@ func TestSubscribeBeforeGRPC(t *testing.T) {
 	fails.Store(2)
 	u := &NacosUpstreams{Service: "orders"}
 	app := new(App)
-	if err := u.provision(app); err != nil {
+	if err := u.provision(caddy.Log(), app); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = u.Cleanup() })
@@ -905,7 +905,7 @@ func TestSubscribeBeforeGRPC(t *testing.T) {
 
 	// the connection is lost and comes back; the first Subscribe after it
 	// still finds no gRPC connection
-	w := u.view.w
+	w := u.watch
 	fake.mu.Lock()
 	fake.healthy = false
 	fake.mu.Unlock()
@@ -936,8 +936,8 @@ func TestSubscribeBeforeGRPC(t *testing.T) {
 	if n := len(errorsAfter(all, "")); n != 1 {
 		t.Errorf("%d error lines in all, want 1 (the lost connection): %q", n, errorsAfter(all, ""))
 	}
-	if p := w.subProblem.Load(); p != nil {
-		t.Errorf("subscription problem %v", p.err)
+	if err := w.sub.Err(); err != nil {
+		t.Errorf("subscription problem %v", err)
 	}
 	if w.c.noGRPC.Load() != 0 {
 		t.Error("a Subscribe got through, but the client still notes no gRPC connection")
@@ -957,7 +957,7 @@ func TestGRPCNeverComesUp(t *testing.T) {
 	fails.Store(math.MaxInt32)
 	u := &NacosUpstreams{Service: "orders"}
 	app := new(App)
-	if err := u.provision(app); err != nil {
+	if err := u.provision(caddy.Log(), app); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = u.Cleanup() })
@@ -978,7 +978,7 @@ func TestGRPCNeverComesUp(t *testing.T) {
 	fails.Store(0)
 	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(u, "10.0.0.1:80"))
 	upstreamstest.Eventually(t, 5*time.Second, func() error {
-		if err := u.view.w.c.connProblem(); err != nil {
+		if err := u.watch.c.connProblem(); err != nil {
 			return err
 		}
 		return nil
@@ -997,7 +997,7 @@ func TestSubscribeErrors(t *testing.T) {
 	fake.subscribeErr = errors.New("rpc error: code = 403, user not found")
 	u := &NacosUpstreams{Service: "orders", Server: Server{Username: "u", Password: "hunter2"}}
 	app := new(App)
-	if err := u.provision(app); err != nil {
+	if err := u.provision(caddy.Log(), app); err != nil {
 		t.Fatal(err)
 	}
 	_ = app.Start()
@@ -1022,7 +1022,7 @@ func TestSubscribeErrors(t *testing.T) {
 
 	*created = 0
 	v := &NacosUpstreams{Service: "other"}
-	if err := v.provision(new(App)); err != nil {
+	if err := v.provision(caddy.Log(), new(App)); err != nil {
 		t.Fatal(err)
 	}
 	if err := v.Cleanup(); err != nil {
@@ -1055,7 +1055,7 @@ func TestNoListAfterSubscribe(t *testing.T) {
 		Username: "u", Password: "hunter2", Namespace: "prod", Timeout: caddy.Duration(100 * time.Millisecond),
 	}}
 	app := new(App)
-	if err := u.provision(app); err != nil {
+	if err := u.provision(caddy.Log(), app); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = u.Cleanup() })
@@ -1074,7 +1074,7 @@ func TestNoListAfterSubscribe(t *testing.T) {
 	})
 	fake.push("DEFAULT_GROUP@@orders", inst("10.0.0.1", 80))
 	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(u, "10.0.0.1:80"))
-	if u.view.w.silence.Load() != nil {
+	if u.watch.silence.Err() != nil {
 		t.Error("the first list must clear the problem")
 	}
 
@@ -1083,14 +1083,14 @@ func TestNoListAfterSubscribe(t *testing.T) {
 	t.Cleanup(func() { newNamingClient = old })
 	v := &NacosUpstreams{Service: "billing", Server: Server{Timeout: caddy.Duration(30 * time.Millisecond)}}
 	app2 := new(App)
-	if err := v.provision(app2); err != nil {
+	if err := v.provision(caddy.Log(), app2); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = v.Cleanup() })
 	_ = app2.Start()
 	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(v, "10.0.0.1:80"))
 	time.Sleep(150 * time.Millisecond) // well past the timeout
-	if err := upstreamstest.ExpectDials(v, "10.0.0.1:80")(); err != nil || v.view.w.silence.Load() != nil {
+	if err := upstreamstest.ExpectDials(v, "10.0.0.1:80")(); err != nil || v.watch.silence.Err() != nil {
 		t.Fatalf("false alarm: %v", err)
 	}
 }
@@ -1179,7 +1179,7 @@ func TestServerAnswersCannotCrash(t *testing.T) {
 			newNamingClient = nc
 			u := &NacosUpstreams{Service: "orders-" + name}
 			app := new(App)
-			if err := u.provision(app); err != nil {
+			if err := u.provision(caddy.Log(), app); err != nil {
 				t.Fatal(err)
 			}
 			defer func() { _ = u.Cleanup() }()

@@ -3,6 +3,8 @@ package nacos
 import (
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // TestServerErrorsHideCredentials: an address written with credentials in
@@ -44,14 +46,14 @@ func TestGRPCPortErrorShowsAddressAsWritten(t *testing.T) {
 // nacos app names that server.
 func TestErrorsNameWhatTheUserWrote(t *testing.T) {
 	inline := &NacosUpstreams{Service: "shop", Server: Server{Addresses: []string{"10.0.0.1:64999"}}}
-	err := inline.provision(new(App))
+	err := inline.provision(caddy.Log(), new(App))
 	want := `addresses: "10.0.0.1:64999": the gRPC port 65999 (port + 1000) is out of range; set grpc_port`
 	if err == nil || err.Error() != want {
 		t.Errorf("inline connection: error = %v, want %q", err, want)
 	}
 
 	named := &NacosUpstreams{Service: "shop", ServerName: "prod"}
-	err = named.provision(&App{Servers: map[string]*Server{"prod": {Addresses: []string{"http://10.0.0.1:64999/nacos"}}}})
+	err = named.provision(caddy.Log(), &App{Servers: map[string]*Server{"prod": {Addresses: []string{"http://10.0.0.1:64999/nacos"}}}})
 	want = `nacos server "prod": addresses: "http://10.0.0.1:64999/nacos": the gRPC port 65999 (port + 1000) is out of range; set grpc_port`
 	if err == nil || err.Error() != want {
 		t.Errorf("named server: error = %v, want %q", err, want)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
@@ -94,6 +95,7 @@ type NacosUpstreams struct {
 	Server
 
 	view       *view
+	watch      *watch
 	keys       []string
 	unregister func()
 }
@@ -121,10 +123,10 @@ func (u *NacosUpstreams) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	return u.provision(appVal.(*App))
+	return u.provision(ctx.Logger(), appVal.(*App))
 }
 
-func (u *NacosUpstreams) provision(app *App) error {
+func (u *NacosUpstreams) provision(log *zap.Logger, app *App) error {
 	ref, f, err := u.parse(caddy.NewReplacer())
 	if err != nil {
 		return err
@@ -161,13 +163,14 @@ func (u *NacosUpstreams) provision(app *App) error {
 		return err
 	}
 	u.keys = append(u.keys, watchKey)
-	u.view = &view{w: w, filter: f, protect: u.ProtectThreshold, reconcile: reconcile}
-	w.addView(u.view)
 	dumpName := ref.String()
 	if sel := f.String(); sel != "" {
 		dumpName += " (" + sel + ")"
 	}
-	u.unregister = upstreams.Register("nacos", dumpName, &u.view.cell)
+	u.view = &view{filter: f, protect: u.ProtectThreshold, reconcile: reconcile, pub: upstreams.NewPublisher(log, dumpName)}
+	u.watch = w
+	w.addView(u.view)
+	u.unregister = upstreams.Register("nacos", dumpName, u.view.pub.Cell())
 	app.track(c, w)
 	return nil
 }
@@ -259,7 +262,7 @@ func (u *NacosUpstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, 
 	if u.view == nil {
 		return nil, errors.New("nacos upstream source is not provisioned")
 	}
-	return u.view.cell.Load().Upstreams()
+	return u.view.pub.Load().Upstreams()
 }
 
 // Cleanup leaves the subscription and the client; the last user of each
@@ -270,7 +273,7 @@ func (u *NacosUpstreams) Cleanup() error {
 		u.unregister = nil
 	}
 	if u.view != nil {
-		u.view.w.removeView(u.view)
+		u.watch.removeView(u.view)
 	}
 	var errs []error
 	// the subscription's key comes after its client's: release it first,

@@ -1,7 +1,6 @@
 package nacos
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -9,9 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/nacos-group/nacos-sdk-go/v2/model"
-	"go.uber.org/zap"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
@@ -102,99 +99,44 @@ func (f filter) targets(list []model.Instance) ([]upstreams.Target, skipped) {
 	return out, s
 }
 
-// view is one source's selection from a shared watch; GetUpstreams reads its
-// cell. The watch calls update with its lock held, so updates never overlap.
+// view is one source's selection from a shared watch: its filter, and
+// protect_threshold's memory of what it last published. The watch feeds it
+// lists and publishes what it selects through the view's publisher, which
+// GetUpstreams reads. The watch's lock serializes its use.
 type view struct {
-	w       *watch
 	filter  filter
 	protect float64 // protect_threshold; 0: off
 	// reconcile is the source's reconcile_interval; 0: off. Set before
 	// the view is added to its watch.
 	reconcile time.Duration
 
-	cell upstreams.Cell
+	pub *upstreams.Publisher
 
-	last        []upstreams.Target // the targets last published
-	holding     bool
-	lastProblem string // the no-instance problem last logged, "" if none
+	last    []upstreams.Target // the targets last published
+	holding bool               // last is kept under protect_threshold
 }
 
-// update publishes the view of list; it reports whether protect_threshold
-// keeps an older set.
-func (v *view) update(list []model.Instance, have bool, problem error) (holding bool) {
-	log := caddy.Log().Named("nacos")
-	if !have {
-		err := problem
-		if err == nil {
-			err = upstreams.Pending(fmt.Errorf("%s: waiting for the first instance list of service %s", v.w.c.where, v.w.ref))
-		}
-		v.cell.Store(upstreams.NewSnapshot(nil, err))
-		v.note(log, err, 0)
-		return false
-	}
+// choice is what a view selects from one list.
+type choice struct {
+	targets []upstreams.Target
+	skipped skipped
+	update  int // how many targets the list had for the view
+	// held is set when protect_threshold keeps the last targets; started
+	// when it did not keep them before.
+	held, started bool
+}
+
+// choose selects the targets of list. While protecting (the connection is
+// down or just back), an update that would leave fewer than protect_threshold
+// of the last targets keeps those instead.
+func (v *view) choose(list []model.Instance, protecting bool) choice {
 	targets, skip := v.filter.targets(list)
-	if v.protect > 0 && len(v.last) > 0 && float64(len(targets)) < v.protect*float64(len(v.last)) && v.w.c.protecting() {
-		if !v.holding {
-			log.Warn("keeping the last known instances: the update would leave too few while the nacos connection is unhealthy or just restored (protect_threshold)",
-				zap.String("service", v.w.ref.String()), zap.Int("kept", len(v.last)), zap.Int("update", len(targets)),
-				zap.Float64("protect_threshold", v.protect))
-		}
+	if v.protect > 0 && len(v.last) > 0 && float64(len(targets)) < v.protect*float64(len(v.last)) && protecting {
+		c := choice{targets: v.last, skipped: skip, update: len(targets), held: true, started: !v.holding}
 		v.holding = true
-		v.cell.Store(upstreams.NewSnapshot(v.last, problem))
-		return true
+		return c
 	}
 	v.holding = false
-	err := problem
-	if len(targets) == 0 {
-		err = v.noTargets(skip, problem)
-	}
 	v.last = targets
-	v.cell.Store(upstreams.NewSnapshot(targets, err))
-	v.note(log, err, len(targets))
-	return false
-}
-
-// noTargets says why the service has no usable instance.
-func (v *view) noTargets(skip skipped, problem error) error {
-	w := v.w
-	var err error
-	switch {
-	case skip.total == 0:
-		err = upstreams.Problem(upstreams.KindNoBackends, fmt.Errorf("%s: service %s has no instances", w.c.where, w.ref))
-		if d := w.diagnosis.Load(); d != nil {
-			// the service, or anything in the namespace and group, is not there
-			err = upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("%s: service %s has no instances: %w", w.c.where, w.ref, d.err))
-		}
-	default:
-		sel := ""
-		if f := v.filter.String(); f != "" {
-			sel = " (selecting " + f + ")"
-		}
-		err = upstreams.Problem(upstreams.KindNoBackends,
-			fmt.Errorf("%s: service %s has no usable instance%s: of %d, %s", w.c.where, w.ref, sel, skip.total, skip))
-	}
-	if problem != nil {
-		return fmt.Errorf("%w; %w", err, problem)
-	}
-	return fmt.Errorf("%w: %w", err, upstreams.ErrNoTargets)
-}
-
-// note logs, once each, when the service starts and stops having no usable
-// instance. Waiting for the first list is not logged, nor are connection
-// problems: the client logs those.
-func (v *view) note(log *zap.Logger, err error, n int) {
-	problem := ""
-	if err != nil && n == 0 && v.w.have && errors.Is(err, upstreams.ErrNoTargets) {
-		problem = err.Error()
-	}
-	if problem == v.lastProblem {
-		return
-	}
-	switch {
-	case problem != "":
-		log.Warn("nacos service has no usable instances", zap.String("service", v.w.ref.String()), zap.Error(err))
-	case n > 0:
-		log.Info("nacos service has instances again", zap.String("service", v.w.ref.String()), zap.Int("backends", n))
-	}
-	v.lastProblem = problem
+	return choice{targets: targets, skipped: skip, update: len(targets)}
 }

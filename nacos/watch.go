@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,10 +53,10 @@ type watch struct {
 	// nanos), 0 after a failure; owned by run.
 	subscribed int64
 
-	subProblem atomic.Pointer[problem] // the latest subscribe failure
+	sub *upstreams.Condition // the latest Subscribe failure
 	// silence is set when a Subscribe succeeded but no list followed in
-	// time, as when the server refuses it; written with mu held.
-	silence   atomic.Pointer[problem]
+	// time, as when the server refuses it; set with mu held.
+	silence   *upstreams.Condition
 	diagnosis atomic.Pointer[problem] // why the service has no instances
 
 	mu        sync.Mutex // serializes publishing, so an older list never overwrites a newer one
@@ -78,6 +77,9 @@ func newWatch(c *client, ref Reference) *watch {
 		diagCh: make(chan struct{}, 1),
 		views:  make(map[*view]struct{}),
 	}
+	log, svc := caddy.Log().Named("nacos"), zap.String("service", ref.String())
+	w.sub = upstreams.NewCondition(log, "subscribing to nacos service failed; retrying with backoff", "subscribed to nacos service", svc)
+	w.silence = upstreams.NewCondition(log, "nacos service sent no instance list; retrying", "received the first instance list of nacos service", svc)
 	// Unsubscribe finds the callback by &param.SubscribeCallback, so this
 	// very value is used for every Subscribe and Unsubscribe.
 	w.param = &vo.SubscribeParam{ServiceName: ref.Service, GroupName: ref.Group, SubscribeCallback: w.onPush}
@@ -90,22 +92,6 @@ func newWatch(c *client, ref Reference) *watch {
 	return w
 }
 
-// publishObserver, if set, is told how long each push took from the SDK
-// callback to published snapshots.
-var publishObserver atomic.Pointer[func(service string, d time.Duration)]
-
-// SetPublishObserver registers f to be called after every instance list the
-// SDK hands over has been published to the sources, with the time that took
-// (Caddy's own share of the propagation delay). EXPERIMENTAL: for tests and
-// benchmarks. f must be fast and safe for concurrent use; nil removes it.
-func SetPublishObserver(f func(service string, d time.Duration)) {
-	if f == nil {
-		publishObserver.Store(nil)
-		return
-	}
-	publishObserver.Store(&f)
-}
-
 // onPush is the SDK callback. It runs on the SDK's push goroutine, so it only
 // copies the list and publishes it: no I/O, no waiting.
 func (w *watch) onPush(instances []model.Instance, _ error) {
@@ -116,56 +102,83 @@ func (w *watch) onPush(instances []model.Instance, _ error) {
 	if len(list) > 0 {
 		w.diagnosis.Store(nil)
 	}
-	silence := w.silence.Swap(nil)
-	w.publishLocked()
+	w.silence.Set(nil)
+	w.listLocked()
+	w.troubledLocked()
 	w.mu.Unlock()
-	if silence != nil {
-		caddy.Log().Named("nacos").Info("received the first instance list of nacos service",
-			zap.String("service", w.ref.String()), zap.NamedError("previous_error", silence.err))
-	}
 	if len(list) == 0 {
 		select {
 		case w.diagCh <- struct{}{}:
 		default:
 		}
 	}
-	took := time.Since(start)
-	w.c.link.Observe(took)
-	if f := publishObserver.Load(); f != nil {
-		(*f)(w.ref.String(), took)
-	}
+	w.c.link.Observe(time.Since(start))
 }
 
-// publish recomputes every view from the current list, e.g. after the
-// connection state changed.
-func (w *watch) publish() {
+// relist publishes the current list to every view again, e.g. once
+// protect_threshold's grace is over or an empty list has been diagnosed.
+func (w *watch) relist() {
 	w.mu.Lock()
-	w.publishLocked()
+	w.listLocked()
 	w.mu.Unlock()
 }
 
-func (w *watch) publishLocked() {
-	problem := w.problem()
+// listLocked publishes what each view selects from the current list. The
+// caller holds w.mu.
+func (w *watch) listLocked() {
+	if !w.have {
+		return
+	}
+	protecting := w.c.protecting()
 	holding := false
 	for v := range w.views {
-		if v.update(w.instances, w.have, problem) {
-			holding = true
-		}
+		holding = w.listTo(v, protecting) || holding
 	}
 	w.holding.Store(holding)
 }
 
-// problem is what keeps the service from being current: the connection's
-// problem, else the latest subscribe failure.
-func (w *watch) problem() error {
-	if err := w.c.connProblem(); err != nil {
-		return err
+// listTo publishes v's selection from the current list and reports whether
+// protect_threshold keeps v's last targets. The caller holds w.mu.
+func (w *watch) listTo(v *view, protecting bool) (held bool) {
+	c := v.choose(w.instances, protecting)
+	if c.started {
+		caddy.Log().Named("nacos").Warn("keeping the last known instances: the update would leave too few while the nacos connection is unhealthy or just restored (protect_threshold)",
+			zap.String("service", w.ref.String()), zap.Int("kept", len(c.targets)), zap.Int("update", c.update),
+			zap.Float64("protect_threshold", v.protect))
 	}
-	if p := w.subProblem.Load(); p != nil {
-		return p.err
+	var why error
+	if len(c.targets) == 0 {
+		why = w.noTargets(v.filter, c.skipped)
 	}
-	if p := w.silence.Load(); p != nil {
-		return p.err
+	v.pub.List(c.targets, why)
+	return c.held
+}
+
+// troubled publishes the service's current trouble to every view.
+func (w *watch) troubled() {
+	w.mu.Lock()
+	w.troubledLocked()
+	w.mu.Unlock()
+}
+
+func (w *watch) troubledLocked() {
+	t := w.troubleLocked()
+	for v := range w.views {
+		v.pub.Trouble(t)
+	}
+}
+
+// troubleLocked is what keeps the service's list from being current: the
+// connection's problem, a failing subscription, a subscription that no list
+// followed, or the first list still awaited. The caller holds w.mu.
+func (w *watch) troubleLocked() error {
+	for _, err := range []error{w.c.connProblem(), w.sub.Err(), w.silence.Err()} {
+		if err != nil {
+			return err
+		}
+	}
+	if !w.have {
+		return upstreams.Pending(fmt.Errorf("%s: waiting for the first instance list of service %s", w.c.where, w.ref))
 	}
 	return nil
 }
@@ -173,7 +186,10 @@ func (w *watch) problem() error {
 func (w *watch) addView(v *view) {
 	w.mu.Lock()
 	w.views[v] = struct{}{}
-	v.update(w.instances, w.have, w.problem())
+	v.pub.Trouble(w.troubleLocked())
+	if w.have && w.listTo(v, w.c.protecting()) {
+		w.holding.Store(true)
+	}
 	w.mu.Unlock()
 }
 
@@ -282,7 +298,7 @@ func (w *watch) run() {
 			w.diagnose()
 		case <-tick.C:
 			if w.holding.Load() && !w.c.protecting() {
-				w.publish() // protect_threshold's grace is over
+				w.relist() // protect_threshold's grace is over
 			}
 		case <-timer.C:
 		}
@@ -314,144 +330,25 @@ func (w *watch) subscribe() error {
 }
 
 func (w *watch) setSubProblem(err error) {
-	old := w.subProblem.Swap(&problem{err: err})
-	if old != nil && old.err.Error() == err.Error() {
-		return
+	if w.sub.Set(err) {
+		w.troubled()
 	}
-	if w.c.connProblem() == nil { // connection problems are logged by the client
-		caddy.Log().Named("nacos").Error("subscribing to nacos service failed; retrying with backoff",
-			zap.String("service", w.ref.String()), zap.Error(err))
-	}
-	w.publish()
 }
 
-func (w *watch) clearSubProblem() {
-	if old := w.subProblem.Swap(nil); old != nil {
-		caddy.Log().Named("nacos").Info("subscribed to nacos service", zap.String("service", w.ref.String()),
-			zap.NamedError("previous_error", old.err))
-		w.publish()
-	}
-}
+func (w *watch) clearSubProblem() { w.setSubProblem(nil) }
 
 // noList reports a successful Subscribe that no instance list followed
-// within the server's timeout, which is what a refused one looks like; it
-// logs once, and the first list clears it.
+// within the server's timeout, which is what a refused one looks like; the
+// first list clears it.
 func (w *watch) noList() {
 	if w.c.connProblem() != nil {
 		return // the connection problem explains it
 	}
-	ns := w.c.namespace
-	if ns == "" {
-		ns = "public"
-	}
-	var check string
-	switch w.c.auth {
-	case "username":
-		check = "check username and password, and"
-	case "access_key":
-		check = "check access_key and secret_key, and"
-	default:
-		check = "if the server requires authentication, set username and password (or access_key and secret_key); check"
-	}
-	err := upstreams.Problem(upstreams.KindRefused, fmt.Errorf("%s: subscribed to service %s but the server sent no instance list within %s: it may have refused the request; "+
-		"%s that namespace %q exists (use its ID, not its display name)", w.c.where, w.ref, w.c.timeout(), check, ns))
 	w.mu.Lock()
-	if w.have {
-		w.mu.Unlock()
-		return
+	defer w.mu.Unlock()
+	if !w.have && w.silence.Set(w.silentRefusal()) {
+		w.troubledLocked()
 	}
-	old := w.silence.Swap(&problem{err: err})
-	w.publishLocked()
-	w.mu.Unlock()
-	if old == nil || old.err.Error() != err.Error() {
-		caddy.Log().Named("nacos").Error("nacos service sent no instance list; retrying",
-			zap.String("service", w.ref.String()), zap.Error(err))
-	}
-}
-
-// explain turns a failed subscription into an error that says what to fix,
-// marked with its kind for the metrics. Server errors do not echo
-// credentials.
-func (w *watch) explain(err error) error {
-	msg := strings.ToLower(err.Error())
-	ns := w.c.namespace
-	if ns == "" {
-		ns = "public"
-	}
-	has := func(words ...string) bool {
-		for _, s := range words {
-			if strings.Contains(msg, s) {
-				return true
-			}
-		}
-		return false
-	}
-	switch {
-	case has("403", "401", "forbidden", "unauthorized", "no right", "access denied", "token invalid", "token expired",
-		"user not found", "unknown user", "authority", "auth failed", "invalid username", "password"):
-		hint := "the server requires authentication: set username and password (or access_key and secret_key)"
-		switch w.c.auth {
-		case "username":
-			hint = fmt.Sprintf("check username and password, and that the user may read namespace %q", ns)
-		case "access_key":
-			hint = fmt.Sprintf("check access_key and secret_key, and that they may read namespace %q", ns)
-		}
-		// Nacos answers 403 to unknown users and wrong passwords too: only
-		// a refusal that names no credential problem is a user's missing
-		// permission.
-		kind := upstreams.KindUnauthorized
-		if w.c.auth != "" && has("no right", "access denied", "forbidden", "authorization failed") &&
-			!has("user not found", "unknown user", "token invalid", "token expired", "invalid username", "password") {
-			kind = upstreams.KindForbidden
-		}
-		return upstreams.Problem(kind, fmt.Errorf("%s rejected the credentials subscribing to service %s: %s: %w", w.c.where, w.ref, hint, err))
-	case has("namespace") && has("not exist", "not found", "invalid", "illegal"):
-		return upstreams.Problem(upstreams.KindNotFound,
-			fmt.Errorf("%s: namespace %q does not exist; use the namespace ID (not its display name): %w", w.c.where, ns, err))
-	}
-	return fmt.Errorf("%s: subscribing to service %s: %w", w.c.where, w.ref, err)
-}
-
-// diagnose finds out why the service has no instances at all: it does not
-// exist in the group, or the namespace or group holds no service (a wrong
-// namespace ID). It runs on the watch's goroutine, never in the callback.
-func (w *watch) diagnose() {
-	w.mu.Lock()
-	empty := w.have && len(w.instances) == 0
-	w.mu.Unlock()
-	if !empty || !w.c.healthy.Load() {
-		return
-	}
-	var list model.ServiceList
-	err := guard("listing services", func() (err error) {
-		list, err = w.c.nc.GetAllServicesInfo(vo.GetAllServiceInfoParam{GroupName: w.ref.Group, PageNo: 1, PageSize: 500})
-		return err
-	})
-	if err != nil {
-		return // the plain "no instances" error stands
-	}
-	ns := w.c.namespace
-	if ns == "" {
-		ns = "public"
-	}
-	var d error
-	switch {
-	case slices.Contains(list.Doms, w.ref.Service):
-		return
-	case list.Count == 0 && len(list.Doms) == 0:
-		d = fmt.Errorf("namespace %q has no services in group %q: check namespace (the namespace ID, not its display name) and group", ns, w.ref.Group)
-	default:
-		names := list.Doms
-		more := ""
-		if len(names) > 10 {
-			more = fmt.Sprintf(" and %d more", len(names)-10)
-			names = names[:10]
-		}
-		d = fmt.Errorf("service %q is not registered in group %q of namespace %q (services there: %v%s): check the service name and group",
-			w.ref.Service, w.ref.Group, ns, names, more)
-	}
-	w.diagnosis.Store(&problem{err: d})
-	w.publish()
 }
 
 // unsubscribeWait bounds how long Destruct waits for the final Unsubscribe

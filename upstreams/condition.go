@@ -9,7 +9,9 @@ import (
 // Condition is the state of something that can fail for a while and come
 // back: a connection, a watch, a subscription. Every attempt reports its
 // outcome with Set; the condition logs when a problem begins or changes, and
-// once when it ends, never on every retry. It is safe for concurrent use.
+// once when it ends, never on every retry. A Pending error (waiting for a
+// first answer) is not logged when it begins, only its end is. It is safe
+// for concurrent use.
 type Condition struct {
 	log       *zap.Logger
 	failed    string // message of a problem that begins or changes
@@ -41,11 +43,12 @@ func (c *Condition) Set(err error) (changed bool) {
 		c.log.Info(c.recovered, append(c.fields, zap.NamedError("previous_error", old))...)
 		return true
 	case old != nil && old.Error() == err.Error():
-		c.err = err // the same problem: keep its latest form, say nothing
-		return false
+		return false // the same problem again: say nothing
 	}
 	c.err = err
-	c.log.Error(c.failed, append(c.fields, zap.Error(err))...)
+	if kindsOf(err) != 0 { // not a wait (Pending), which is no problem yet
+		c.log.Error(c.failed, append(c.fields, zap.Error(err))...)
+	}
 	return true
 }
 

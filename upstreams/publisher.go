@@ -70,8 +70,8 @@ func (p *Publisher) List(targets []Target, why error) {
 func (p *Publisher) Trouble(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.trouble == nil && err == nil {
-		return
+	if p.trouble == nil && err == nil || p.trouble != nil && err != nil && p.trouble.Error() == err.Error() {
+		return // no news: a retry failed as the last one did
 	}
 	p.trouble = err
 	p.cell.Store(p.snapshot())
