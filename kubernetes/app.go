@@ -1,13 +1,14 @@
 package kubernetes
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // defaultCluster is the name of the cluster that references without a
@@ -41,7 +42,7 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 // Provision checks the cluster names and connection fields.
 func (a *App) Provision(caddy.Context) error {
 	for name, c := range a.Clusters {
-		if err := validateClusterName(name); err != nil {
+		if err := upstreams.CheckName("cluster", name); err != nil {
 			return fmt.Errorf("clusters: %w", err)
 		}
 		if c == nil {
@@ -51,21 +52,6 @@ func (a *App) Provision(caddy.Context) error {
 		// no source uses yet; placeholders are checked once replaced.
 		if err := c.Validate(); err != nil {
 			return fmt.Errorf("clusters: %s: %w", name, err)
-		}
-	}
-	return nil
-}
-
-// validateClusterName checks a cluster name, wherever it is written: as the
-// app's key, in a reference (cluster/namespace/name) or as a source's
-// `cluster`, so that a name accepted in one place can be used in the others.
-func validateClusterName(name string) error {
-	if name == "" {
-		return errors.New("empty cluster name")
-	}
-	for _, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return fmt.Errorf("invalid cluster name %q; use letters, digits, '-' and '_'", name)
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	cf "github.com/caddy-discovery/caddy-discovery/caddyfile"
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 func init() {
@@ -75,10 +76,7 @@ func (u *KubernetesUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	// Report at adapt time what can be known before placeholders are replaced.
-	if _, _, err := u.parse(nil); err != nil {
-		return d.Err(err.Error())
-	}
-	if err := u.Connection.Validate(); err != nil {
+	if err := u.Validate(); err != nil {
 		return d.Err(err.Error())
 	}
 	return nil
@@ -125,7 +123,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	app := new(App)
 	return cf.NamedBlocks(d, existing, "k8s", app, &app.Clusters, "cluster",
 		"cluster default { kubeconfig /etc/caddy/kubeconfig }", func(name string) (*Connection, error) {
-			if err := validateClusterName(name); err != nil {
+			if err := upstreams.CheckName("cluster", name); err != nil {
 				return nil, d.Err(err.Error())
 			}
 			conn := new(Connection)

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // Reference names one Service port in one cluster.
@@ -70,7 +72,7 @@ func ParseReference(s string) (Reference, error) {
 	switch parts := strings.Split(svc, "/"); {
 	case len(parts) == 3:
 		r.Cluster, r.Namespace, r.Name = parts[0], parts[1], parts[2]
-		if err := validateClusterName(r.Cluster); err != nil {
+		if err := upstreams.CheckName("cluster", r.Cluster); err != nil {
 			return r, fmt.Errorf("service reference %q: %w", s, err)
 		}
 	case len(parts) == 2:

@@ -152,70 +152,98 @@ func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
 	return u.subscribe(ctx.Logger(), app, name, fp, client, ref, sel)
 }
 
-// parse checks the fields and turns them into a reference and a selection.
-// With a nil repl (at adapt time), a service with placeholders is not checked.
-func (u *KubernetesUpstreams) parse(repl *caddy.Replacer) (Reference, selection, error) {
-	var sel selection
-	service := u.Service
-	if repl != nil {
-		var err error
-		if service, err = repl.ReplaceOrErr(u.Service, true, true); err != nil {
-			return Reference{}, sel, fmt.Errorf("service: %w", err)
+// Validate checks the configuration as written: every field, except that a
+// service with placeholders is checked once Provision has replaced them. It
+// runs at adapt time (UnmarshalCaddyfile) and after Provision.
+func (u *KubernetesUpstreams) Validate() error {
+	if !strings.Contains(u.Service, "{") {
+		if _, err := u.reference(u.Service); err != nil {
+			return err
 		}
-	} else if strings.Contains(service, "{") {
-		service = "placeholder/placeholder"
+	} else if u.Cluster != "" {
+		if err := upstreams.CheckName("cluster", u.Cluster); err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
 	}
+	if _, err := u.selection(); err != nil {
+		return err
+	}
+	return u.Connection.Validate()
+}
+
+// parse replaces the placeholders in service and checks the fields: what
+// Provision works from.
+func (u *KubernetesUpstreams) parse(repl *caddy.Replacer) (Reference, selection, error) {
+	service, err := repl.ReplaceOrErr(u.Service, true, true)
+	if err != nil {
+		return Reference{}, selection{}, fmt.Errorf("service: %w", err)
+	}
+	ref, err := u.reference(service)
+	if err != nil {
+		return ref, selection{}, err
+	}
+	sel, err := u.selection()
+	return ref, sel, err
+}
+
+// reference turns service (with placeholders replaced) and the port and
+// cluster fields into a reference.
+func (u *KubernetesUpstreams) reference(service string) (Reference, error) {
 	if service == "" {
-		return Reference{}, sel, errors.New("service: required; name the Service as namespace/name[:port]")
+		return Reference{}, errors.New("service: required; name the Service as namespace/name[:port]")
 	}
 	ref, err := ParseReference(service)
 	if err != nil {
-		return ref, sel, fmt.Errorf("service: %w", err)
+		return ref, fmt.Errorf("service: %w", err)
 	}
 	if u.Port != "" {
 		if ref.Port != "" && ref.Port != string(u.Port) {
-			return ref, sel, fmt.Errorf("port: %q conflicts with port %q in service %q; give it once", u.Port, ref.Port, service)
+			return ref, fmt.Errorf("port: %q conflicts with port %q in service %q; give it once", u.Port, ref.Port, service)
 		}
 		if err := validatePort(string(u.Port)); err != nil {
-			return ref, sel, fmt.Errorf("port: %w", err)
+			return ref, fmt.Errorf("port: %w", err)
 		}
 		ref.Port = string(u.Port)
 	}
 	if u.Cluster != "" {
-		if err := validateClusterName(u.Cluster); err != nil {
-			return ref, sel, fmt.Errorf("cluster: %w", err)
+		if err := upstreams.CheckName("cluster", u.Cluster); err != nil {
+			return ref, fmt.Errorf("cluster: %w", err)
 		}
 		if ref.Cluster != "" && ref.Cluster != u.Cluster {
-			return ref, sel, fmt.Errorf("cluster: %q conflicts with cluster %q in service %q; give it once", u.Cluster, ref.Cluster, service)
+			return ref, fmt.Errorf("cluster: %q conflicts with cluster %q in service %q; give it once", u.Cluster, ref.Cluster, service)
 		}
 		ref.Cluster = u.Cluster
 	}
 	if ref.Cluster != "" && !u.Connection.IsZero() {
-		return ref, sel, fmt.Errorf("cluster %q is named and connection fields are set too; define the connection in the k8s app's cluster %q, or remove the cluster name", ref.Cluster, ref.Cluster)
+		return ref, fmt.Errorf("cluster %q is named and connection fields are set too; define the connection in the k8s app's cluster %q, or remove the cluster name", ref.Cluster, ref.Cluster)
 	}
+	return ref, nil
+}
 
-	sel = selection{target: u.Target, nodeAddress: u.NodeAddress, zone: u.PreferZone, terminatingBackup: u.FallbackToTerminating}
+// selection checks what to proxy to.
+func (u *KubernetesUpstreams) selection() (selection, error) {
+	sel := selection{target: u.Target, nodeAddress: u.NodeAddress, zone: u.PreferZone, terminatingBackup: u.FallbackToTerminating}
 	switch sel.target {
 	case "":
 		sel.target = targetEndpoints
 	case targetEndpoints, targetClusterIP, targetNodePort:
 	default:
-		return ref, sel, fmt.Errorf("target: unknown target %q; use endpoints, cluster_ip or node_port", sel.target)
+		return sel, fmt.Errorf("target: unknown target %q; use endpoints, cluster_ip or node_port", sel.target)
 	}
 	switch sel.nodeAddress {
 	case "":
 		sel.nodeAddress = nodeInternal
 	case nodeInternal, nodeExternal:
 		if sel.target != targetNodePort {
-			return ref, sel, errors.New("node_address: only applies to target node_port")
+			return sel, errors.New("node_address: only applies to target node_port")
 		}
 	default:
-		return ref, sel, fmt.Errorf("node_address: unknown address type %q; use internal or external", sel.nodeAddress)
+		return sel, fmt.Errorf("node_address: unknown address type %q; use internal or external", sel.nodeAddress)
 	}
 	if sel.target != targetEndpoints && (sel.zone != "" || sel.terminatingBackup) {
-		return ref, sel, errors.New("prefer_zone and fallback_to_terminating only apply to target endpoints")
+		return sel, errors.New("prefer_zone and fallback_to_terminating only apply to target endpoints")
 	}
-	return ref, sel, nil
+	return sel, nil
 }
 
 // subscribe joins (or creates) the informer sets the reference needs.
@@ -286,6 +314,7 @@ func (u *KubernetesUpstreams) Cleanup() error {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*KubernetesUpstreams)(nil)
+	_ caddy.Validator             = (*KubernetesUpstreams)(nil)
 	_ caddy.CleanerUpper          = (*KubernetesUpstreams)(nil)
 	_ reverseproxy.UpstreamSource = (*KubernetesUpstreams)(nil)
 )

@@ -8,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	cf "github.com/caddy-discovery/caddy-discovery/caddyfile"
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 func init() {
@@ -105,10 +106,7 @@ func (u *NacosUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	// Report at adapt time what can be known before placeholders are replaced.
-	if _, _, err := u.parse(nil); err != nil {
-		return d.Err(err.Error())
-	}
-	if err := u.Server.Validate(); err != nil {
+	if err := u.Validate(); err != nil {
 		return d.Err(err.Error())
 	}
 	return nil
@@ -180,7 +178,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	known := append([]string{"namespace"}, connectionOptions...)
 	return cf.NamedBlocks(d, existing, "nacos", app, &app.Servers, "server",
 		"server default { addresses 10.0.0.1:8848 }", func(name string) (*Server, error) {
-			if err := validateServerName(name); err != nil {
+			if err := upstreams.CheckName("server", name); err != nil {
 				return nil, d.Err(err.Error())
 			}
 			srv := new(Server)

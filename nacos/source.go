@@ -175,86 +175,119 @@ func (u *NacosUpstreams) provision(log *zap.Logger, app *App) error {
 	return nil
 }
 
-// parse checks the fields and turns them into a reference and a filter. With
-// a nil repl (at adapt time), fields with placeholders are not checked.
-func (u *NacosUpstreams) parse(repl *caddy.Replacer) (Reference, filter, error) {
-	var f filter
-	fields := []struct {
-		name string
-		val  *string
-	}{{"service", new(string)}, {"namespace", new(string)}, {"group", new(string)}}
-	for i, v := range []string{u.Service, u.Namespace, u.Group} {
-		*fields[i].val = v
-		switch {
-		case repl != nil:
-			s, err := repl.ReplaceOrErr(v, true, true)
-			if err != nil {
-				return Reference{}, f, fmt.Errorf("%s: %w", fields[i].name, err)
-			}
-			*fields[i].val = s
-		case strings.Contains(v, "{"):
-			*fields[i].val = "placeholder"
-			if i > 0 {
-				*fields[i].val = ""
+// Validate checks the configuration as written: every field, except that
+// service, namespace and group are checked together once Provision has
+// replaced their placeholders (alone before, where they have none). It runs
+// at adapt time (UnmarshalCaddyfile) and after Provision.
+func (u *NacosUpstreams) Validate() error {
+	placeholders := strings.Contains(u.Service+u.Namespace+u.Group, "{")
+	if !placeholders || u.Service == "" {
+		if _, err := u.reference(u.Service, u.Namespace, u.Group); err != nil {
+			return err
+		}
+	}
+	for _, field := range []struct{ name, val string }{{"namespace", u.Namespace}, {"group", u.Group}} {
+		if placeholders && field.val != "" && !strings.Contains(field.val, "{") {
+			if err := validateName(field.name, field.val); err != nil {
+				return fmt.Errorf("%s: %w", field.name, err)
 			}
 		}
 	}
-	service, namespace, group := *fields[0].val, *fields[1].val, *fields[2].val
+	if placeholders && u.Service != "" && !strings.Contains(u.Service, "{") {
+		if _, err := ParseReference(u.Service); err != nil {
+			return fmt.Errorf("service: %w", err)
+		}
+	}
+	if _, err := u.filter(); err != nil {
+		return err
+	}
+	return u.Server.Validate()
+}
+
+// parse replaces the placeholders in service, namespace and group, and
+// checks the fields: what Provision works from.
+func (u *NacosUpstreams) parse(repl *caddy.Replacer) (Reference, filter, error) {
+	var vals [3]string
+	for i, field := range []struct{ name, val string }{{"service", u.Service}, {"namespace", u.Namespace}, {"group", u.Group}} {
+		v, err := repl.ReplaceOrErr(field.val, true, true)
+		if err != nil {
+			return Reference{}, filter{}, fmt.Errorf("%s: %w", field.name, err)
+		}
+		vals[i] = v
+	}
+	ref, err := u.reference(vals[0], vals[1], vals[2])
+	if err != nil {
+		return ref, filter{}, err
+	}
+	f, err := u.filter()
+	return ref, f, err
+}
+
+// reference turns service, namespace and group (placeholders replaced) into
+// a reference.
+func (u *NacosUpstreams) reference(service, namespace, group string) (Reference, error) {
 	if service == "" {
-		return Reference{}, f, fmt.Errorf("service: required; name the Nacos service as %s", referenceForms)
+		return Reference{}, fmt.Errorf("service: required; name the Nacos service as %s", referenceForms)
 	}
 	ref, err := ParseReference(service)
 	if err != nil {
-		return ref, f, fmt.Errorf("service: %w", err)
+		return ref, fmt.Errorf("service: %w", err)
 	}
 	if namespace != "" {
 		if err := validateName("namespace", namespace); err != nil {
-			return ref, f, fmt.Errorf("namespace: %w", err)
+			return ref, fmt.Errorf("namespace: %w", err)
 		}
 		if ref.Namespace != "" && ref.Namespace != namespace {
-			return ref, f, fmt.Errorf("namespace: %q conflicts with namespace %q in service %q; give it once", namespace, ref.Namespace, service)
+			return ref, fmt.Errorf("namespace: %q conflicts with namespace %q in service %q; give it once", namespace, ref.Namespace, service)
 		}
 		ref.Namespace = namespace
 	}
 	if group != "" {
 		if err := validateName("group", group); err != nil {
-			return ref, f, fmt.Errorf("group: %w", err)
+			return ref, fmt.Errorf("group: %w", err)
 		}
 		if ref.Group != "" && ref.Group != group {
-			return ref, f, fmt.Errorf("group: %q conflicts with group %q in service %q; give it once", group, ref.Group, service)
+			return ref, fmt.Errorf("group: %q conflicts with group %q in service %q; give it once", group, ref.Group, service)
 		}
 		ref.Group = group
 	}
 	if ref.Group == "" {
 		ref.Group = defaultGroup
 	}
+	return ref, nil
+}
+
+// filter checks what to select from the service's instances, and the
+// remaining fields.
+func (u *NacosUpstreams) filter() (filter, error) {
+	var f filter
 	for _, c := range u.Clusters {
 		if c == "" {
-			return ref, f, errors.New("clusters: empty cluster name")
+			return f, errors.New("clusters: empty cluster name")
 		}
 		if err := validateName("cluster", c); err != nil {
-			return ref, f, fmt.Errorf("clusters: %w", err)
+			return f, fmt.Errorf("clusters: %w", err)
 		}
 	}
 	for k := range u.Metadata {
 		if k == "" {
-			return ref, f, errors.New("metadata: empty key")
+			return f, errors.New("metadata: empty key")
 		}
 	}
 	if p := u.ProtectThreshold; p < 0 || p > 1 || math.IsNaN(p) {
-		return ref, f, fmt.Errorf("protect_threshold: %v is not a fraction from 0 to 1", p)
+		return f, fmt.Errorf("protect_threshold: %v is not a fraction from 0 to 1", p)
 	}
 	if u.ServerName != "" {
-		if err := validateServerName(u.ServerName); err != nil {
-			return ref, f, fmt.Errorf("server: %w", err)
+		if err := upstreams.CheckName("server", u.ServerName); err != nil {
+			return f, fmt.Errorf("server: %w", err)
 		}
 		if u.Server.connectionSet() {
-			return ref, f, fmt.Errorf("server %q is named and connection fields are set too; define the connection in the nacos app's server %q, or remove the server name",
+			return f, fmt.Errorf("server %q is named and connection fields are set too; define the connection in the nacos app's server %q, or remove the server name",
 				u.ServerName, u.ServerName)
 		}
 	}
 	f = filter{clusters: slices.Clone(u.Clusters), metadata: u.Metadata}
-	return ref, f, nil
+	return f, nil
 }
 
 // GetUpstreams returns the service's current instances from memory.
@@ -290,6 +323,7 @@ func (u *NacosUpstreams) Cleanup() error {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*NacosUpstreams)(nil)
+	_ caddy.Validator             = (*NacosUpstreams)(nil)
 	_ caddy.CleanerUpper          = (*NacosUpstreams)(nil)
 	_ reverseproxy.UpstreamSource = (*NacosUpstreams)(nil)
 )
