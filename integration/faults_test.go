@@ -598,6 +598,10 @@ func TestFaultAPIServerKilled(t *testing.T) {
 	_, logged := logTime(harness.ReadFile(logFile), "watching the API server failed; retrying with backoff", killed)
 	t.Logf("fault: API server killed: down for %v (its start took %v); Caddy logged the outage: %v",
 		back.Sub(killed).Round(time.Millisecond), back.Sub(restart).Round(time.Millisecond), logged)
+	if !logged {
+		t.Errorf("fault: the API server was down for %v and Caddy did not log it (%q)", back.Sub(killed).Round(time.Millisecond),
+			"watching the API server failed; retrying with backoff")
+	}
 	served, ok := tr.firstSeen("", "c", back, faultServeWait)
 	checkRecovery(t, "API server killed and restarted", back, served, ok)
 	cd.ExpectBackends(t, 30*time.Second, "a", "c")

@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -169,13 +170,22 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 				if s.watched[i].Load() {
 					s.broken[i].Store(true) // a watch ended in an error or an expiry
 				}
-				return r.list(ctx, client, namespace, o)
+				var obj runtime.Object
+				err := s.untilAnswered(ctx, i, r, func() (err error) {
+					obj, err = r.list(ctx, client, namespace, o)
+					return err
+				})
+				return obj, err
 			},
 			// A problem ends when a watch starts, not when a list works: with
 			// list but not watch permission, clearing on the list would log
 			// the problem again on every retry.
 			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				w, err := r.watch(ctx, client, namespace, o)
+				var w watch.Interface
+				err := s.untilAnswered(ctx, i, r, func() (err error) {
+					w, err = r.watch(ctx, client, namespace, o)
+					return err
+				})
 				if err != nil {
 					if s.watched[i].Load() {
 						s.broken[i].Store(true)
@@ -222,6 +232,45 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 	}
 	s.start = sync.OnceFunc(s.run)
 	return s, nil
+}
+
+// While the API server refuses connections (it is down or restarting), a
+// list or watch is retried from refusedRetryMin, doubling up to
+// refusedRetryMax.
+const (
+	refusedRetryMin = 100 * time.Millisecond
+	refusedRetryMax = time.Second
+)
+
+// untilAnswered runs request, a list or watch of resource i, until the API
+// server answers it (successfully or not) or ctx ends. A refused connection
+// is reported as the resource's problem at once and retried within a
+// second. Left to itself, the reflector retries a refused watch with a
+// backoff growing to 30 s and never reports it (client-go
+// tools/cache/reflector.go, isWatchErrorRetriable): Caddy would neither say
+// that the API server is gone nor see its return for up to 30 s.
+func (s *informerSet) untilAnswered(ctx context.Context, i int, r resource, request func() error) error {
+	wait := refusedRetryMin
+	var t *time.Timer
+	for {
+		err := request()
+		if err == nil || !utilnet.IsConnectionRefused(err) {
+			return err
+		}
+		s.setProblem(i, explainWatchError(s.cluster, s.namespace, r, err))
+		if t == nil {
+			t = time.NewTimer(wait)
+			defer t.Stop()
+		} else {
+			t.Reset(wait)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-t.C:
+		}
+		wait = min(2*wait, refusedRetryMax)
+	}
 }
 
 // routineWatchEnd reports the ends of a watch that are part of normal
