@@ -1,0 +1,155 @@
+package consul
+
+import (
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	cf "github.com/caddy-discovery/caddy-discovery/caddyfile"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("consul", parseGlobalOption)
+}
+
+var connectionOptions = []string{
+	"addresses", "token", "token_file", "tls", "ca_file", "cert_file", "key_file", "tls_server_name",
+}
+
+var sourceOptions = append([]string{
+	"datacenter", "tags", "filter", "namespace", "partition", "server",
+}, connectionOptions...)
+
+// UnmarshalCaddyfile sets up the source from Caddyfile tokens. Syntax:
+//
+//	dynamic consul <service> {
+//		datacenter       <dc>
+//		tags             <tag...>
+//		filter           <expression>
+//		namespace        <namespace>
+//		partition        <partition>
+//		server           <name>
+//
+//		addresses        <address...>
+//		token            <token>
+//		token_file       <path>
+//		tls
+//		ca_file          <path>
+//		cert_file        <path>
+//		key_file         <path>
+//		tls_server_name  <name>
+//	}
+//
+// A filter expression has spaces and quotes: write it in backticks, as in
+// filter `Service.Meta.version == "v2"`. An address is host[:port] or
+// http[s]://host[:port][/path-prefix].
+func (u *ConsulUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume upstream source name
+	if !d.NextArg() {
+		return d.Errf("dynamic consul needs a service, e.g. dynamic consul web")
+	}
+	u.Service = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch d.Val() {
+		case "datacenter":
+			err = cf.String(d, &u.Datacenter)
+		case "tags":
+			err = cf.Strings(d, &u.Tags)
+		case "filter":
+			if u.Filter != "" {
+				return d.Errf("filter has already been specified")
+			}
+			args := d.RemainingArgs()
+			if len(args) != 1 {
+				return d.Errf("filter takes one expression, not %d arguments: quote it with backticks, e.g. filter `Service.Meta.version == \"v2\"`", len(args))
+			}
+			u.Filter = args[0]
+		case "namespace":
+			err = cf.String(d, &u.Namespace)
+		case "partition":
+			err = cf.String(d, &u.Partition)
+		case "server":
+			err = cf.String(d, &u.ServerName)
+		default:
+			var ok bool
+			if ok, err = u.Server.unmarshalOption(d); !ok {
+				return cf.Unknown(d, "consul", sourceOptions...)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	// Report at adapt time what can be known before placeholders are replaced.
+	if err := u.Validate(); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}
+
+// unmarshalOption reads one connection subdirective; ok is false for any
+// other subdirective.
+func (s *Server) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error) {
+	switch d.Val() {
+	case "addresses":
+		return true, cf.Strings(d, &s.Addresses)
+	case "token":
+		return true, cf.Secret(d, &s.Token)
+	case "token_file":
+		return true, cf.String(d, &s.TokenFile)
+	case "tls":
+		return true, cf.Flag(d, &s.TLS)
+	case "ca_file":
+		return true, cf.String(d, &s.CAFile)
+	case "cert_file":
+		return true, cf.String(d, &s.CertFile)
+	case "key_file":
+		return true, cf.String(d, &s.KeyFile)
+	case "tls_server_name":
+		return true, cf.String(d, &s.TLSServerName)
+	}
+	return false, nil
+}
+
+// parseGlobalOption reads the consul global option into the consul app:
+//
+//	{
+//		consul {
+//			server <name> {
+//				addresses        <address...>
+//				token            <token>
+//				token_file       <path>
+//				tls
+//				ca_file          <path>
+//				cert_file        <path>
+//				key_file         <path>
+//				tls_server_name  <name>
+//			}
+//		}
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	app := new(App)
+	return cf.NamedBlocks(d, existing, "consul", app, &app.Servers, "server",
+		"server default { addresses 10.0.0.1:8500 }", func(name string) (*Server, error) {
+			if err := validateServerName(name); err != nil {
+				return nil, d.Err(err.Error())
+			}
+			srv := new(Server)
+			for d.NextBlock(1) {
+				ok, err := srv.unmarshalOption(d)
+				if !ok {
+					return nil, cf.Unknown(d, "consul server", connectionOptions...)
+				}
+				if err != nil {
+					return nil, err
+				}
+			}
+			if err := srv.Validate(); err != nil {
+				return nil, d.Errf("server %q: %v", name, err)
+			}
+			return srv, nil
+		})
+}

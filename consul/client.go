@@ -1,0 +1,202 @@
+package consul
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/hashicorp/consul/api"
+	"go.uber.org/zap"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
+)
+
+// pool shares clients and long-polls between all upstream sources of all
+// loaded configs: a reload provisions the new config (which finds the
+// running clients and long-polls here) before it cleans up the old one.
+var pool = caddy.NewUsagePool()
+
+// tokenCheckInterval is how often a token_file is checked for a new token
+// while the long-polls wait; tests shorten it.
+var tokenCheckInterval = 5 * time.Second
+
+// client is one pooled connection to one Consul agent or server cluster
+// (addresses, TLS settings and token), shared by every long-poll through
+// it. It holds one consul/api client per address; all requests go to the
+// active address, and a connection error moves on to the next one. The
+// connection's state is what the latest request found: it is a Condition,
+// logged once when it fails and once when it works again, and every
+// long-poll through the client shows it as its trouble.
+type client struct {
+	name  string // the server's name in the consul app, "" for a source's own fields
+	where string // for messages
+	conn  string // the connection label of the metrics
+	apis  []*api.Client
+	addrs []address
+	// active is the index of the address requests go to.
+	active atomic.Int32
+	base   *http.Transport
+	file   *tokenFile // nil without token_file
+	token  bool       // a token or token_file is set
+
+	problem *upstreams.Condition
+	link    *upstreams.Link
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	start  func()
+	done   sync.WaitGroup
+
+	mu      sync.Mutex
+	watches map[*watch]struct{}
+}
+
+// newClient makes the client of e, without any I/O: start runs its token
+// check, if it has a token file.
+func newClient(name string, e endpoint) (*client, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &client{
+		name:    name,
+		where:   e.where(name),
+		conn:    e.connectionName(name),
+		addrs:   e.addrs,
+		token:   e.token != "" || e.tokenFile != "",
+		ctx:     ctx,
+		cancel:  cancel,
+		watches: make(map[*watch]struct{}),
+	}
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.TLSClientConfig = e.tls
+	// Long-polls hold a connection each; keep them, and a few spare.
+	base.MaxIdleConnsPerHost = 16
+	c.base = base
+	tr := &transport{next: base, token: e.token}
+	if e.tokenFile != "" {
+		c.file = &tokenFile{path: e.tokenFile}
+		tr.file = c.file
+	}
+	hc := &http.Client{Transport: tr}
+	for _, a := range e.addrs {
+		scheme := "http"
+		if a.https {
+			scheme = "https"
+		}
+		ac, err := api.NewClient(&api.Config{Address: a.host, Scheme: scheme, PathPrefix: a.pathPrefix, HttpClient: hc})
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("%s: creating the client: %w", c.where, err)
+		}
+		c.apis = append(c.apis, ac)
+	}
+	c.link = upstreams.NewLink("consul", c.conn, publishSeconds)
+	c.problem = upstreams.NewCondition(caddy.Log().Named("consul"), "consul connection problem", "connected to consul", zap.String("server", c.where))
+	c.start = sync.OnceFunc(func() {
+		if c.file != nil && c.ctx.Err() == nil {
+			c.done.Go(c.checkToken)
+		}
+	})
+	return c, nil
+}
+
+// api returns the active address's index and client.
+func (c *client) api() (int, *api.Client) {
+	i := int(c.active.Load())
+	return i, c.apis[i]
+}
+
+// failed reports a request to address i that failed for want of a
+// connection (err says why): the next address becomes the active one, and
+// the connection's problem is err.
+func (c *client) failed(i int, err error) {
+	c.active.CompareAndSwap(int32(i), int32((i+1)%len(c.apis)))
+	c.link.SetConnected(false)
+	c.setProblem(err)
+}
+
+// reached reports a request that Consul answered.
+func (c *client) reached() {
+	c.link.SetConnected(true)
+	c.setProblem(nil)
+}
+
+// setProblem records the connection's problem, or its end (nil); its
+// condition logs it once, and the long-polls show it as their trouble.
+func (c *client) setProblem(err error) {
+	if c.problem.Set(err) {
+		c.each((*watch).troubled)
+	}
+}
+
+// connProblem is the connection's current problem, or nil.
+func (c *client) connProblem() error { return c.problem.Err() }
+
+// checkToken restarts every long-poll with the new token when the token
+// file changes, so that a rotated token takes effect at once rather than
+// when the ongoing long-polls end.
+func (c *client) checkToken() {
+	last, _ := c.file.get()
+	t := time.NewTicker(tokenCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if tok, err := c.file.get(); err == nil && tok != last {
+			last = tok
+			caddy.Log().Named("consul").Info("consul token file changed; restarting the long-polls with the new token",
+				zap.String("server", c.where), zap.String("token_file", c.file.path))
+			c.each((*watch).restart)
+		}
+	}
+}
+
+func (c *client) addWatch(w *watch) {
+	c.mu.Lock()
+	c.watches[w] = struct{}{}
+	c.mu.Unlock()
+}
+
+func (c *client) removeWatch(w *watch) {
+	c.mu.Lock()
+	delete(c.watches, w)
+	c.mu.Unlock()
+}
+
+func (c *client) each(f func(*watch)) {
+	c.mu.Lock()
+	ws := make([]*watch, 0, len(c.watches))
+	for w := range c.watches {
+		ws = append(ws, w)
+	}
+	c.mu.Unlock()
+	for _, w := range ws {
+		f(w)
+	}
+}
+
+// Destruct stops the client once the last long-poll through it is gone.
+func (c *client) Destruct() error {
+	c.cancel()
+	c.done.Wait()
+	c.link.Close()
+	c.base.CloseIdleConnections()
+	return nil
+}
+
+// acquireClient returns the pooled client for e, creating it if needed: one
+// per (addresses, TLS settings, token). The caller must release it with
+// pool.Delete(key).
+func acquireClient(name string, e endpoint) (c *client, key string, err error) {
+	key = "consul/client/" + e.fingerprint()
+	v, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) { return newClient(name, e) })
+	if err != nil {
+		return nil, "", err
+	}
+	return v.(*client), key, nil
+}

@@ -1,0 +1,215 @@
+package consul
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
+)
+
+// The diagnosis of a long-poll that fails, is refused or finds no passing
+// instance: each says what to fix, and carries its kind for the metrics.
+// Messages never hold the token, and hold nothing that changes from one
+// retry to the next (the query's index, a local port), so that a problem
+// that persists is logged once.
+
+// connectionError explains a query that did not reach Consul, or returns
+// nil if it did (Consul answered, whatever it said).
+func (w *watch) connectionError(err error) error {
+	var tf *tokenFileError
+	if errors.As(err, &tf) {
+		return upstreams.Problem(upstreams.KindUnauthorized, fmt.Errorf("%s: %w (serving the last known instances meanwhile)", w.c.where, tf.err))
+	}
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return nil
+	}
+	cause := ue.Err
+	var op *net.OpError
+	if errors.As(cause, &op) && op.Err != nil {
+		cause = op.Err // without the local address, which changes
+	}
+	var (
+		unknownCA x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		record    tls.RecordHeaderError
+	)
+	msg := ue.Err.Error()
+	fix := "check addresses, and that the Consul agent runs and its HTTP API listens there"
+	switch {
+	case errors.As(err, &unknownCA):
+		fix = "its certificate is not signed by a CA Caddy trusts: set ca_file to the Consul CA's certificate"
+	case errors.As(err, &hostname):
+		fix = "its certificate is not valid for the address's host: set tls_server_name to a name it is valid for, such as server.<datacenter>.consul"
+	case errors.As(err, &invalid):
+		fix = "its certificate is invalid (expired, or not for a server): check the Consul servers' certificates"
+	case strings.Contains(msg, "server gave HTTP response to HTTPS client"), errors.As(err, &record):
+		fix = "it speaks plain HTTP: write http:// addresses (or host:port) and remove tls, ca_file, cert_file, key_file and tls_server_name, or enable its HTTPS port"
+	case strings.Contains(msg, "malformed HTTP response") || strings.Contains(msg, "\x15\x03"):
+		fix = "it speaks HTTPS: write https:// addresses, or set tls"
+	case strings.Contains(msg, "certificate required") || strings.Contains(msg, "bad certificate") || strings.Contains(msg, "unknown certificate"):
+		fix = "it refused Caddy's client certificate, or wants one (verify_incoming): set cert_file and key_file to a certificate it trusts"
+	case ue.Timeout():
+		cause = fmt.Errorf("no answer within %s", waitTime+waitTime/16+requestGrace)
+		fix = "check that the Consul agent is not hung and that nothing on the way drops long-lived requests"
+	}
+	return upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("cannot reach %s: %v: %s (serving the last known instances meanwhile)", w.c.where, cause, fix))
+}
+
+// explain turns a query that Consul refused or failed into an error that
+// says what to fix.
+func (w *watch) explain(err error) error {
+	var se api.StatusError
+	if !errors.As(err, &se) {
+		// Not an answer Consul gives: a decoding error, or other JSON.
+		return fmt.Errorf("%s: querying %s: %w: is this Consul's HTTP API? check addresses", w.c.where, w.q.subject(), err)
+	}
+	body := se.Body
+	if len(body) > 300 {
+		body = body[:300] + "..."
+	}
+	has := func(s string) bool { return strings.Contains(strings.ToLower(body), strings.ToLower(s)) }
+	switch {
+	case se.Code == 403 && has("ACL not found"):
+		return upstreams.Problem(upstreams.KindUnauthorized, fmt.Errorf("%s rejected the ACL token querying %s: %s: the token does not exist; check token or token_file (the secret ID of a token of this cluster, not its accessor ID)",
+			w.c.where, w.q.subject(), body))
+	case se.Code == 401 || se.Code == 403:
+		return upstreams.Problem(upstreams.KindForbidden, fmt.Errorf("%s refused the ACL token querying %s: %s: %s", w.c.where, w.q.subject(), body, w.policyHint()))
+	case has("Namespaces are a Consul Enterprise feature"):
+		return upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("namespace: %s is Consul Community Edition, which has no namespaces (%s); remove namespace", w.c.where, body))
+	case has("Partitions are a Consul Enterprise feature"):
+		return upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("partition: %s is Consul Community Edition, which has no admin partitions (%s); remove partition", w.c.where, body))
+	case se.Code == 400 && w.q.filter != "" && (has("filter") || has("expression") || has("selector")):
+		return upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("filter: %s rejected the filter %q: %s; see https://developer.hashicorp.com/consul/api-docs/features/filtering for the syntax and the fields of /v1/health/service",
+			w.c.where, w.q.filter, body))
+	case has("No path to datacenter"):
+		return upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("datacenter: %s knows no datacenter %q (%s); check datacenter (`consul catalog datacenters` lists them)", w.c.where, w.q.datacenter, body))
+	case has("No cluster leader"):
+		return upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("%s: the Consul servers have no leader (%s); serving the last known instances meanwhile", w.c.where, body))
+	case se.Code == 404:
+		return upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("%s answered 404 Not Found to /v1/health/service/%s: is this Consul's HTTP API? check addresses (and their path prefix)", w.c.where, w.q.service))
+	case se.Code == 429:
+		return fmt.Errorf("%s: querying %s: Consul's rate limit refused the query (429 %s); retrying with backoff", w.c.where, w.q.subject(), body)
+	}
+	return fmt.Errorf("%s: querying %s: Consul answered %d: %s", w.c.where, w.q.subject(), se.Code, body)
+}
+
+// policyHint says what the token's policy needs to read the service.
+func (w *watch) policyHint() string {
+	hint := fmt.Sprintf(`give the token a policy with service %q { policy = "read" } and node_prefix "" { policy = "read" }`, w.q.service)
+	if w.q.namespace != "" || w.q.partition != "" {
+		hint += " in the service's namespace and partition"
+	}
+	if !w.c.token {
+		hint += "; no token is set, so the agent's default token (or the anonymous token) is used: set token or token_file"
+	}
+	return hint
+}
+
+// aclHides is the problem of an answer that ACLs filtered: the token may
+// not read the service, or some of its nodes (Consul lists an instance
+// only to a token that may read both).
+func (w *watch) aclHides(some bool) error {
+	what := "the instances"
+	if some {
+		what = "some instances"
+	}
+	return upstreams.Problem(upstreams.KindForbidden, fmt.Errorf("%s hides %s of %s from the ACL token (the answer was filtered by ACLs): %s",
+		w.c.where, what, w.q.subject(), w.policyHint()))
+}
+
+// diagnose says why the query found no passing instance. Unless ACLs
+// filtered the answer, it asks Consul once for all the service's instances,
+// whatever their health, tags and the filter, and tells them apart.
+func (w *watch) diagnose(ac *api.Client, filtered bool) error {
+	if filtered {
+		return w.aclHides(false)
+	}
+	plain := upstreams.Problem(upstreams.KindNoBackends, fmt.Errorf("%s: %s has no passing instance%s", w.c.where, w.q.subject(), w.selecting()))
+	ctx, cancel := context.WithTimeout(w.ctx, diagnoseTimeout)
+	defer cancel()
+	opts := (&api.QueryOptions{Datacenter: w.q.datacenter}).WithContext(withScope(ctx, scope{namespace: w.q.namespace, partition: w.q.partition}))
+	all, meta, err := ac.Health().Service(w.q.service, "", false, opts)
+	switch {
+	case err != nil:
+		return plain
+	case len(all) == 0 && meta.ResultsFilteredByACLs:
+		return w.aclHides(false)
+	case len(all) == 0:
+		dc := "the agent's datacenter"
+		if w.q.datacenter != "" {
+			dc = fmt.Sprintf("datacenter %q", w.q.datacenter)
+		}
+		return upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("%s: %s is not registered: %s has no instance of it; check the service name (`consul catalog services` lists them) and datacenter",
+			w.c.where, w.q.subject(), dc))
+	}
+	var passing, tagged, warning, critical, maint int
+	for _, e := range all {
+		if e == nil || e.Service == nil {
+			continue
+		}
+		switch e.Checks.AggregatedStatus() {
+		case api.HealthMaint:
+			maint++
+		case api.HealthCritical:
+			critical++
+		case api.HealthWarning:
+			warning++
+		default:
+			passing++
+			if hasTags(e.Service.Tags, w.q.tags) {
+				tagged++
+			}
+		}
+	}
+	var counts []string
+	for _, c := range []struct {
+		n    int
+		what string
+	}{{passing, "passing"}, {maint, "in maintenance"}, {critical, "critical"}, {warning, "warning"}} {
+		if c.n > 0 {
+			counts = append(counts, fmt.Sprintf("%d %s", c.n, c.what))
+		}
+	}
+	var reason string
+	switch {
+	case passing == 0:
+		reason = "none passes all its health checks (node checks included); a check in warning counts as not passing"
+	case len(w.q.tags) > 0 && tagged == 0:
+		reason = fmt.Sprintf("no passing one has all the tags %s", strings.Join(w.q.tags, ","))
+	case w.q.filter != "":
+		reason = fmt.Sprintf("the filter %q excludes the %d passing ones with the tags", w.q.filter, tagged)
+	default:
+		return plain // it changed meanwhile
+	}
+	return upstreams.Problem(upstreams.KindNoBackends, fmt.Errorf("%s: %s has no passing instance%s: of %d instances, %s: %s",
+		w.c.where, w.q.subject(), w.selecting(), len(all), strings.Join(counts, ", "), reason))
+}
+
+// selecting is " (selecting tags ..., filter ...)", or "".
+func (w *watch) selecting() string {
+	if sel := w.q.selection(); sel != "" {
+		return " (selecting " + sel + ")"
+	}
+	return ""
+}
+
+// hasTags reports whether have holds every tag of want.
+func hasTags(have, want []string) bool {
+	for _, t := range want {
+		if !slices.Contains(have, t) {
+			return false
+		}
+	}
+	return true
+}

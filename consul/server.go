@@ -1,0 +1,347 @@
+package consul
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-discovery/caddy-discovery/redact"
+)
+
+// defaultPort is the Consul agent's HTTP port, for addresses written without
+// one and without a scheme.
+const defaultPort = 8500
+
+// defaultAddress is the local Consul agent, where Consul expects its clients
+// to ask.
+const defaultAddress = "127.0.0.1:8500"
+
+// Server says how to reach and authenticate to one Consul agent or server
+// cluster.
+//
+// Every string field accepts placeholders such as {env.CONSUL_HTTP_TOKEN};
+// they are replaced when the config is loaded. The token never appears in
+// logs, errors or the admin API. Unlike the Consul CLI, Caddy does not read
+// CONSUL_HTTP_* environment variables by itself: write them as placeholders.
+type Server struct {
+	// The HTTP API addresses of the Consul agent or of servers of one
+	// cluster, each `host[:port]` (port default 8500) or a URL
+	// `http[s]://host[:port][/path-prefix]` (port default: the scheme's).
+	// Requests go to the first that answers; after a connection error
+	// the next one is tried. Default: ["127.0.0.1:8500"], the local agent.
+	Addresses []string `json:"addresses,omitempty"`
+
+	// An ACL token (secret ID) that may read the service and its nodes:
+	// its policy needs `service "<name>" { policy = "read" }` and
+	// `node_prefix "" { policy = "read" }`. Prefer `token_file` or a
+	// placeholder such as {env.CONSUL_HTTP_TOKEN}. Default: no token (the
+	// agent's default token, or anonymous).
+	Token string `json:"token,omitempty"`
+
+	// A file that holds the ACL token, as written by Vault Agent or
+	// `consul acl token create ... -format=json | jq -r .SecretID`. It is
+	// read again as soon as it changes; an ongoing long-poll restarts with
+	// the new token.
+	TokenFile string `json:"token_file,omitempty"`
+
+	// Connects with TLS to addresses written as host:port. Implied by an
+	// https:// address and by `ca_file`, `cert_file`, `key_file` and
+	// `tls_server_name`. The server's certificate is always verified.
+	// Default: false
+	TLS bool `json:"tls,omitempty"`
+
+	// A PEM file with the CA certificate(s) that the servers' certificates
+	// must chain to, instead of the system trust store (as the Consul CLI's
+	// -ca-file).
+	CAFile string `json:"ca_file,omitempty"`
+
+	// A PEM client certificate, for servers that verify clients
+	// (verify_incoming). Goes with `key_file`.
+	CertFile string `json:"cert_file,omitempty"`
+
+	// The PEM private key of `cert_file`.
+	KeyFile string `json:"key_file,omitempty"`
+
+	// The name the servers' certificates must be valid for, when it is not
+	// the host of the address (e.g. "server.dc1.consul" when addresses are
+	// IPs). Default: the address's host.
+	TLSServerName string `json:"tls_server_name,omitempty"`
+}
+
+// connectionSet reports whether any field is set, i.e. whether a source
+// brings a connection of its own.
+func (s Server) connectionSet() bool {
+	return len(s.Addresses) > 0 || s.Token != "" || s.TokenFile != "" || s.TLS ||
+		s.CAFile != "" || s.CertFile != "" || s.KeyFile != "" || s.TLSServerName != ""
+}
+
+// Validate checks that the fields fit together; field names in the errors
+// are those of the config. Values with placeholders are checked once
+// replaced. It reads no file.
+func (s Server) Validate() error {
+	tlsOn := s.tlsWanted()
+	var plain, secure string // an http:// and an https:// address
+	for _, a := range s.Addresses {
+		if strings.Contains(a, "{") {
+			continue
+		}
+		addr, err := parseAddress(a)
+		if err != nil {
+			return fmt.Errorf("addresses: %w", err)
+		}
+		if addr.explicitHTTP && tlsOn {
+			return fmt.Errorf("addresses: %q is http:// but TLS is set (tls, ca_file, cert_file, key_file or tls_server_name); write https://, or remove the TLS settings",
+				redact.Address(a))
+		}
+		switch {
+		case addr.explicitHTTP:
+			plain = a
+		case addr.https:
+			secure = a
+		}
+	}
+	if plain != "" && secure != "" {
+		return fmt.Errorf("addresses: %q is http:// and %q is https://; use one scheme", redact.Address(plain), redact.Address(secure))
+	}
+	if s.Token != "" && s.TokenFile != "" {
+		return errors.New("token and token_file are both set; set only one")
+	}
+	if (s.CertFile == "") != (s.KeyFile == "") {
+		return errors.New("cert_file and key_file go together; set both or neither")
+	}
+	if n := s.TLSServerName; n != "" && !strings.Contains(n, "{") && (strings.ContainsAny(n, " /:@") || strings.Trim(n, ".") == "") {
+		return fmt.Errorf("tls_server_name: %q is not a host name such as server.dc1.consul", n)
+	}
+	return nil
+}
+
+// tlsWanted reports whether a TLS setting asks for TLS.
+func (s Server) tlsWanted() bool {
+	return s.TLS || s.CAFile != "" || s.CertFile != "" || s.KeyFile != "" || s.TLSServerName != ""
+}
+
+// expand replaces placeholders such as {env.X} in every string field.
+func (s Server) expand(repl *caddy.Replacer) (Server, error) {
+	s.Addresses = append([]string(nil), s.Addresses...)
+	for i := range s.Addresses {
+		v, err := repl.ReplaceOrErr(s.Addresses[i], true, true)
+		if err != nil {
+			return s, fmt.Errorf("addresses: %w", err)
+		}
+		s.Addresses[i] = v
+	}
+	fields := []*string{&s.Token, &s.TokenFile, &s.CAFile, &s.CertFile, &s.KeyFile, &s.TLSServerName}
+	names := []string{"token", "token_file", "ca_file", "cert_file", "key_file", "tls_server_name"}
+	for i, f := range fields {
+		v, err := repl.ReplaceOrErr(*f, true, true)
+		if err != nil {
+			// the error names the placeholder, never the value
+			return s, fmt.Errorf("%s: %w", names[i], err)
+		}
+		*f = v
+	}
+	return s, nil
+}
+
+// address is one parsed entry of Addresses.
+type address struct {
+	https        bool
+	explicitHTTP bool   // written as http://
+	host         string // host:port, as dialed
+	pathPrefix   string // "" or "/prefix"
+}
+
+// String is the address as messages and metrics show it: host:port, with
+// the scheme and path prefix when they are not the default.
+func (a address) String() string {
+	s := a.host + a.pathPrefix
+	if a.https {
+		return "https://" + s
+	}
+	if a.pathPrefix != "" {
+		return "http://" + s
+	}
+	return s
+}
+
+// parseAddress reads host[:port] or http[s]://host[:port][/path]. Errors
+// show the address with any credentials in it redacted.
+func parseAddress(s string) (address, error) {
+	var a address
+	shown := redact.Address(s)
+	hostport := s
+	port := strconv.Itoa(defaultPort)
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err != nil {
+			// url.Parse's error repeats the whole URL, credentials included
+			return a, fmt.Errorf("%q is not a URL such as http://10.0.0.1:8500", shown)
+		}
+		switch u.Scheme {
+		case "http":
+			a.explicitHTTP = true
+			port = "80"
+		case "https":
+			a.https = true
+			port = "443"
+		default:
+			return a, fmt.Errorf("%q: scheme must be http or https", shown)
+		}
+		if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+			return a, fmt.Errorf("%q: only scheme, host, port and path are allowed (the ACL token goes in token or token_file)", shown)
+		}
+		hostport = u.Host
+		a.pathPrefix = strings.TrimRight(u.Path, "/")
+	} else if strings.ContainsAny(s, "/?#@") {
+		return a, fmt.Errorf("%q is neither host:port nor a URL such as http://10.0.0.1:8500", shown)
+	}
+	host, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
+		if strings.Contains(host, ":") && net.ParseIP(host) == nil {
+			return a, fmt.Errorf("%q: %q is not host:port", shown, hostport)
+		}
+	} else {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return a, fmt.Errorf("%q: port %q is not a number in 1-65535", shown, p)
+		}
+		port = p
+	}
+	if host == "" || strings.ContainsAny(host, " \t") {
+		return a, fmt.Errorf("%q: empty or invalid host", shown)
+	}
+	a.host = net.JoinHostPort(host, port)
+	return a, nil
+}
+
+// endpoint is a resolved Server: what a pooled client is made of.
+type endpoint struct {
+	addrs     []address
+	token     string // a static token, or ""
+	tokenFile string
+	tls       *tls.Config // nil: plain HTTP
+	// tlsKey identifies the TLS settings (file names and server name), for
+	// the fingerprint.
+	tlsKey string
+}
+
+// endpoint resolves the server's (placeholder-free, validated) fields. It
+// reads the TLS files and the token file, to report what is wrong with them
+// when the config loads, but makes no request.
+func (s Server) endpoint() (endpoint, error) {
+	addrs := s.Addresses
+	if len(addrs) == 0 {
+		addrs = []string{defaultAddress}
+	}
+	var e endpoint
+	anyHTTPS := false
+	for _, a := range addrs {
+		p, err := parseAddress(a)
+		if err != nil {
+			return e, fmt.Errorf("addresses: %w", err)
+		}
+		anyHTTPS = anyHTTPS || p.https
+		e.addrs = append(e.addrs, p)
+	}
+	tlsOn := s.tlsWanted() || anyHTTPS
+	for i := range e.addrs {
+		if tlsOn && e.addrs[i].explicitHTTP {
+			return e, fmt.Errorf("addresses: %q is http:// but others are https:// or TLS is set; use one scheme", e.addrs[i])
+		}
+		e.addrs[i].https = tlsOn
+	}
+	e.token, e.tokenFile = s.Token, s.TokenFile
+	if s.TokenFile != "" {
+		if _, err := (&tokenFile{path: s.TokenFile}).get(); err != nil {
+			return e, err
+		}
+	}
+	if !tlsOn {
+		return e, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: s.TLSServerName}
+	if s.CAFile != "" {
+		pem, err := os.ReadFile(s.CAFile)
+		if err != nil {
+			return e, fmt.Errorf("ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return e, fmt.Errorf("ca_file: %s holds no PEM certificate", s.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if s.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile)
+		if err != nil {
+			return e, fmt.Errorf("cert_file and key_file: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	e.tls = cfg
+	e.tlsKey = strings.Join([]string{s.CAFile, s.CertFile, s.KeyFile, s.TLSServerName}, "\x00")
+	return e, nil
+}
+
+// fingerprintKey makes fingerprints unguessable from outside the process, so
+// that the hashed token in them cannot be brute-forced from a pool key.
+var fingerprintKey = func() []byte {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return b
+}()
+
+// fingerprint identifies the addresses, TLS settings and identity that e
+// connects with, without holding any secret: equal fingerprints share one
+// client.
+func (e endpoint) fingerprint() string {
+	h := hmac.New(sha256.New, fingerprintKey)
+	for _, a := range e.addrs {
+		fmt.Fprintf(h, "%t|%s|%s\x00", a.https, a.host, a.pathPrefix)
+	}
+	for _, s := range []string{e.token, e.tokenFile, fmt.Sprint(e.tls != nil), e.tlsKey} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// where names the addresses for messages: `consul at 127.0.0.1:8500`, or
+// `consul server "prod" at ...` for a server of the consul app.
+func (e endpoint) where(name string) string {
+	addrs := make([]string, len(e.addrs))
+	for i, a := range e.addrs {
+		addrs[i] = a.String()
+	}
+	if name != "" {
+		return fmt.Sprintf("consul server %q at %s", name, strings.Join(addrs, ", "))
+	}
+	return "consul at " + strings.Join(addrs, ", ")
+}
+
+// connectionName is the connection label of the metrics: the server's name
+// in the consul app, else its addresses (which never hold credentials:
+// they are refused).
+func (e endpoint) connectionName(name string) string {
+	if name != "" {
+		return name
+	}
+	addrs := make([]string, len(e.addrs))
+	for i, a := range e.addrs {
+		addrs[i] = a.String()
+	}
+	return strings.Join(addrs, ",")
+}

@@ -1,0 +1,339 @@
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/hashicorp/consul/api"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
+)
+
+// Timings of the long-polls; tests shorten them.
+var (
+	// waitTime is how long one blocking query may wait for a change. Consul
+	// adds up to 1/16 of it at random; requestGrace covers the round trip
+	// on top. A connection that hangs is noticed after all of it.
+	waitTime     = time.Minute
+	requestGrace = 10 * time.Second
+	// A failed query is retried after retryMin, doubling up to retryMax,
+	// each with up to half of it taken off at random so that gateways
+	// that lost Consul together do not come back in step.
+	retryMin = time.Second
+	retryMax = 30 * time.Second
+	// The rate limit of one long-poll, as Consul's blocking query docs
+	// recommend: a token bucket with a burst of 2, so that in the happy
+	// case every change is fetched at once, and a result that churns (or
+	// an index that does not move, a Consul bug the docs warn about)
+	// degrades into one query per rateEvery rather than a busy loop. The
+	// docs' example is 15 s; a gateway that keeps proxying to an instance
+	// Consul already took out fails requests meanwhile, so it polls a
+	// churning service once a second.
+	rateEvery = time.Second
+	rateBurst = 2
+	// diagnoseTimeout bounds the one request that explains an empty list.
+	diagnoseTimeout = 5 * time.Second
+)
+
+// errRestart cancels an ongoing long-poll that must start again at once,
+// with the same index: the token changed.
+var errRestart = errors.New("restarting the long-poll")
+
+// watch is one pooled long-poll: Consul's blocking query on the passing
+// instances of one query (service, datacenter, tags, filter, namespace,
+// partition) through one client, shared by every source that asks the same
+// query, whatever config it belongs to. Each of those sources has its own
+// publisher, to which the watch publishes the same targets.
+type watch struct {
+	c       *client
+	q       query
+	limiter *rate.Limiter
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	start  func()
+	done   sync.WaitGroup
+
+	reqMu     sync.Mutex
+	reqCancel context.CancelCauseFunc // of the ongoing request; nil between requests
+
+	// problem is the long-poll's own failure (a refused or failed query),
+	// not the connection's; hidden is set while ACLs hide some instances.
+	problem *upstreams.Condition
+	hidden  *upstreams.Condition
+	// badAddrs is set while some passing instances have an address Caddy
+	// cannot dial; it is only logged.
+	badAddrs *upstreams.Condition
+
+	polls atomic.Int64 // queries sent, for tests
+
+	mu      sync.Mutex // serializes publishing, so an older list never overwrites a newer one
+	have    bool       // a list has arrived
+	targets []upstreams.Target
+	why     error // why targets is empty
+	pubs    map[*upstreams.Publisher]struct{}
+}
+
+func newWatch(c *client, q query) *watch {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &watch{
+		c:       c,
+		q:       q,
+		limiter: rate.NewLimiter(rate.Every(rateEvery), rateBurst),
+		ctx:     ctx,
+		cancel:  cancel,
+		pubs:    make(map[*upstreams.Publisher]struct{}),
+	}
+	log, svc := caddy.Log().Named("consul"), zap.String("service", q.name())
+	w.problem = upstreams.NewCondition(log, "consul long-poll failed; retrying with backoff", "consul long-poll works again", svc, zap.String("server", c.where))
+	w.hidden = upstreams.NewCondition(log, "consul ACLs hide instances of the service", "consul ACLs no longer hide instances of the service", svc)
+	w.badAddrs = upstreams.NewCondition(log, "skipping consul instances that have no usable address", "every passing consul instance has a usable address again", svc)
+	w.start = sync.OnceFunc(func() {
+		if w.ctx.Err() == nil { // not after Destruct
+			w.done.Go(w.run)
+		}
+	})
+	c.addWatch(w)
+	return w
+}
+
+// run is the long-poll: a blocking query at the latest index, again and
+// again. It handles the index as Consul's blocking query docs say: an index
+// that goes backwards (a snapshot restore, a restarted dev agent) starts over
+// from 0, a full read; an index of 0 becomes 1, which always blocks. After
+// a failure it starts over from 0 too, since the server that answers next
+// may not be the one that gave the index.
+func (w *watch) run() {
+	pollRunning(w.c.conn, 1)
+	defer pollRunning(w.c.conn, -1)
+	var index uint64
+	established, failed := false, false
+	backoff := retryMin
+	for {
+		if err := w.limiter.Wait(w.ctx); err != nil {
+			return
+		}
+		i, ac := w.c.api()
+		entries, meta, err := w.poll(ac, index)
+		received := time.Now()
+		switch {
+		case w.ctx.Err() != nil:
+			return
+		case errors.Is(err, errRestart):
+			continue
+		case err != nil:
+			failed, index = true, 0
+			w.fail(i, err)
+			if !sleep(w.ctx, backoff/2+rand.N(backoff/2+1)) {
+				return
+			}
+			backoff = min(2*backoff, retryMax)
+			continue
+		}
+		backoff = retryMin
+		w.c.reached()
+		if failed && established {
+			w.c.link.WatchRestarted()
+		}
+		changed := !established || failed || meta.LastIndex != index
+		established, failed = true, false
+		if w.problem.Set(nil) {
+			w.troubled()
+		}
+		if changed {
+			w.publish(ac, entries, meta, received)
+		}
+		index = nextIndex(index, meta.LastIndex)
+	}
+}
+
+// nextIndex is the index of the next blocking query after one at prev
+// answered with got (Consul's blocking query docs, "Implementation
+// Details"): 0 (a full read) if the index went backwards, at least 1 so
+// that the next query blocks.
+func nextIndex(prev, got uint64) uint64 {
+	switch {
+	case got < prev:
+		return 0
+	case got == 0:
+		return 1
+	}
+	return got
+}
+
+// poll sends one blocking query at index (0: answer at once) to ac.
+func (w *watch) poll(ac *api.Client, index uint64) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+	ctx, cancel := context.WithCancelCause(w.ctx)
+	defer cancel(nil)
+	ctx, stop := context.WithTimeout(ctx, waitTime+waitTime/16+requestGrace)
+	defer stop()
+	w.reqMu.Lock()
+	w.reqCancel = cancel
+	w.reqMu.Unlock()
+	defer func() {
+		w.reqMu.Lock()
+		w.reqCancel = nil
+		w.reqMu.Unlock()
+	}()
+	opts := &api.QueryOptions{Datacenter: w.q.datacenter, Filter: w.q.filter, WaitIndex: index, WaitTime: waitTime}
+	opts = opts.WithContext(withScope(ctx, scope{namespace: w.q.namespace, partition: w.q.partition}))
+	w.polls.Add(1)
+	entries, meta, err := ac.Health().ServiceMultipleTags(w.q.service, w.q.tags, true, opts)
+	if err != nil && errors.Is(context.Cause(ctx), errRestart) {
+		return nil, nil, errRestart
+	}
+	if err == nil && meta == nil {
+		err = errors.New("no query metadata in the answer")
+	}
+	return entries, meta, err
+}
+
+// restart ends the ongoing long-poll, which starts again at once.
+func (w *watch) restart() {
+	w.reqMu.Lock()
+	defer w.reqMu.Unlock()
+	if w.reqCancel != nil {
+		w.reqCancel(errRestart)
+	}
+}
+
+// fail reports a failed query to address i: a failure to reach Consul is
+// the connection's problem, anything else the long-poll's own.
+func (w *watch) fail(i int, err error) {
+	if connErr := w.connectionError(err); connErr != nil {
+		var tf *tokenFileError
+		if errors.As(err, &tf) {
+			w.c.setProblem(connErr) // no address is to blame
+			return
+		}
+		w.c.failed(i, connErr)
+		return
+	}
+	w.c.reached()
+	if w.problem.Set(w.explain(err)) {
+		w.troubled()
+	}
+}
+
+// publish turns an answer into targets and publishes them to every source.
+// Without targets it finds out why first.
+func (w *watch) publish(ac *api.Client, entries []*api.ServiceEntry, meta *api.QueryMeta, received time.Time) {
+	targets, skip := targetsOf(entries)
+	var why error
+	took := time.Duration(0) // the diagnosis's round trip, which is Consul's share
+	switch {
+	case len(targets) > 0:
+	case skip.badAddr > 0:
+		why = upstreams.Problem(upstreams.KindNoBackends, fmt.Errorf("%s: %s has no usable instance: %s", w.c.where, w.q.subject(), skip))
+	default:
+		start := time.Now()
+		why = w.diagnose(ac, meta.ResultsFilteredByACLs)
+		took = time.Since(start)
+	}
+	var hidden error
+	if len(targets) > 0 && meta.ResultsFilteredByACLs {
+		hidden = w.aclHides(true)
+	}
+	var bad error
+	if len(targets) > 0 && skip.badAddr > 0 {
+		bad = fmt.Errorf("%s: %s: %s", w.c.where, w.q.subject(), skip)
+	}
+	w.badAddrs.Set(bad)
+	w.mu.Lock()
+	w.have, w.targets, w.why = true, targets, why
+	for p := range w.pubs {
+		p.List(targets, why)
+	}
+	w.hidden.Set(hidden)
+	w.troubledLocked() // the first answer ends the wait for it
+	w.mu.Unlock()
+	w.c.link.Observe(time.Since(received) - took)
+}
+
+// troubled publishes the long-poll's current trouble to every source.
+func (w *watch) troubled() {
+	w.mu.Lock()
+	w.troubledLocked()
+	w.mu.Unlock()
+}
+
+func (w *watch) troubledLocked() {
+	t := w.troubleLocked()
+	for p := range w.pubs {
+		p.Trouble(t)
+	}
+}
+
+// troubleLocked is what keeps the list from being current: the connection's
+// problem, the long-poll's, ACLs hiding instances, or the first answer
+// still awaited. The caller holds w.mu.
+func (w *watch) troubleLocked() error {
+	for _, err := range []error{w.c.connProblem(), w.problem.Err(), w.hidden.Err()} {
+		if err != nil {
+			return err
+		}
+	}
+	if !w.have {
+		return upstreams.Pending(fmt.Errorf("%s: waiting for the first answer about %s", w.c.where, w.q.subject()))
+	}
+	return nil
+}
+
+// addPublisher makes p one of the watch's sources and gives it the current
+// state at once: a reload's new source serves what the old one did.
+func (w *watch) addPublisher(p *upstreams.Publisher) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pubs[p] = struct{}{}
+	p.Trouble(w.troubleLocked())
+	if w.have {
+		p.List(w.targets, w.why)
+	}
+}
+
+func (w *watch) removePublisher(p *upstreams.Publisher) {
+	w.mu.Lock()
+	delete(w.pubs, p)
+	w.mu.Unlock()
+}
+
+// Destruct ends the long-poll once its last source is gone. The ongoing
+// request is cancelled, so it returns at once.
+func (w *watch) Destruct() error {
+	w.c.removeWatch(w)
+	w.cancel()
+	w.done.Wait()
+	return nil
+}
+
+// acquireWatch returns the pooled long-poll of q through c (whose key is
+// clientKey), creating it if needed. The caller must release it with
+// pool.Delete(key).
+func acquireWatch(c *client, clientKey string, q query) (w *watch, key string, err error) {
+	key = clientKey + "/watch/" + q.key()
+	v, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) { return newWatch(c, q), nil })
+	if err != nil {
+		return nil, "", err
+	}
+	return v.(*watch), key, nil
+}
+
+// sleep waits for d, or until ctx is done; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
