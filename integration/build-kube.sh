@@ -11,11 +11,13 @@
 # peak RSS); a second run is a no-op. Prints the bin directory on stdout.
 set -euo pipefail
 
+# shellcheck source=integration/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 KUBE_VERSION=${KUBE_VERSION:-v1.34.4}
 STAGING_VERSION=v0.${KUBE_VERSION#v1.}
-CACHE=${CADDY_DISCOVERY_CACHE:-$HOME/.cache/caddy-discovery}
+CACHE=$(cache_dir)
 BIN=$CACHE/kube-$KUBE_VERSION/bin
-log() { echo "build-kube: $*" >&2; }
 
 if [[ -x $BIN/kube-apiserver && -x $BIN/kube-controller-manager ]]; then
 	echo "$BIN"

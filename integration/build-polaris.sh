@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds a real Nacos-protocol server: Polaris (github.com/polarismesh/polaris),
 # whose service-nacos API server speaks Nacos v1 HTTP and v2 gRPC, from the Go
-# module proxy, with integration/polaris-v1.18.1.patch applied.
+# module proxy, with integration/polaris-v1.18.1.patch applied (Debian's patch
+# is installed with apt-get when missing: needs root then).
 #
 # Polaris's go.mod has a replace directive, so it cannot be built with
 # `go install module@version`: the module is copied to a writable directory,
@@ -15,10 +16,10 @@ set -euo pipefail
 
 POLARIS_VERSION=v1.18.1
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=integration/lib.sh
+source "$HERE/lib.sh"
 PATCH=$HERE/polaris-$POLARIS_VERSION.patch
-CACHE=${CADDY_DISCOVERY_CACHE:-$HOME/.cache/caddy-discovery}
-OUT=$CACHE/polaris-$POLARIS_VERSION
-log() { echo "build-polaris: $*" >&2; }
+OUT=$(cache_dir)/polaris-$POLARIS_VERSION
 
 patch_sum=$(sha256sum "$PATCH" | cut -d' ' -f1)
 if [[ -x $OUT/polaris-server && -f $OUT/patch.sha256 && $(cat "$OUT/patch.sha256") == "$patch_sum" ]]; then
@@ -26,6 +27,7 @@ if [[ -x $OUT/polaris-server && -f $OUT/patch.sha256 && $(cat "$OUT/patch.sha256
 	exit 0
 fi
 
+apt_install patch
 log "downloading github.com/polarismesh/polaris@$POLARIS_VERSION from the Go module proxy"
 mkdir -p "$OUT"
 # Run outside any module so the download is not recorded in a go.mod.

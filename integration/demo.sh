@@ -44,8 +44,9 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-MODULE=github.com/caddy-discovery/caddy-discovery
-CACHE=${CADDY_DISCOVERY_CACHE:-$HOME/.cache/caddy-discovery}
+# shellcheck source=integration/lib.sh
+source "$HERE/lib.sh"
+CACHE=$(cache_dir)
 DEMO_DIR=${DEMO_DIR:-${TMPDIR:-/tmp}/caddy-discovery-demo}
 export KUBE_PORT=${KUBE_PORT:-17443} ETCD_PORT=${ETCD_PORT:-24790} KCM_PORT=${KCM_PORT:-10457}
 SERVER=https://127.0.0.1:$KUBE_PORT
@@ -73,79 +74,20 @@ die() { echo "demo: error: $*" >&2; exit 1; }
 command -v go >/dev/null || die "Go is not installed (expected /usr/local/go/bin/go)"
 PATH=$PATH:$(go env GOPATH)/bin
 
-# run_long LABEL LOG CMD...: runs CMD with its output in LOG, saying it is
-# still busy every 10 s; on failure shows the end of LOG.
-run_long() {
-	local label=$1 log=$2 pid t=0 rc=0
-	shift 2
-	"$@" >"$log" 2>&1 &
-	pid=$!
-	while kill -0 "$pid" 2>/dev/null; do
-		sleep 1
-		t=$((t + 1))
-		if ((t % 10 == 0)); then say "    ... still $label (${t}s)"; fi
-	done
-	wait "$pid" || rc=$?
-	if ((rc != 0)); then
-		echo "demo: $label failed (exit $rc); last lines of $log:" >&2
-		tail -n 30 "$log" >&2
-		exit "$rc"
-	fi
-}
-
-# --- build --------------------------------------------------------------------
-build_caddy() {
-	local out=$CACHE/demo
-	mkdir -p "$out"
-	if ! command -v xcaddy >/dev/null; then
-		say "--- installing xcaddy (go install github.com/caddyserver/xcaddy/cmd/xcaddy@latest)"
-		run_long "installing xcaddy" "$out/xcaddy-install.log" \
-			go install github.com/caddyserver/xcaddy/cmd/xcaddy@latest
-	fi
-	local caddy_version key
-	caddy_version=$(sed -n -E 's#^[[:space:]]*github.com/caddyserver/caddy/v2 (v[^ ]+).*#\1#p' "$ROOT/go.mod" | head -n 1)
-	[[ -n $caddy_version ]] || die "cannot find the caddy version in $ROOT/go.mod"
-	# Rebuild when the module's sources, caddy, xcaddy or Go change.
-	key=$({
-		echo "$caddy_version $(go env GOVERSION) $(command -v xcaddy) $ROOT"
-		cd "$ROOT" && find . -path ./.git -prune -o -type f \( -name '*.go' ! -name '*_test.go' -o -name go.mod -o -name go.sum \) -print |
-			LC_ALL=C sort | xargs sha256sum
-	} | sha256sum | cut -d' ' -f1)
-	if [[ -x $out/caddy && -f $out/caddy.key && $(cat "$out/caddy.key") == "$key" ]]; then
-		say "--- caddy is up to date ($out/caddy)"
-		return
-	fi
-	say "--- building caddy $caddy_version with $MODULE=$ROOT (xcaddy; cold: ~4 min)"
-	rm -f "$out/caddy.key"
-	# The explicit (zero pseudo-)version makes xcaddy's `go get` resolve the
-	# module through the replacement alone; without one it asks the module
-	# proxy for the latest published version first, and fails offline.
-	run_long "building caddy" "$out/xcaddy-build.log" \
-		env CGO_ENABLED=0 GOFLAGS=-buildvcs=false xcaddy build "$caddy_version" \
-		--output "$out/caddy.tmp" --with "$MODULE@v0.0.0-00010101000000-000000000000=$ROOT"
-	mv "$out/caddy.tmp" "$out/caddy"
-	echo "$key" >"$out/caddy.key"
-	say "    built $out/caddy"
-}
-
+CADDY=$CACHE/caddy/caddy
 if [[ $mode == build ]]; then
-	build_caddy
-	echo "$CACHE/demo/caddy"
+	build_caddy "$CADDY"
+	echo "$CADDY"
 	exit 0
 fi
 
 # --- clean-up -----------------------------------------------------------------
 cleanup() {
-	local f pid
+	local f
 	say
 	say "==> Cleaning up"
 	for f in "$DEMO_DIR"/caddy.pid "$DEMO_DIR"/backend-*.pid; do
-		[[ -f $f ]] || continue
-		pid=$(cat "$f")
-		rm -f "$f"
-		kill "$pid" 2>/dev/null || true
-		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$pid" 2>/dev/null || true
+		stop_pid "$f" 5 || true
 	done
 	# KILL: Polaris's graceful stop sleeps 5 s, and its data is deleted below.
 	if [[ -d $DEMO_DIR/polaris ]]; then
@@ -165,21 +107,10 @@ if [[ $mode == stop ]]; then
 fi
 
 # --- packages -----------------------------------------------------------------
-missing=()
-command -v ip >/dev/null || missing+=(iproute2)
-command -v curl >/dev/null || missing+=(curl)
-command -v etcd >/dev/null || missing+=(etcd-server)
-command -v openssl >/dev/null || missing+=(openssl)
-command -v patch >/dev/null || missing+=(patch)
+mapfile -t missing < <(apt_missing iproute2 curl etcd-server openssl patch)
 if ((${#missing[@]})); then
 	heading "Installing ${missing[*]} (apt-get)"
-	export DEBIAN_FRONTEND=noninteractive
-	if ! run_long "installing packages" "${TMPDIR:-/tmp}/caddy-discovery-demo-apt.log" \
-		apt-get install -y -q --no-install-recommends "${missing[@]}" 2>/dev/null; then
-		run_long "updating the package lists" "${TMPDIR:-/tmp}/caddy-discovery-demo-apt.log" apt-get update -q
-		run_long "installing packages" "${TMPDIR:-/tmp}/caddy-discovery-demo-apt.log" \
-			apt-get install -y -q --no-install-recommends "${missing[@]}"
-	fi
+	run_long "installing packages" "${TMPDIR:-/tmp}/caddy-discovery-demo-apt.log" apt_install "${missing[@]}"
 fi
 
 # A previous --keep run (or a crashed one) may have left things behind.
@@ -187,12 +118,11 @@ if [[ -d $DEMO_DIR ]] || ip netns list 2>/dev/null | grep -qw "$NS"; then
 	say "(a previous demo is still set up: removing it first)"
 	cleanup
 fi
-port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
-port_open 127.0.0.1 8080 && die "127.0.0.1:8080 is already in use"
-port_open 127.0.0.1 2019 && die "localhost:2019 (caddy's admin endpoint) is already in use; is another caddy running?"
-for port in 8081 8082; do port_open 127.0.0.1 $port && die "127.0.0.1:$port is already in use"; done
+port_open 8080 && die "127.0.0.1:8080 is already in use"
+port_open 2019 && die "localhost:2019 (caddy's admin endpoint) is already in use; is another caddy running?"
+for port in 8081 8082; do port_open $port && die "127.0.0.1:$port is already in use"; done
 # Nacos's usual port if it and its +1000/+2000 companions are free, else 38848.
-nacos_ports_free() { ! port_open 127.0.0.1 "$1" && ! port_open 127.0.0.1 $(($1 + 1000)) && ! port_open 127.0.0.1 $(($1 + 2000)); }
+nacos_ports_free() { ! port_open "$1" && ! port_open $(($1 + 1000)) && ! port_open $(($1 + 2000)); }
 if [[ -z ${NACOS_HTTP_PORT:-} ]]; then
 	NACOS_HTTP_PORT=8848
 	nacos_ports_free 8848 || NACOS_HTTP_PORT=38848
@@ -204,8 +134,7 @@ NACOS=127.0.0.1:$NACOS_HTTP_PORT
 
 heading "Building (cached after the first run)"
 mkdir -p "$CACHE/demo"
-build_caddy
-CADDY=$CACHE/demo/caddy
+build_caddy "$CADDY"
 say "--- building the demo backend (integration/demo/backend)"
 run_long "building the backend" "$CACHE/demo/build-backend.log" \
 	env -C "$ROOT" CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -o "$CACHE/demo/backend" ./integration/demo/backend
@@ -253,25 +182,17 @@ ip -n "$NS" link set lo up
 ip -n "$NS" link set "$VETH_IN" up
 say "    veth $VETH_OUT <-> $NS:$VETH_IN"
 
+answers() { ip netns exec "$NS" curl -fsS -o /dev/null --max-time 1 "http://$1:8080/" 2>/dev/null; } # IP
 # start_backend NAME IP: the "container" of a Pod, listening on IP:8080 in the namespace.
 start_backend() {
 	ip -n "$NS" addr add "$2/24" dev "$VETH_IN"
 	setsid ip netns exec "$NS" "$BACKEND" -name "$1" -listen "$2:8080" >>"$DEMO_DIR/backend-$1.log" 2>&1 </dev/null &
 	echo $! >"$DEMO_DIR/backend-$1.pid"
-	for _ in $(seq 50); do
-		if ip netns exec "$NS" curl -fsS -o /dev/null --max-time 1 "http://$2:8080/" 2>/dev/null; then
-			say "    backend $1 answers on $2:8080 (inside $NS)"
-			return
-		fi
-		sleep 0.1
-	done
-	die "backend $1 did not start; see $DEMO_DIR/backend-$1.log"
+	wait_for 5 "backend $1" answers "$2" || die "backend $1 did not start; see $DEMO_DIR/backend-$1.log"
+	say "    backend $1 answers on $2:8080 (inside $NS)"
 }
 stop_backend() {
-	local pid
-	pid=$(cat "$DEMO_DIR/backend-$1.pid")
-	rm -f "$DEMO_DIR/backend-$1.pid"
-	kill "$pid" 2>/dev/null || true
+	stop_pid "$DEMO_DIR/backend-$1.pid" 5
 	say "    backend $1 stopped"
 }
 
@@ -319,16 +240,14 @@ mkdir -p "$DEMO_DIR/xdg"
 (cd "$DEMO_DIR" && exec env XDG_DATA_HOME="$DEMO_DIR/xdg" XDG_CONFIG_HOME="$DEMO_DIR/xdg" \
 	setsid "$CADDY" run --config "$HERE/demo/Caddyfile" --adapter caddyfile >"$DEMO_DIR/caddy.log" 2>&1 </dev/null) &
 echo $! >"$DEMO_DIR/caddy.pid"
-for i in $(seq 100); do
-	port_open 127.0.0.1 8080 && port_open 127.0.0.1 8081 && port_open 127.0.0.1 8082 && break
-	kill -0 "$(cat "$DEMO_DIR/caddy.pid")" 2>/dev/null || { tail -n 20 "$DEMO_DIR/caddy.log" >&2; die "caddy exited"; }
-	((i < 100)) || die "caddy did not start listening; see $DEMO_DIR/caddy.log"
-	sleep 0.1
-done
+caddy_alive() { kill -0 "$(cat "$DEMO_DIR/caddy.pid")" 2>/dev/null; }
+caddy_up() { (port_open 8080 && port_open 8081 && port_open 8082) || ! caddy_alive; } # listening, or exited
+wait_for 10 "caddy to listen" caddy_up || die "caddy did not start listening; see $DEMO_DIR/caddy.log"
+caddy_alive || { tail -n 20 "$DEMO_DIR/caddy.log" >&2; die "caddy exited"; }
 say "    caddy is up (pid $(cat "$DEMO_DIR/caddy.pid"), log $DEMO_DIR/caddy.log)"
 
 # --- traffic ------------------------------------------------------------------------
-TARGET=$CADDY_ADDR # where request, wait_for and show send requests
+TARGET=$CADDY_ADDR # where request, await_backends and show send requests
 # request: prints which backend answered one request (or the HTTP error).
 request() {
 	local out code
@@ -336,13 +255,13 @@ request() {
 	code=${out##*$'\n'}
 	if [[ $code == 200 ]]; then head -n 1 <<<"$out"; else echo "HTTP $code"; fi
 }
-# wait_for NAMES...: sends requests until exactly these backends answer (6
-# requests cover up to 6 upstreams with round_robin).
-wait_for() {
-	local want got start=$EPOCHREALTIME i
+# await_backends NAMES...: sends requests until exactly these backends answer
+# (6 requests cover up to 6 upstreams with round_robin).
+await_backends() {
+	local want got start=$EPOCHREALTIME
 	want=$(printf '%s\n' "$@" | sort | tr '\n' ' ')
 	for _ in $(seq 200); do
-		got=$(for i in $(seq 6); do request; done | sort -u | tr '\n' ' ')
+		got=$(for _ in $(seq 6); do request; done | sort -u | tr '\n' ' ')
 		if [[ $got == "$want" ]]; then
 			say "    caddy follows: requests now go to ${want% } (after $(awk "BEGIN{printf \"%.1f\", $EPOCHREALTIME - $start}")s)"
 			return
@@ -361,31 +280,31 @@ show() {
 }
 
 heading "Step 1: shop/web has 2 ready Pods"
-wait_for web-1 web-2
+await_backends web-1 web-2
 show
 
 heading "Step 2: scale up to 3 Pods (web-3 starts and becomes Ready)"
 start_backend web-3 "$(pod_ip web-3)"
 create_pod web-3
-wait_for web-1 web-2 web-3
+await_backends web-1 web-2 web-3
 show
 
 heading "Step 3: web-2 becomes NotReady (its backend keeps running: no health check involved)"
 set_ready web-2 False
 say "    Pod shop/web-2 Ready=False"
-wait_for web-1 web-3
+await_backends web-1 web-3
 show
 
 heading "Step 4: web-2 is Ready again"
 set_ready web-2 True
 say "    Pod shop/web-2 Ready=True"
-wait_for web-1 web-2 web-3
+await_backends web-1 web-2 web-3
 show
 
 heading "Step 5: scale down to 1 Pod (web-2 and web-3 deleted)"
 delete_pod web-3
 delete_pod web-2
-wait_for web-1
+await_backends web-1
 show
 stop_backend web-2
 stop_backend web-3
@@ -398,8 +317,8 @@ say "    caddy followed every change of shop/web's Pods without a reload"
 # deregisters when stopped, and is dropped by the server when it dies. The
 # process stays in the root namespace, next to Nacos on 127.0.0.1; only its
 # listener is opened inside the namespace.
-NACOS_IP=$NET.20 # + 1.. the shop-api instances
-# start_instance NAME VERSION WEIGHT: a shop-api instance on $NACOS_IP+N:8080.
+registered() { grep -q 'registered' "$2" || ! kill -0 "$1" 2>/dev/null; } # PID LOG: or exited
+# start_instance NAME-N VERSION WEIGHT: a shop-api instance on $NET.(20+N):8080.
 start_instance() {
 	local ip=$NET.$((20 + ${1##*-})) pid
 	ip -n "$NS" addr add "$ip/24" dev "$VETH_IN"
@@ -409,23 +328,13 @@ start_instance() {
 	pid=$!
 	disown "$pid" # no "Killed" from bash when step 4 kills it
 	echo "$pid" >"$DEMO_DIR/backend-$1.pid"
-	for _ in $(seq 100); do
-		kill -0 "$pid" 2>/dev/null || die "backend $1 exited: $(tail -n 5 "$DEMO_DIR/backend-$1.log")"
-		if grep -q 'registered' "$DEMO_DIR/backend-$1.log"; then
-			say "    $1 listens on $ip:8080 (inside $NS) and registered itself: shop-api, version=$2, weight $3"
-			return
-		fi
-		sleep 0.1
-	done
-	die "backend $1 did not register; see $DEMO_DIR/backend-$1.log"
+	wait_for 10 "$1 to register" registered "$pid" "$DEMO_DIR/backend-$1.log" || die "backend $1 did not register; see $DEMO_DIR/backend-$1.log"
+	kill -0 "$pid" 2>/dev/null || die "backend $1 exited: $(tail -n 5 "$DEMO_DIR/backend-$1.log")"
+	say "    $1 listens on $ip:8080 (inside $NS) and registered itself: shop-api, version=$2, weight $3"
 }
 # stop_instance NAME SIGNAL: TERM deregisters first; KILL is a crash.
 stop_instance() {
-	local pid
-	pid=$(cat "$DEMO_DIR/backend-$1.pid")
-	rm -f "$DEMO_DIR/backend-$1.pid"
-	kill -s "$2" "$pid" 2>/dev/null || true
-	for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	stop_pid "$DEMO_DIR/backend-$1.pid" 5 "$2"
 	if [[ $2 == KILL ]]; then
 		say "    $1 killed (SIGKILL): no deregistration; its gRPC connection to Nacos is gone"
 	else
@@ -437,7 +346,7 @@ heading "Nacos step 1: 2 instances of shop-api register themselves (caddy: http:
 TARGET=127.0.0.1:8081
 start_instance shop-api-1 v1 1
 start_instance shop-api-2 v1 1
-wait_for shop-api-1 shop-api-2
+await_backends shop-api-1 shop-api-2
 show
 TARGET=127.0.0.1:8082
 say "    http://$TARGET/ takes only metadata version=v2, and there is none yet:"
@@ -446,11 +355,11 @@ show
 heading "Nacos step 2: a third instance, version v2, registers"
 start_instance shop-api-3 v2 2
 TARGET=127.0.0.1:8081
-wait_for shop-api-1 shop-api-2 shop-api-3
+await_backends shop-api-1 shop-api-2 shop-api-3
 show
 TARGET=127.0.0.1:8082
 say "    http://$TARGET/ (metadata version v2):"
-wait_for shop-api-3
+await_backends shop-api-3
 show
 say "    caddy's view (curl localhost:2019/discovery/upstreams; weights kept for weighted policies):"
 curl -sS --max-time 5 localhost:2019/discovery/upstreams | awk -F'"' '
@@ -463,12 +372,12 @@ curl -sS --max-time 5 localhost:2019/discovery/upstreams | awk -F'"' '
 heading "Nacos step 3: shop-api-1 is stopped (SIGTERM: it deregisters itself)"
 TARGET=127.0.0.1:8081
 stop_instance shop-api-1 TERM
-wait_for shop-api-2 shop-api-3
+await_backends shop-api-2 shop-api-3
 show
 
 heading "Nacos step 4: shop-api-2 crashes (SIGKILL: the server drops its ephemeral instance)"
 stop_instance shop-api-2 KILL
-wait_for shop-api-3
+await_backends shop-api-3
 show
 
 heading "Done: caddy followed every change of shop/web's Pods and of shop-api's instances without a reload"

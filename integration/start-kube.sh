@@ -11,8 +11,9 @@
 #   KCM_PORT     kube-controller-manager HTTPS /healthz (default 10357; 0 = off)
 #
 # KUBE_START_TIMEOUT (seconds, default 90) bounds the wait for readiness.
-# The binaries come from build-kube.sh (cached); etcd (Debian etcd-server
-# 3.4), openssl and curl are installed with apt-get when missing (needs root).
+# The binaries come from build-kube.sh (cached); the Debian packages
+# etcd-server (3.4), openssl and curl are installed with apt-get when missing
+# (needs root).
 #
 # DIR gets (kept across restarts, so tokens and data survive):
 #   ca.crt ca.key                 CA of the apiserver's serving certificate
@@ -43,7 +44,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-log() { echo "start-kube: $*" >&2; }
+# shellcheck source=integration/lib.sh
+source "$HERE/lib.sh"
 
 [[ $# -eq 1 ]] || { echo "usage: $0 DIR" >&2; exit 2; }
 mkdir -p "$1"
@@ -57,26 +59,13 @@ TIMEOUT=${KUBE_START_TIMEOUT:-90}
 SERVER=https://127.0.0.1:$KUBE_PORT
 
 # --- packages ---------------------------------------------------------------
-missing=()
-command -v etcd >/dev/null || missing+=(etcd-server)
-command -v openssl >/dev/null || missing+=(openssl)
-command -v curl >/dev/null || missing+=(curl)
-if ((${#missing[@]})); then
-	[[ $(id -u) -eq 0 ]] || { log "missing ${missing[*]}; run as root or install them"; exit 1; }
-	log "installing ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; then
-		apt-get update -q >&2
-		apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
-	fi
-fi
+apt_install etcd-server openssl curl
 
 bin_dir=$("$HERE/build-kube.sh")
 
 # --- state ------------------------------------------------------------------
 pid_of() { [[ -f $DIR/$1.pid ]] && cat "$DIR/$1.pid"; }
 alive() { local p; p=$(pid_of "$1") && kill -0 "$p" 2>/dev/null; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 apiserver_ready() {
 	[[ -f $DIR/admin.token ]] &&
 		curl -fsS -o /dev/null --max-time 2 --cacert "$DIR/ca.crt" \
@@ -178,13 +167,14 @@ fail() { # name message
 	"$HERE/stop-kube.sh" "$DIR" 2>/dev/null || true
 	exit 1
 }
-wait_for() { # name check-function
-	local deadline=$((start + TIMEOUT))
-	until "$2"; do
-		alive "$1" || fail "$1" "$1 exited"
-		((SECONDS < deadline)) || fail "$1" "$1 not ready after ${TIMEOUT}s"
-		sleep 0.2
-	done
+up() { # name check-function: ready, or not running
+	"$2" || ! alive "$1"
+}
+await() { # name check-function; all components within TIMEOUT of the start
+	local left=$((start + TIMEOUT - SECONDS))
+	((left > 0)) || left=0
+	wait_for "$left" "$1" up "$1" "$2" || fail "$1" "$1 not ready after ${TIMEOUT}s"
+	alive "$1" || fail "$1" "$1 exited"
 }
 
 log "starting etcd on 127.0.0.1:$ETCD_PORT (peer $ETCD_PEER_PORT)"
@@ -194,7 +184,7 @@ launch etcd etcd --name default --data-dir "$DIR/etcd" \
 	--initial-cluster "default=http://127.0.0.1:$ETCD_PEER_PORT" --initial-cluster-state new \
 	--unsafe-no-fsync --quota-backend-bytes $((1 << 30)) --log-level warn
 etcd_ready() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" 2>/dev/null; }
-wait_for etcd etcd_ready
+await etcd etcd_ready
 
 log "starting kube-apiserver on $SERVER"
 # The apiserver's own "kubernetes" Service endpoints would need a
@@ -212,7 +202,7 @@ launch kube-apiserver "$bin_dir/kube-apiserver" \
 	--service-cluster-ip-range=10.96.0.0/16 --service-node-port-range=30000-32767 \
 	--disable-admission-plugins=ServiceAccount \
 	--profiling=false --v=1
-wait_for kube-apiserver apiserver_ready
+await kube-apiserver apiserver_ready
 
 log "starting kube-controller-manager (healthz on 127.0.0.1:$KCM_PORT)"
 kcm_serving=(--secure-port="$KCM_PORT")
@@ -223,7 +213,7 @@ launch kube-controller-manager "$bin_dir/kube-controller-manager" \
 	--service-account-private-key-file="$DIR/sa.key" --root-ca-file="$DIR/ca.crt" \
 	--leader-elect=false --use-service-account-credentials=false \
 	"${kcm_serving[@]}" --profiling=false --v=1
-wait_for kube-controller-manager kcm_ready
+await kube-controller-manager kcm_ready
 
 elapsed=$(awk "BEGIN{printf \"%.1f\", $EPOCHREALTIME - $start_real}")
 log "ready after ${elapsed}s: $SERVER (kubeconfigs in $DIR)"

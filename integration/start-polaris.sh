@@ -40,7 +40,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-log() { echo "start-polaris: $*" >&2; }
+# shellcheck source=integration/lib.sh
+source "$HERE/lib.sh"
 
 [[ $# -eq 1 ]] || { echo "usage: $0 DIR" >&2; exit 2; }
 mkdir -p "$1"
@@ -57,7 +58,6 @@ case ${POLARIS_NACOS_AUTH:-0} in
 esac
 HEALTH_URL="http://127.0.0.1:$NACOS_HTTP_PORT/nacos/v1/ns/service/list?pageNo=1&pageSize=1"
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 ready() {
 	curl -fsS -o /dev/null --max-time 2 "$HEALTH_URL" 2>/dev/null && port_open "$NACOS_GRPC_PORT"
 }
@@ -220,20 +220,17 @@ log "starting polaris-server in $DIR (nacos http 127.0.0.1:$NACOS_HTTP_PORT, grp
 pid=$!
 echo "$pid" >"$DIR/polaris.pid"
 
-deadline=$((SECONDS + TIMEOUT))
-until ready; do
-	if ! kill -0 "$pid" 2>/dev/null; then
-		log "polaris-server exited during startup; last lines of $DIR/polaris.out:"
-		tail -n 20 "$DIR/polaris.out" >&2 || true
-		rm -f "$DIR/polaris.pid"
-		exit 1
-	fi
-	if ((SECONDS >= deadline)); then
-		log "not ready after ${TIMEOUT}s; stopping it. Last lines of $DIR/polaris.out:"
-		tail -n 20 "$DIR/polaris.out" >&2 || true
-		"$HERE/stop-polaris.sh" "$DIR" || true
-		exit 1
-	fi
-	sleep 0.1
-done
+up() { ready || ! kill -0 "$pid" 2>/dev/null; } # ready, or exited
+if ! wait_for "$TIMEOUT" "polaris-server to answer" up; then
+	log "not ready after ${TIMEOUT}s; stopping it. Last lines of $DIR/polaris.out:"
+	tail -n 20 "$DIR/polaris.out" >&2 || true
+	"$HERE/stop-polaris.sh" "$DIR" || true
+	exit 1
+fi
+if ! kill -0 "$pid" 2>/dev/null; then
+	log "polaris-server exited during startup; last lines of $DIR/polaris.out:"
+	tail -n 20 "$DIR/polaris.out" >&2 || true
+	rm -f "$DIR/polaris.pid"
+	exit 1
+fi
 log "ready (pid $pid)"

@@ -8,38 +8,31 @@
 # KILL (~3 s in all). A no-op for components that are not running.
 set -euo pipefail
 
-log() { echo "stop-kube: $*" >&2; }
+# shellcheck source=integration/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ $# -eq 1 ]] || { echo "usage: $0 DIR" >&2; exit 2; }
 DIR=$1
 TIMEOUT=${KUBE_STOP_TIMEOUT:-15}
 
-# Stops the named components: TERM to all, then wait for all (KILL after TIMEOUT).
+# Stops the named components together: TERM, KILL after TIMEOUT.
 stop() {
-	local name pid pids=() deadline
+	local name pidfile pid jobs=() rc=0
 	for name in "$@"; do
 		pidfile=$DIR/$name.pid
 		[[ -f $pidfile ]] || continue
 		pid=$(cat "$pidfile")
-		rm -f "$pidfile"
 		# The pid file may outlive the process; only signal the expected binary.
-		kill -0 "$pid" 2>/dev/null || continue
-		[[ $(readlink "/proc/$pid/exe" 2>/dev/null || true) == */"$name" ]] || continue
+		if ! kill -0 "$pid" 2>/dev/null || [[ $(readlink "/proc/$pid/exe" 2>/dev/null || true) != */"$name" ]]; then
+			rm -f "$pidfile"
+			continue
+		fi
 		log "stopping $name (pid $pid)"
-		kill -s TERM "$pid" 2>/dev/null || true
-		pids+=("$pid")
+		stop_pid "$pidfile" "$TIMEOUT" &
+		jobs+=($!)
 	done
-	deadline=$((SECONDS + TIMEOUT))
-	for pid in "${pids[@]}"; do
-		while kill -0 "$pid" 2>/dev/null; do
-			if ((SECONDS >= deadline)); then
-				log "pid $pid still running after ${TIMEOUT}s; sending KILL"
-				kill -s KILL "$pid" 2>/dev/null || true
-				deadline=$((SECONDS + 5))
-			fi
-			sleep 0.1
-		done
-	done
+	for pid in "${jobs[@]}"; do wait "$pid" || rc=1; done
+	return "$rc"
 }
 
 # etcd last: the apiserver's shutdown still talks to it.

@@ -9,7 +9,8 @@
 # POLARIS_STOP_SIGNAL=KILL simulates a crash. A no-op when it is not running.
 set -euo pipefail
 
-log() { echo "stop-polaris: $*" >&2; }
+# shellcheck source=integration/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ $# -eq 1 ]] || { echo "usage: $0 DIR" >&2; exit 2; }
 DIR=$1
@@ -35,15 +36,5 @@ if [[ $(readlink "/proc/$pid/exe" 2>/dev/null || true) != */polaris-server ]]; t
 fi
 
 log "stopping pid $pid with SIG$SIGNAL"
-kill -s "$SIGNAL" "$pid"
-deadline=$((SECONDS + TIMEOUT))
-while kill -0 "$pid" 2>/dev/null; do
-	if ((SECONDS >= deadline)); then
-		log "still running after ${TIMEOUT}s; sending KILL"
-		kill -s KILL "$pid" 2>/dev/null || true
-		deadline=$((SECONDS + 5))
-	fi
-	sleep 0.1
-done
-rm -f "$pidfile"
+stop_pid "$pidfile" "$TIMEOUT" "$SIGNAL"
 log "stopped"
