@@ -28,13 +28,9 @@ func BenchmarkGetUpstreamsParallel(b *testing.B) {
 // callback, as the SDK does, and waits until the source serves all n.
 func benchNacosSource(b *testing.B, n int) reverseproxy.UpstreamSource {
 	b.Helper()
-	old := newNamingClient
-	newNamingClient = func(vo.NacosClientParam) (namingClient, error) { return newFake(), nil }
-	b.Cleanup(func() { newNamingClient = old })
-
 	app := new(App)
 	key := fmt.Sprintf("shop@@web-%d", n)
-	u := &NacosUpstreams{Service: key}
+	u := &NacosUpstreams{Service: key, tuning: testTuning(func(vo.NacosClientParam) (namingClient, error) { return newFake(), nil })}
 	if err := u.provision(caddy.Log(), app); err != nil {
 		b.Fatal(err)
 	}
@@ -47,6 +43,7 @@ func benchNacosSource(b *testing.B, n int) reverseproxy.UpstreamSource {
 		b.Fatal(err)
 	}
 	// the sources of all sizes share one pooled client, made by the first
+	// with its tuning and fake
 	c := u.watch.c
 	<-c.ready
 	fake := c.nc.(*fakeNaming)

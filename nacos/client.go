@@ -32,26 +32,57 @@ type namingClient interface {
 	CloseClient()
 }
 
-// newNamingClient creates an SDK naming client; tests replace it.
-var newNamingClient = func(p vo.NacosClientParam) (namingClient, error) {
-	c, err := clients.NewNamingClient(p)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
+// tuning is what a client and its subscriptions run on besides their
+// config: the SDK client's constructor and the timings of their background
+// work. Production uses defaultTuning; tests inject fakes and shorter
+// timings through NacosUpstreams.tuning. A pooled client keeps the tuning
+// of the source that created it.
+type tuning struct {
+	// newNaming creates an SDK naming client.
+	newNaming func(vo.NacosClientParam) (namingClient, error)
 
-// Timings of the client's background work; tests shorten them.
-var (
-	healthInterval = 2 * time.Second  // how often the connection state is checked
-	closeTimeout   = 5 * time.Second  // bound on CloseClient (nacos-sdk-go #912)
-	reconnectGrace = 10 * time.Second // protect_threshold stays active this long after reconnecting
+	healthInterval time.Duration // how often the connection state is checked
+	closeTimeout   time.Duration // bound on CloseClient (nacos-sdk-go #912)
+	reconnectGrace time.Duration // protect_threshold stays active this long after reconnecting
 	// grpcGrace is how long the server may answer over HTTP while no
 	// request gets through for want of a gRPC connection before that is
 	// reported: the SDK waits up to 5 s between reconnect attempts
 	// (common/remote/rpc/rpc_client.go:457-467 in v2.3.5).
-	grpcGrace = 15 * time.Second
-)
+	grpcGrace time.Duration
+
+	// Retry timings of subscriptions. A subscription that failed on its own
+	// backs off from retryMin to retryMax; one that failed for want of a
+	// connection while the server is reachable retries from connRetry up to
+	// healthInterval, so that it goes through soon after the connection
+	// does.
+	retryMin, retryMax, connRetry time.Duration
+
+	// unsubscribeWait bounds how long a subscription's Destruct waits for
+	// the final Unsubscribe while the connection is healthy.
+	unsubscribeWait time.Duration
+}
+
+// defaultTuning is the tuning of production: the SDK's client and these
+// timings.
+func defaultTuning() *tuning {
+	return &tuning{
+		newNaming: func(p vo.NacosClientParam) (namingClient, error) {
+			c, err := clients.NewNamingClient(p)
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		},
+		healthInterval:  2 * time.Second,
+		closeTimeout:    5 * time.Second,
+		reconnectGrace:  10 * time.Second,
+		grpcGrace:       15 * time.Second,
+		retryMin:        time.Second,
+		retryMax:        30 * time.Second,
+		connRetry:       200 * time.Millisecond,
+		unsubscribeWait: time.Second,
+	}
+}
 
 // sdkNotConnected is how the SDK fails a request, without sending it, while
 // its gRPC connection is not up (common/remote/rpc/rpc_client.go:590-592 in
@@ -67,6 +98,7 @@ type client struct {
 	namespace string
 	param     vo.NacosClientParam
 	auth      string // "username", "access_key" or "", for messages
+	tuning    *tuning
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -102,7 +134,7 @@ type client struct {
 // problem is a latest failure, shown to sources until it is cleared.
 type problem struct{ err error }
 
-func newClient(name string, param vo.NacosClientParam) *client {
+func newClient(name string, param vo.NacosClientParam, tn *tuning) *client {
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make([]string, len(param.ServerConfigs))
 	for i, s := range param.ServerConfigs {
@@ -121,6 +153,7 @@ func newClient(name string, param vo.NacosClientParam) *client {
 		where:     where,
 		namespace: ns,
 		param:     param,
+		tuning:    tn,
 		ctx:       ctx,
 		cancel:    cancel,
 		ready:     make(chan struct{}),
@@ -144,7 +177,7 @@ func (c *client) run() {
 	redirectSDKLogs()
 	var nc namingClient
 	err := guard("creating the client", func() (err error) {
-		nc, err = newNamingClient(c.param)
+		nc, err = c.tuning.newNaming(c.param)
 		return err
 	})
 	if err != nil {
@@ -165,7 +198,7 @@ func (c *client) run() {
 		return
 	}
 
-	t := time.NewTicker(healthInterval)
+	t := time.NewTicker(c.tuning.healthInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -202,10 +235,10 @@ func (c *client) checkHealth(first bool) {
 		}
 		down = upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("cannot reach %s over gRPC: %s; check addresses and grpc_port, and that the server is up "+
 			"(serving the last known instances meanwhile)", c.where, what))
-	case at != 0 && time.Since(time.Unix(0, at)) >= grpcGrace:
+	case at != 0 && time.Since(time.Unix(0, at)) >= c.tuning.grpcGrace:
 		down = upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("cannot reach %s over gRPC: the server answers over HTTP, but no gRPC connection came up within %s; "+
 			"check grpc_port (default: the port + 1000) and that it is reachable (serving the last known instances meanwhile)",
-			c.where, grpcGrace))
+			c.where, c.tuning.grpcGrace))
 	}
 	now := down == nil
 	c.link.SetConnected(now)
@@ -249,7 +282,7 @@ func (c *client) protecting() bool {
 		return true
 	}
 	at := c.reconnected.Load()
-	return at != 0 && time.Since(time.Unix(0, at)) < reconnectGrace
+	return at != 0 && time.Since(time.Unix(0, at)) < c.tuning.reconnectGrace
 }
 
 // setProblem records the connection's problem, or its end (nil); its
@@ -324,7 +357,7 @@ func (c *client) Destruct() error {
 			_ = guard("closing the client", func() error { c.nc.CloseClient(); return nil })
 		}
 	}()
-	t := time.NewTimer(closeTimeout)
+	t := time.NewTimer(c.tuning.closeTimeout)
 	defer t.Stop()
 	select {
 	case <-closed:
@@ -350,11 +383,12 @@ func guard(what string, f func() error) (err error) {
 // acquireClient returns the pooled client for param, creating it if needed:
 // one per (servers, namespace, credentials), whatever else the servers'
 // settings say (reconcile_interval belongs to each source). The caller must
-// release it with pool.Delete(key).
-func acquireClient(name string, param vo.NacosClientParam) (c *client, key string, err error) {
+// release it with pool.Delete(key). A client created here runs on tn; one
+// found in the pool keeps the tuning it was created with.
+func acquireClient(name string, param vo.NacosClientParam, tn *tuning) (c *client, key string, err error) {
 	key = "nacos/client/" + fingerprint(param)
 	v, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return newClient(name, param), nil
+		return newClient(name, param, tn), nil
 	})
 	if err != nil {
 		return nil, "", err

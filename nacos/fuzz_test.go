@@ -55,14 +55,13 @@ func quiet(f *testing.F) func() {
 	return func() { buf.FlushTo(nop) }
 }
 
-// noClient makes the creation of a naming client fail the fuzz target: the
-// targets provision sources but never start them, so nothing may connect.
-func noClient(f *testing.F) {
-	old := newNamingClient
-	newNamingClient = func(vo.NacosClientParam) (namingClient, error) {
+// noClient is a test tuning whose creation of a naming client fails the
+// fuzz target: the targets provision sources but never start them, so
+// nothing may connect.
+func noClient() *tuning {
+	return testTuning(func(vo.NacosClientParam) (namingClient, error) {
 		panic("a fuzz target created a naming client")
-	}
-	f.Cleanup(func() { newNamingClient = old })
+	})
 }
 
 // FuzzParseReference: a reference either parses into names Nacos accepts,
@@ -245,7 +244,7 @@ func FuzzJSON(f *testing.F) {
 	} {
 		f.Add([]byte(s[0]), []byte(s[1]))
 	}
-	noClient(f)
+	tn := noClient()
 	flush := quiet(f)
 	f.Fuzz(func(t *testing.T, source, appJSON []byte) {
 		defer flush()
@@ -257,6 +256,7 @@ func FuzzJSON(f *testing.F) {
 		if err := caddy.StrictUnmarshalJSON(source, u); err != nil {
 			return // encoding/json's own errors, with the Go field path
 		}
+		u.tuning = tn
 		app := new(App)
 		if caddy.StrictUnmarshalJSON(appJSON, app) != nil {
 			app = new(App)
@@ -333,17 +333,17 @@ func FuzzInstances(f *testing.F) {
 	} {
 		f.Add(s.ips, s.clusters, s.meta, s.data)
 	}
-	noClient(f)
+	tn := noClient()
 	flush := quiet(f)
 	f.Fuzz(func(t *testing.T, ipList, clusterList, metaList string, data []byte) {
 		defer flush()
-		checkInstances(t, ipList, clusterList, metaList, data)
+		checkInstances(t, tn, ipList, clusterList, metaList, data)
 	})
 }
 
 // checkInstances is FuzzInstances' body: data decides the source's filter
-// and protect_threshold, then two instance lists.
-func checkInstances(t *testing.T, ipList, clusterList, metaList string, data []byte) {
+// and protect_threshold, then two instance lists; the source runs on tn.
+func checkInstances(t *testing.T, tn *tuning, ipList, clusterList, metaList string, data []byte) {
 	st := upstreamstest.Stream(data)
 	ips := fuzzIPs(ipList)
 	// Strings of a config, and of the SDK's instances, come from JSON,
@@ -356,7 +356,7 @@ func checkInstances(t *testing.T, ipList, clusterList, metaList string, data []b
 		pairs = append(pairs, [2]string{k, v})
 	}
 
-	u := &NacosUpstreams{Service: "shop@@orders", ProtectThreshold: []float64{0, 0, 0.5, 1}[st.Intn(4)]}
+	u := &NacosUpstreams{Service: "shop@@orders", ProtectThreshold: []float64{0, 0, 0.5, 1}[st.Intn(4)], tuning: tn}
 	if st.Bool() && clusterList != "" {
 		u.Clusters = strings.Split(clusterList, ",")
 	}

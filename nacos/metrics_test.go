@@ -52,10 +52,10 @@ func TestExplainKinds(t *testing.T) {
 // unreachable problem of the service; coming back is one reconnect and one
 // subscription restart, while routine reconciles are none.
 func TestMetricsFollowInstances(t *testing.T) {
-	fake, _ := useFake(t)
+	tn, fake, _ := fakeTuning()
 	reg := upstreamstest.Metrics(t)
 	app := new(App)
-	u := &NacosUpstreams{Service: "orders", Server: Server{Addresses: []string{"127.0.0.9:8848"}, ReconcileInterval: caddy.Duration(100 * time.Millisecond)}}
+	u := &NacosUpstreams{Service: "orders", Server: Server{Addresses: []string{"127.0.0.9:8848"}, ReconcileInterval: caddy.Duration(100 * time.Millisecond)}, tuning: tn}
 	if err := u.provision(caddy.Log(), app); err != nil {
 		t.Fatal(err)
 	}

@@ -29,12 +29,26 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	healthInterval = 20 * time.Millisecond
-	retryMin, retryMax = 10*time.Millisecond, 50*time.Millisecond
-	connRetry = 5 * time.Millisecond
 	// The SDK's UDP push receiver (HTTP proxy) outlives CloseClient: an SDK
 	// leak, once per real client, and only TestCredentialsReachLogin makes one.
 	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client/naming_http.(*PushReceiver).handleClient"))
+}
+
+// testTuning is the tuning that tests inject through NacosUpstreams.tuning:
+// production's, with shorter timings and, unless nil, newNaming instead of
+// the SDK's client. Sources that share a pooled client get the tuning of the
+// one that created it, so each test gives all its sources one tuning, and
+// its sources either connect differently from other tests' or are cleaned
+// up before the test ends.
+func testTuning(newNaming func(vo.NacosClientParam) (namingClient, error)) *tuning {
+	tn := defaultTuning()
+	tn.healthInterval = 20 * time.Millisecond
+	tn.retryMin, tn.retryMax = 10*time.Millisecond, 50*time.Millisecond
+	tn.connRetry = 5 * time.Millisecond
+	if newNaming != nil {
+		tn.newNaming = newNaming
+	}
+	return tn
 }
 
 func TestParseReference(t *testing.T) {
@@ -487,18 +501,18 @@ func (f *fakeNaming) push(key string, list ...model.Instance) bool {
 	return true
 }
 
-func useFake(t *testing.T) (*fakeNaming, *int) {
+// fakeTuning is a test tuning whose naming clients are all one fake; it
+// counts the clients created.
+func fakeTuning() (*tuning, *fakeNaming, *int) {
 	fake, created := newFake(), new(int)
 	var mu sync.Mutex
-	old := newNamingClient
-	newNamingClient = func(vo.NacosClientParam) (namingClient, error) {
+	tn := testTuning(func(vo.NacosClientParam) (namingClient, error) {
 		mu.Lock()
 		*created++
 		mu.Unlock()
 		return fake, nil
-	}
-	t.Cleanup(func() { newNamingClient = old })
-	return fake, created
+	})
+	return tn, fake, created
 }
 
 // TestSharedLifecycle checks that sources share one client and one
@@ -506,10 +520,10 @@ func useFake(t *testing.T) (*fakeNaming, *int) {
 // the last Cleanup unsubscribes with the original parameter and closes the
 // client.
 func TestSharedLifecycle(t *testing.T) {
-	fake, created := useFake(t)
+	tn, fake, created := fakeTuning()
 	app1 := new(App)
-	a := &NacosUpstreams{Service: "shop@@orders"}
-	b := &NacosUpstreams{Service: "orders", Group: "shop", Metadata: map[string]string{"version": "v2"}}
+	a := &NacosUpstreams{Service: "shop@@orders", tuning: tn}
+	b := &NacosUpstreams{Service: "orders", Group: "shop", Metadata: map[string]string{"version": "v2"}, tuning: tn}
 	for _, u := range []*NacosUpstreams{a, b} {
 		if err := u.provision(caddy.Log(), app1); err != nil {
 			t.Fatal(err)
@@ -533,7 +547,7 @@ func TestSharedLifecycle(t *testing.T) {
 	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(a, "10.0.0.1:80", "10.0.0.2:80"))
 	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(b, "10.0.0.1:80"))
 	// the first connect coming up does not repeat the first Subscribe
-	time.Sleep(5 * healthInterval)
+	time.Sleep(5 * tn.healthInterval)
 	fake.mu.Lock()
 	n := fake.subs[a.watch.param]
 	fake.mu.Unlock()
@@ -557,7 +571,7 @@ func TestSharedLifecycle(t *testing.T) {
 
 	// "reload": a new config provisions and starts, then the old one is cleaned up
 	app2 := new(App)
-	c := &NacosUpstreams{Service: "orders", Group: "shop"}
+	c := &NacosUpstreams{Service: "orders", Group: "shop", tuning: tn}
 	if err := c.provision(caddy.Log(), app2); err != nil {
 		t.Fatal(err)
 	}
@@ -613,11 +627,11 @@ func TestSharedLifecycle(t *testing.T) {
 // reconcile_interval share one naming client, and that a shared subscription
 // re-reads at the smallest interval among its sources.
 func TestReconcileIntervalSharesClient(t *testing.T) {
-	_, created := useFake(t)
+	tn, _, created := fakeTuning()
 	app := new(App)
-	fast := &NacosUpstreams{Service: "orders", Server: Server{Addresses: []string{"10.0.0.1"}, ReconcileInterval: caddy.Duration(time.Second)}}
-	off := &NacosUpstreams{Service: "orders", Server: Server{Addresses: []string{"10.0.0.1"}, ReconcileInterval: -1}}
-	other := &NacosUpstreams{Service: "billing", Server: Server{Addresses: []string{"10.0.0.1"}}}
+	fast := &NacosUpstreams{Service: "orders", Server: Server{Addresses: []string{"10.0.0.1"}, ReconcileInterval: caddy.Duration(time.Second)}, tuning: tn}
+	off := &NacosUpstreams{Service: "orders", Server: Server{Addresses: []string{"10.0.0.1"}, ReconcileInterval: -1}, tuning: tn}
+	other := &NacosUpstreams{Service: "billing", Server: Server{Addresses: []string{"10.0.0.1"}}, tuning: tn}
 	for _, u := range []*NacosUpstreams{fast, off, other} {
 		if err := u.provision(caddy.Log(), app); err != nil {
 			t.Fatal(err)
@@ -643,13 +657,11 @@ func TestReconcileIntervalSharesClient(t *testing.T) {
 // TestReconcileAndOutage checks the re-read after reconnecting, that the last
 // instances stay while the server is unreachable, and protect_threshold.
 func TestReconcileAndOutage(t *testing.T) {
-	fake, _ := useFake(t)
-	old := reconnectGrace
-	reconnectGrace = 200 * time.Millisecond
-	t.Cleanup(func() { reconnectGrace = old })
+	tn, fake, _ := fakeTuning()
+	tn.reconnectGrace = 200 * time.Millisecond
 	app := new(App)
-	plain := &NacosUpstreams{Service: "orders"}
-	protected := &NacosUpstreams{Service: "orders", ProtectThreshold: 1}
+	plain := &NacosUpstreams{Service: "orders", tuning: tn}
+	protected := &NacosUpstreams{Service: "orders", ProtectThreshold: 1, tuning: tn}
 	for _, u := range []*NacosUpstreams{plain, protected} {
 		if err := u.provision(caddy.Log(), app); err != nil {
 			t.Fatal(err)
@@ -732,19 +744,17 @@ func (b blockingNaming) Unsubscribe(p *vo.SubscribeParam) error {
 // when every Unsubscribe hangs, and that the client is still closed in the
 // end.
 func TestDestructIsBounded(t *testing.T) {
-	fake, _ := useFake(t)
-	release := make(chan struct{})
-	newNamingClient = func(vo.NacosClientParam) (namingClient, error) { return blockingNaming{fake, release}, nil }
-	oldWait, oldClose := unsubscribeWait, closeTimeout
-	unsubscribeWait, closeTimeout = 50*time.Millisecond, 200*time.Millisecond
+	fake, release := newFake(), make(chan struct{})
+	tn := testTuning(func(vo.NacosClientParam) (namingClient, error) { return blockingNaming{fake, release}, nil })
+	tn.unsubscribeWait, tn.closeTimeout = 50*time.Millisecond, 200*time.Millisecond
 	var once sync.Once
 	unblock := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(func() { unblock(); unsubscribeWait, closeTimeout = oldWait, oldClose })
+	t.Cleanup(unblock)
 
 	app := new(App)
 	var us []*NacosUpstreams
 	for i := range 6 {
-		u := &NacosUpstreams{Service: fmt.Sprintf("svc%d", i)}
+		u := &NacosUpstreams{Service: fmt.Sprintf("svc%d", i), tuning: tn}
 		if err := u.provision(caddy.Log(), app); err != nil {
 			t.Fatal(err)
 		}
@@ -769,7 +779,7 @@ func TestDestructIsBounded(t *testing.T) {
 		return err
 	}
 	// healthy: the hanging Unsubscribe is waited for only unsubscribeWait
-	if err := timed("healthy", us[0], unsubscribeWait+300*time.Millisecond); err != nil {
+	if err := timed("healthy", us[0], tn.unsubscribeWait+300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	fake.mu.Lock()
@@ -792,7 +802,7 @@ func TestDestructIsBounded(t *testing.T) {
 		t.Errorf("unhealthy: 4 Cleanups took %v", d)
 	}
 	// the last one closes the client, bounded by closeTimeout in all
-	if err := timed("last", us[5], closeTimeout+300*time.Millisecond); err == nil || !strings.Contains(err.Error(), "abandoning") {
+	if err := timed("last", us[5], tn.closeTimeout+300*time.Millisecond); err == nil || !strings.Contains(err.Error(), "abandoning") {
 		t.Errorf("last Cleanup with hanging Unsubscribes: err = %v, want the client abandoned", err)
 	}
 	unblock()
@@ -864,12 +874,12 @@ func (c connectingNaming) Subscribe(p *vo.SubscribeParam) error {
 	return nil
 }
 
-func useConnecting(t *testing.T) (*fakeNaming, *atomic.Int32) {
+// connectingTuning is a test tuning whose naming clients are all one
+// connectingNaming, failing as many Subscribes as fails says.
+func connectingTuning() (*tuning, *fakeNaming, *atomic.Int32) {
 	fake, fails := newFake(), new(atomic.Int32)
-	old := newNamingClient
-	newNamingClient = func(vo.NacosClientParam) (namingClient, error) { return connectingNaming{fake, fails}, nil }
-	t.Cleanup(func() { newNamingClient = old })
-	return fake, fails
+	tn := testTuning(func(vo.NacosClientParam) (namingClient, error) { return connectingNaming{fake, fails}, nil })
+	return tn, fake, fails
 }
 
 // TestSubscribeBeforeGRPC checks that a Subscribe failing because the SDK's
@@ -879,12 +889,10 @@ func useConnecting(t *testing.T) (*fakeNaming, *atomic.Int32) {
 // for the subscription backoff, so the source serves the list.
 func TestSubscribeBeforeGRPC(t *testing.T) {
 	logs := captureLogs(t)
-	fake, fails := useConnecting(t)
-	oldMin, oldMax := retryMin, retryMax
-	retryMin, retryMax = time.Minute, time.Minute // a retry after the backoff would be too late
-	t.Cleanup(func() { retryMin, retryMax = oldMin, oldMax })
+	tn, fake, fails := connectingTuning()
+	tn.retryMin, tn.retryMax = time.Minute, time.Minute // a retry after the backoff would be too late
 	fails.Store(2)
-	u := &NacosUpstreams{Service: "orders"}
+	u := &NacosUpstreams{Service: "orders", tuning: tn}
 	app := new(App)
 	if err := u.provision(caddy.Log(), app); err != nil {
 		t.Fatal(err)
@@ -950,12 +958,10 @@ func TestSubscribeBeforeGRPC(t *testing.T) {
 // and that its end is logged once a Subscribe gets through.
 func TestGRPCNeverComesUp(t *testing.T) {
 	logs := captureLogs(t)
-	_, fails := useConnecting(t)
-	old := grpcGrace
-	grpcGrace = 100 * time.Millisecond
-	t.Cleanup(func() { grpcGrace = old })
+	tn, _, fails := connectingTuning()
+	tn.grpcGrace = 100 * time.Millisecond
 	fails.Store(math.MaxInt32)
-	u := &NacosUpstreams{Service: "orders"}
+	u := &NacosUpstreams{Service: "orders", tuning: tn}
 	app := new(App)
 	if err := u.provision(caddy.Log(), app); err != nil {
 		t.Fatal(err)
@@ -969,7 +975,7 @@ func TestGRPCNeverComesUp(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(10 * healthInterval) // more checks and retries: still one report
+	time.Sleep(10 * tn.healthInterval) // more checks and retries: still one report
 	errs := errorsAfter(logs().All(), "")
 	if len(errs) != 1 || !strings.HasPrefix(errs[0], "nacos connection problem ") || !strings.Contains(errs[0], want) {
 		t.Errorf("error lines = %q, want one connection problem", errs)
@@ -993,9 +999,9 @@ func TestGRPCNeverComesUp(t *testing.T) {
 // client.
 func TestSubscribeErrors(t *testing.T) {
 	logs := captureLogs(t)
-	fake, created := useFake(t)
+	tn, fake, created := fakeTuning()
 	fake.subscribeErr = errors.New("rpc error: code = 403, user not found")
-	u := &NacosUpstreams{Service: "orders", Server: Server{Username: "u", Password: "hunter2"}}
+	u := &NacosUpstreams{Service: "orders", Server: Server{Username: "u", Password: "hunter2"}, tuning: tn}
 	app := new(App)
 	if err := u.provision(caddy.Log(), app); err != nil {
 		t.Fatal(err)
@@ -1011,7 +1017,7 @@ func TestSubscribeErrors(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(10 * retryMax) // more retries: still one line
+	time.Sleep(10 * tn.retryMax) // more retries: still one line
 	if errs := errorsAfter(logs().All(), ""); len(errs) != 1 ||
 		!strings.HasPrefix(errs[0], "subscribing to nacos service failed; retrying with backoff ") || !strings.Contains(errs[0], "rejected the credentials") {
 		t.Errorf("error lines = %q, want the explained subscription failure once", errs)
@@ -1021,7 +1027,7 @@ func TestSubscribeErrors(t *testing.T) {
 	}
 
 	*created = 0
-	v := &NacosUpstreams{Service: "other"}
+	v := &NacosUpstreams{Service: "other", tuning: tn}
 	if err := v.provision(caddy.Log(), new(App)); err != nil {
 		t.Fatal(err)
 	}
@@ -1050,10 +1056,10 @@ func (p pushingNaming) Subscribe(param *vo.SubscribeParam) error {
 // within the server's timeout with what to check, cleared by the first list,
 // and that a server that answers raises no false alarm.
 func TestNoListAfterSubscribe(t *testing.T) {
-	fake, _ := useFake(t) // never calls back by itself
+	tn, fake, _ := fakeTuning() // never calls back by itself
 	u := &NacosUpstreams{Service: "orders", Server: Server{
 		Username: "u", Password: "hunter2", Namespace: "prod", Timeout: caddy.Duration(100 * time.Millisecond),
-	}}
+	}, tuning: tn}
 	app := new(App)
 	if err := u.provision(caddy.Log(), app); err != nil {
 		t.Fatal(err)
@@ -1078,10 +1084,8 @@ func TestNoListAfterSubscribe(t *testing.T) {
 		t.Error("the first list must clear the problem")
 	}
 
-	old := newNamingClient
-	newNamingClient = func(vo.NacosClientParam) (namingClient, error) { return pushingNaming{newFake()}, nil }
-	t.Cleanup(func() { newNamingClient = old })
-	v := &NacosUpstreams{Service: "billing", Server: Server{Timeout: caddy.Duration(30 * time.Millisecond)}}
+	pushing := testTuning(func(vo.NacosClientParam) (namingClient, error) { return pushingNaming{newFake()}, nil })
+	v := &NacosUpstreams{Service: "billing", Server: Server{Timeout: caddy.Duration(30 * time.Millisecond)}, tuning: pushing}
 	app2 := new(App)
 	if err := v.provision(caddy.Log(), app2); err != nil {
 		t.Fatal(err)
@@ -1119,7 +1123,7 @@ func TestCredentialsReachLogin(t *testing.T) {
 		t.Fatal(err)
 	}
 	redirectSDKLogs()
-	nc, err := newNamingClient(p)
+	nc, err := defaultTuning().newNaming(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1166,8 +1170,6 @@ func (panickyNaming) Subscribe(*vo.SubscribeParam) error {
 // TestServerAnswersCannotCrash checks that SDK panics on a server's answers,
 // at client creation (the login response) or on subscribing, become errors.
 func TestServerAnswersCannotCrash(t *testing.T) {
-	old := newNamingClient
-	t.Cleanup(func() { newNamingClient = old })
 	for name, nc := range map[string]func(vo.NacosClientParam) (namingClient, error){
 		"login": func(vo.NacosClientParam) (namingClient, error) {
 			var ttl any // {"accessToken":"t"} without tokenTtl
@@ -1176,8 +1178,7 @@ func TestServerAnswersCannotCrash(t *testing.T) {
 		"subscribe": func(vo.NacosClientParam) (namingClient, error) { return panickyNaming{newFake()}, nil },
 	} {
 		t.Run(name, func(t *testing.T) {
-			newNamingClient = nc
-			u := &NacosUpstreams{Service: "orders-" + name}
+			u := &NacosUpstreams{Service: "orders-" + name, tuning: testTuning(nc)}
 			app := new(App)
 			if err := u.provision(caddy.Log(), app); err != nil {
 				t.Fatal(err)

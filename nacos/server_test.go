@@ -67,10 +67,10 @@ func TestClientNamesItsServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := newClient("", param).where, "nacos server at 10.0.0.1:8848 (gRPC 9848)"; got != want {
+	if got, want := newClient("", param, defaultTuning()).where, "nacos server at 10.0.0.1:8848 (gRPC 9848)"; got != want {
 		t.Errorf("a source's own connection: %q, want %q", got, want)
 	}
-	if got, want := newClient("prod", param).where, `nacos server "prod" at 10.0.0.1:8848 (gRPC 9848)`; got != want {
+	if got, want := newClient("prod", param, defaultTuning()).where, `nacos server "prod" at 10.0.0.1:8848 (gRPC 9848)`; got != want {
 		t.Errorf("a named server: %q, want %q", got, want)
 	}
 }

@@ -98,6 +98,9 @@ type NacosUpstreams struct {
 	watch      *watch
 	keys       []string
 	unregister func()
+	// tuning is what the client this source creates runs on; nil:
+	// defaultTuning. Tests inject fakes and shorter timings here.
+	tuning *tuning
 }
 
 // CaddyModule returns the Caddy module information.
@@ -153,7 +156,11 @@ func (u *NacosUpstreams) provision(log *zap.Logger, app *App) error {
 		reconcile = 0
 	}
 
-	c, clientKey, err := acquireClient(name, param)
+	tn := u.tuning
+	if tn == nil {
+		tn = defaultTuning()
+	}
+	c, clientKey, err := acquireClient(name, param, tn)
 	if err != nil {
 		return err
 	}

@@ -16,17 +16,6 @@ import (
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
-// Retry timings of subscriptions; tests shorten them. A subscription that
-// failed on its own backs off from retryMin to retryMax; one that failed for
-// want of a connection while the server is reachable retries from connRetry
-// up to healthInterval, so that it goes through soon after the connection
-// does.
-var (
-	retryMin  = time.Second
-	retryMax  = 30 * time.Second
-	connRetry = 200 * time.Millisecond
-)
-
 // watch is one pooled subscription to one service (group and name) through
 // one client, shared by every source that references the service, whatever
 // their cluster and metadata filters: each source filters the shared
@@ -228,13 +217,14 @@ func (w *watch) run() {
 	if w.c.nc == nil {
 		return // the client's creation error is shown by the client
 	}
-	backoff, connBackoff := retryMin, connRetry
+	tn := w.c.tuning
+	backoff, connBackoff := tn.retryMin, tn.connRetry
 	next := time.Now() // when to (re)subscribe; zero: not planned
 	// again is set when the next Subscribe makes up for a failed one or a
 	// lost connection, not a routine reconcile: once established, such a
 	// Subscribe is a restart for the metrics.
 	again := false
-	tick := time.NewTicker(healthInterval)
+	tick := time.NewTicker(tn.healthInterval)
 	defer tick.Stop()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -249,17 +239,17 @@ func (w *watch) run() {
 				again = true
 				if w.c.reachable.Load() {
 					next = time.Now().Add(connBackoff)
-					connBackoff = min(2*connBackoff, healthInterval)
+					connBackoff = min(2*connBackoff, tn.healthInterval)
 				}
 			case err != nil:
 				w.subscribed = 0
 				again = true
 				w.setSubProblem(w.explain(err))
 				next = time.Now().Add(backoff)
-				backoff = min(2*backoff, retryMax)
+				backoff = min(2*backoff, tn.retryMax)
 			default:
 				w.c.gotThrough()
-				connBackoff = connRetry
+				connBackoff = tn.connRetry
 				w.subscribed = started
 				if w.established && again {
 					w.c.link.WatchRestarted()
@@ -274,7 +264,7 @@ func (w *watch) run() {
 					silent = time.After(w.c.timeout())
 				}
 				w.mu.Unlock()
-				backoff = retryMin
+				backoff = tn.retryMin
 				if r := w.reconcileInterval(); r > 0 {
 					next = time.Now().Add(r)
 				}
@@ -351,10 +341,6 @@ func (w *watch) noList() {
 	}
 }
 
-// unsubscribeWait bounds how long Destruct waits for the final Unsubscribe
-// while the connection is healthy; tests shorten it.
-var unsubscribeWait = time.Second
-
 // leave ends the subscription on the watch's own goroutine, after its last
 // Subscribe, so that the two can never cross. While the server is
 // unreachable, Unsubscribe waits for the request timeout (the SDK drops the
@@ -394,7 +380,7 @@ func (w *watch) Destruct() error {
 			return nil
 		}
 	}
-	t := time.NewTimer(unsubscribeWait)
+	t := time.NewTimer(w.c.tuning.unsubscribeWait)
 	defer t.Stop()
 	select {
 	case <-exited:
