@@ -173,15 +173,16 @@ func (c Connection) inCluster() bool {
 	return c.Server == "" && c.Kubeconfig == "" && c.Context == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != ""
 }
 
-// serviceAccountNamespace holds the namespace of the Pod's service account;
-// tests point it elsewhere.
-var serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+// serviceAccountNamespace is the file that holds the namespace of the Pod's
+// service account.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 // namespace is the namespace of a Service reference that names none, chosen
 // as kubectl chooses it: in a Pod, $POD_NAMESPACE or else the service
-// account's namespace; with a kubeconfig, its context's namespace or else
-// "default"; with server, "default".
-func (c Connection) namespace() (string, error) {
+// account's namespace, read from saFile (serviceAccountNamespace but in
+// tests); with a kubeconfig, its context's namespace or else "default"; with
+// server, "default".
+func (c Connection) namespace(saFile string) (string, error) {
 	switch {
 	case c.Server != "":
 		return metav1.NamespaceDefault, nil
@@ -189,13 +190,13 @@ func (c Connection) namespace() (string, error) {
 		if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
 			return ns, nil
 		}
-		b, err := os.ReadFile(serviceAccountNamespace)
+		b, err := os.ReadFile(saFile)
 		if err != nil {
 			return "", fmt.Errorf("reading the service account's namespace: %w", err)
 		}
 		ns := strings.TrimSpace(string(b))
 		if ns == "" {
-			return "", fmt.Errorf("the service account's namespace file %s is empty", serviceAccountNamespace)
+			return "", fmt.Errorf("the service account's namespace file %s is empty", saFile)
 		}
 		return ns, nil
 	}

@@ -134,9 +134,6 @@ func TestConnectionNamespace(t *testing.T) {
 	t.Setenv("KUBECONFIG", "")
 	t.Setenv("POD_NAMESPACE", "")
 	nsFile := filepath.Join(dir, "namespace")
-	old := serviceAccountNamespace
-	serviceAccountNamespace = nsFile
-	t.Cleanup(func() { serviceAccountNamespace = old })
 	kubeconfig := filepath.Join(dir, "config")
 	withNamespace := strings.Replace(twoContexts, "contexts:\n", "contexts:\n- name: ctx-shop\n  context: {cluster: a, user: u, namespace: shop}\n", 1)
 	if err := os.WriteFile(kubeconfig, []byte(withNamespace), 0o600); err != nil {
@@ -144,7 +141,7 @@ func TestConnectionNamespace(t *testing.T) {
 	}
 	check := func(what string, c Connection, want, wantErr string) {
 		t.Helper()
-		got, err := c.namespace()
+		got, err := c.namespace(nsFile)
 		switch {
 		case wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)):
 			t.Errorf("%s: namespace() = %q, %v; want an error containing %q", what, got, err, wantErr)

@@ -141,7 +141,7 @@ func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("kubernetes cluster %q: %w", name, err)
 	}
 	if ref.Namespace == "" {
-		if ref.Namespace, err = conn.namespace(); err != nil {
+		if ref.Namespace, err = conn.namespace(serviceAccountNamespace); err != nil {
 			return fmt.Errorf("service: %q names no namespace and kubernetes cluster %q has none: %w; write namespace/name", u.Service, name, err)
 		}
 	}
