@@ -744,8 +744,7 @@ func (r *registrar) deregisterQuietly(in instance) {
 //   - the SDK's request timeout (Caddy's `timeout`, default 5 s) and its
 //     connection health check, every 5 s with a 3 s timeout
 //     (common/constant/const.go KEEP_ALIVE_TIME, DEFAULT_TIMEOUT_MILLS);
-//   - ours: the nacos client's health check every 2 s, unsubscribeWait 1 s,
-//     closeTimeout 5 s; the Kubernetes informers have none of their own (no
+//   - ours: the nacos client's health check every 2 s, closeTimeout 5 s; the Kubernetes informers have none of their own (no
 //     rest.Config.Timeout: watches are long requests).
 const hangFor = 85 * time.Second
 
@@ -758,8 +757,8 @@ const hangFor = 85 * time.Second
 // a hung server's timeout), reloads during the hang, which add and drop a
 // subscription of either source, take about as long as before it (the test
 // fails 2 s above the slowest before: a reload that waited on one of the
-// 3 s or 5 s request timeouts; a deliberate wait of 1 s, the nacos
-// subscription's unsubscribeWait, passes, and shows in the figures), and
+// 3 s or 5 s request timeouts: a subscription that is dropped leaves in the
+// background, and its successor waits for that, not the reload), and
 // changes made during the hang (through the second API server; a Nacos
 // deregistration and a registration, which the SDK carries out after
 // reconnecting) are served soon after each server answers again.

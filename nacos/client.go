@@ -57,9 +57,6 @@ type tuning struct {
 	// does.
 	retryMin, retryMax, connRetry time.Duration
 
-	// unsubscribeWait bounds how long a subscription's Destruct waits for
-	// the final Unsubscribe while the connection is healthy.
-	unsubscribeWait time.Duration
 }
 
 // defaultTuning is the tuning of production: the SDK's client and these
@@ -80,7 +77,6 @@ func defaultTuning() *tuning {
 		retryMin:        time.Second,
 		retryMax:        30 * time.Second,
 		connRetry:       200 * time.Millisecond,
-		unsubscribeWait: time.Second,
 	}
 }
 
@@ -129,6 +125,9 @@ type client struct {
 
 	mu      sync.Mutex
 	watches map[*watch]struct{}
+	// gone holds, per service, the channel that the latest subscription to
+	// leave closes once it has: see addWatch.
+	gone map[Reference]chan struct{}
 }
 
 // problem is a latest failure, shown to sources until it is cleared.
@@ -158,6 +157,7 @@ func newClient(name string, param vo.NacosClientParam, tn *tuning) *client {
 		cancel:    cancel,
 		ready:     make(chan struct{}),
 		watches:   make(map[*watch]struct{}),
+		gone:      make(map[Reference]chan struct{}),
 		link:      upstreams.NewLink("nacos", connectionName(name, param), publishSeconds),
 	}
 	switch {
@@ -308,16 +308,39 @@ func (c *client) connProblem() error {
 	return c.problem.Err()
 }
 
-func (c *client) addWatch(w *watch) {
+// addWatch adds w to the client's subscriptions and returns a channel
+// closed once the previous subscription to the same service has left, or
+// nil if none is leaving.
+func (c *client) addWatch(w *watch) (after <-chan struct{}) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.watches[w] = struct{}{}
-	c.mu.Unlock()
+	if ch, ok := c.gone[w.ref]; ok {
+		return ch
+	}
+	return nil
 }
 
-func (c *client) removeWatch(w *watch) {
+// removeWatch removes w from the client's subscriptions and returns the
+// channel to close once it has left: until then, a new subscription to the
+// same service waits for it.
+func (c *client) removeWatch(w *watch) (exited chan struct{}) {
+	exited = make(chan struct{})
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	delete(c.watches, w)
-	c.mu.Unlock()
+	c.gone[w.ref] = exited
+	return exited
+}
+
+// left notes that a subscription that removeWatch removed has left.
+func (c *client) left(ref Reference, exited chan struct{}) {
+	close(exited)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gone[ref] == exited {
+		delete(c.gone, ref)
+	}
 }
 
 func (c *client) watchCount() int {
@@ -346,13 +369,13 @@ func (c *client) kickAll() { c.each((*watch).kick) }
 // can hang, so all of it together is given closeTimeout; what is left then
 // finishes in the background, still closing the SDK client in the end.
 func (c *client) Destruct() error {
-	c.cancel()
 	c.link.Close()
 	closed := make(chan struct{})
 	go func() {
 		defer close(closed)
+		c.leaving.Wait() // the final Unsubscribes, while the client still runs
+		c.cancel()
 		c.done.Wait()
-		c.leaving.Wait()
 		if c.nc != nil {
 			_ = guard("closing the client", func() error { c.nc.CloseClient(); return nil })
 		}

@@ -746,7 +746,7 @@ func (b blockingNaming) Unsubscribe(p *vo.SubscribeParam) error {
 func TestDestructIsBounded(t *testing.T) {
 	fake, release := newFake(), make(chan struct{})
 	tn := testTuning(func(vo.NacosClientParam) (namingClient, error) { return blockingNaming{fake, release}, nil })
-	tn.unsubscribeWait, tn.closeTimeout = 50*time.Millisecond, 200*time.Millisecond
+	tn.closeTimeout = 200 * time.Millisecond
 	var once sync.Once
 	unblock := func() { once.Do(func() { close(release) }) }
 	t.Cleanup(unblock)
@@ -778,8 +778,8 @@ func TestDestructIsBounded(t *testing.T) {
 		}
 		return err
 	}
-	// healthy: the hanging Unsubscribe is waited for only unsubscribeWait
-	if err := timed("healthy", us[0], tn.unsubscribeWait+300*time.Millisecond); err != nil {
+	// healthy: the hanging Unsubscribe is not waited for
+	if err := timed("healthy", us[0], 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	fake.mu.Lock()
@@ -811,6 +811,71 @@ func TestDestructIsBounded(t *testing.T) {
 		defer fake.mu.Unlock()
 		if fake.closed != 1 {
 			return fmt.Errorf("CloseClient called %d times, want 1 once the hanging calls return", fake.closed)
+		}
+		return nil
+	})
+}
+
+// TestResubscribeAfterLeaving checks that a subscription to a service whose
+// previous subscription is still leaving (its final Unsubscribe held up by
+// the server) subscribes only once that Unsubscribe is done, so the two
+// never cross in the SDK, while the Cleanup that left waited for nothing.
+func TestResubscribeAfterLeaving(t *testing.T) {
+	fake, release := newFake(), make(chan struct{})
+	tn := testTuning(func(vo.NacosClientParam) (namingClient, error) { return blockingNaming{fake, release}, nil })
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+
+	app := new(App)
+	keep := &NacosUpstreams{Service: "other", tuning: tn} // holds the client
+	first := &NacosUpstreams{Service: "orders", tuning: tn}
+	for _, u := range []*NacosUpstreams{keep, first} {
+		if err := u.provision(caddy.Log(), app); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _ = keep.Cleanup() })
+	_ = app.Start()
+	subscribed := func() int {
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		n := 0
+		for p, c := range fake.subs {
+			if p.ServiceName == "orders" {
+				n += c
+			}
+		}
+		return n
+	}
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
+		if n := subscribed(); n != 1 {
+			return fmt.Errorf("%d Subscribes to orders, want 1", n)
+		}
+		return nil
+	})
+	start := time.Now()
+	if err := first.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Errorf("Cleanup waited %v for the held-up Unsubscribe", d)
+	}
+
+	second := &NacosUpstreams{Service: "orders", tuning: tn}
+	if err := second.provision(caddy.Log(), app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = second.Cleanup() })
+	second.watch.start()
+	time.Sleep(200 * time.Millisecond)
+	if n := subscribed(); n != 1 {
+		t.Fatalf("the new subscription subscribed while the old one's Unsubscribe was pending: %d Subscribes", n)
+	}
+	unblock()
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
+		if n := subscribed(); n != 2 {
+			return fmt.Errorf("%d Subscribes to orders after the old one left, want 2", n)
 		}
 		return nil
 	})

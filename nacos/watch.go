@@ -37,7 +37,11 @@ type watch struct {
 	attempted bool // Subscribe was called; owned by run
 	// established is set once a Subscribe succeeded; owned by run.
 	established bool
-	leaveErr    error // the final Unsubscribe's failure; read by Destruct once run has returned
+	// after is closed once the previous subscription to the same service
+	// through the same client has left (its final Unsubscribe done): the
+	// first Subscribe waits for it, so that the two cannot cross in the
+	// SDK. Nil if there was none.
+	after <-chan struct{}
 	// subscribed is when the latest successful Subscribe started (unix
 	// nanos), 0 after a failure; owned by run.
 	subscribed int64
@@ -77,7 +81,7 @@ func newWatch(c *client, ref Reference) *watch {
 			w.done.Go(w.run)
 		}
 	})
-	c.addWatch(w)
+	w.after = c.addWatch(w)
 	return w
 }
 
@@ -217,6 +221,13 @@ func (w *watch) run() {
 	if w.c.nc == nil {
 		return // the client's creation error is shown by the client
 	}
+	if w.after != nil {
+		select {
+		case <-w.after:
+		case <-w.ctx.Done():
+			return
+		}
+	}
 	tn := w.c.tuning
 	backoff, connBackoff := tn.retryMin, tn.connRetry
 	next := time.Now() // when to (re)subscribe; zero: not planned
@@ -346,7 +357,7 @@ func (w *watch) noList() {
 // unreachable, Unsubscribe waits for the request timeout (the SDK drops the
 // callback at once, before asking the server); when the client is being
 // closed anyway, or is unreachable and this was its last subscription, the
-// round-trip is skipped.
+// round-trip is skipped. Nobody waits for it, so a failure is logged.
 func (w *watch) leave() {
 	if !w.attempted || w.c.nc == nil {
 		return
@@ -355,39 +366,25 @@ func (w *watch) leave() {
 		return
 	}
 	if err := guard("unsubscribing", func() error { return w.c.nc.Unsubscribe(w.param) }); err != nil && w.c.healthy.Load() {
-		w.leaveErr = fmt.Errorf("%s: unsubscribing from service %s: %w", w.c.where, w.ref, err)
+		caddy.Log().Named("nacos").Warn("unsubscribing from nacos service failed", zap.String("service", w.ref.String()),
+			zap.String("server", w.c.where), zap.Error(err))
 	}
 }
 
 // Destruct ends the subscription once its last source is gone. It runs
-// synchronously in a reload or shutdown, so it never waits long: for at
-// most unsubscribeWait while the connection is healthy, not at all while it
-// is down (one Unsubscribe could take the whole request timeout). What is
-// left runs in the background and the client waits for it before closing.
+// synchronously in a reload or shutdown, so it waits for nothing: the final
+// Unsubscribe, which a hung or unreachable server holds up for the request
+// timeout, runs in the background. A new subscription to the same service
+// waits for it before subscribing, and the client for all of them before
+// closing.
 func (w *watch) Destruct() error {
-	w.c.removeWatch(w)
+	exited := w.c.removeWatch(w)
 	w.cancel()
-	exited := make(chan struct{})
 	w.c.leaving.Go(func() {
 		w.done.Wait()
-		close(exited)
+		w.c.left(w.ref, exited)
 	})
-	if !w.c.healthy.Load() {
-		select {
-		case <-exited:
-			return w.leaveErr
-		default:
-			return nil
-		}
-	}
-	t := time.NewTimer(w.c.tuning.unsubscribeWait)
-	defer t.Stop()
-	select {
-	case <-exited:
-		return w.leaveErr
-	case <-t.C:
-		return nil
-	}
+	return nil
 }
 
 // acquireWatch returns the pooled subscription to ref through c (whose key is
