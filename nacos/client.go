@@ -56,7 +56,6 @@ type tuning struct {
 	// healthInterval, so that it goes through soon after the connection
 	// does.
 	retryMin, retryMax, connRetry time.Duration
-
 }
 
 // defaultTuning is the tuning of production: the SDK's client and these
@@ -70,13 +69,13 @@ func defaultTuning() *tuning {
 			}
 			return c, nil
 		},
-		healthInterval:  2 * time.Second,
-		closeTimeout:    5 * time.Second,
-		reconnectGrace:  10 * time.Second,
-		grpcGrace:       15 * time.Second,
-		retryMin:        time.Second,
-		retryMax:        30 * time.Second,
-		connRetry:       200 * time.Millisecond,
+		healthInterval: 2 * time.Second,
+		closeTimeout:   5 * time.Second,
+		reconnectGrace: 10 * time.Second,
+		grpcGrace:      15 * time.Second,
+		retryMin:       time.Second,
+		retryMax:       30 * time.Second,
+		connRetry:      200 * time.Millisecond,
 	}
 }
 
