@@ -528,7 +528,7 @@ func TestACL(t *testing.T) {
 	_ = app.Start()
 	expectErr(t, u, `hides the instances of service "web" from the ACL token`,
 		`give the token a policy with service "web" { policy = "read" } and node_prefix "" { policy = "read" }`)
-	expectErr(t, anon, `no token is set`, "set token or token_file")
+	expectErr(t, anon, `its ACLs deny by default and no token is set, so Consul shows the anonymous token nothing`, "set token or token_file")
 	if k := upstreams.ProblemKinds(u.pub.Load().Err()); !slices.Equal(k, []upstreams.ProblemKind{upstreams.KindForbidden}) {
 		t.Errorf("kinds %v, want forbidden", k)
 	}

@@ -89,7 +89,7 @@ func (w *watch) explain(err error) error {
 		return upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("namespace: %s is Consul Community Edition, which has no namespaces (%s); remove namespace", w.c.where, body))
 	case has("Partitions are a Consul Enterprise feature"):
 		return upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("partition: %s is Consul Community Edition, which has no admin partitions (%s); remove partition", w.c.where, body))
-	case se.Code == 400 && w.q.filter != "" && (has("filter") || has("expression") || has("selector")):
+	case w.q.filter != "" && (has("filter") || has("expression") || has("selector")):
 		return upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("filter: %s rejected the filter %q: %s; see https://developer.hashicorp.com/consul/api-docs/features/filtering for the syntax and the fields of /v1/health/service",
 			w.c.where, w.q.filter, body))
 	case has("No path to datacenter"):
@@ -145,13 +145,22 @@ func (w *watch) diagnose(ac *api.Client, filtered bool) error {
 		return plain
 	case len(all) == 0 && meta.ResultsFilteredByACLs:
 		return w.aclHides(false)
+	case len(all) == 0 && meta.DefaultACLPolicy == "deny" && !w.c.token:
+		// Consul does not always flag what it hides from the anonymous
+		// token (v1.14: an empty answer, no X-Consul-Results-Filtered-By-ACLs)
+		return upstreams.Problem(upstreams.KindForbidden, fmt.Errorf("%s shows no instance of %s: its ACLs deny by default and no token is set, so Consul shows the anonymous token nothing (or the service is not registered): set token or token_file to a token whose policy has service %q { policy = \"read\" } and node_prefix \"\" { policy = \"read\" }",
+			w.c.where, w.q.subject(), w.q.service))
 	case len(all) == 0:
 		dc := "the agent's datacenter"
 		if w.q.datacenter != "" {
 			dc = fmt.Sprintf("datacenter %q", w.q.datacenter)
 		}
-		return upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("%s: %s is not registered: %s has no instance of it; check the service name (`consul catalog services` lists them) and datacenter",
-			w.c.where, w.q.subject(), dc))
+		acl := ""
+		if meta.DefaultACLPolicy == "deny" {
+			acl = fmt.Sprintf(", and that the token's policy has service %q { policy = \"read\" } and node_prefix \"\" { policy = \"read\" } (ACLs deny by default here)", w.q.service)
+		}
+		return upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("%s: %s is not registered: %s has no instance of it; check the service name (`consul catalog services` lists them) and datacenter%s",
+			w.c.where, w.q.subject(), dc, acl))
 	}
 	var passing, tagged, warning, critical, maint int
 	for _, e := range all {

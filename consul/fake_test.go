@@ -140,7 +140,9 @@ func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request) {
 	var out []*api.ServiceEntry
 	for _, e := range all {
 		if f.tokens != nil && !f.tokens[tok] {
-			filtered = true
+			// Consul v1.14 hides instances from the anonymous token
+			// without saying so
+			filtered = tok != ""
 			continue
 		}
 		if q.Has("passing") && e.Checks.AggregatedStatus() != api.HealthPassing {
@@ -157,6 +159,9 @@ func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Consul-KnownLeader", "true")
 	if filtered {
 		w.Header().Set("X-Consul-Results-Filtered-By-ACLs", "true")
+	}
+	if f.tokens != nil || f.known != nil {
+		w.Header().Set("X-Consul-Default-ACL-Policy", "deny")
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if out == nil {

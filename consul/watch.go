@@ -64,6 +64,7 @@ type watch struct {
 
 	reqMu     sync.Mutex
 	reqCancel context.CancelCauseFunc // of the ongoing request; nil between requests
+	kickCh    chan struct{}           // cuts a backoff short: the token changed
 
 	// problem is the long-poll's own failure (a refused or failed query),
 	// not the connection's; hidden is set while ACLs hide some instances.
@@ -90,6 +91,7 @@ func newWatch(c *client, q query) *watch {
 		limiter: rate.NewLimiter(rate.Every(rateEvery), rateBurst),
 		ctx:     ctx,
 		cancel:  cancel,
+		kickCh:  make(chan struct{}, 1),
 		pubs:    make(map[*upstreams.Publisher]struct{}),
 	}
 	log, svc := caddy.Log().Named("consul"), zap.String("service", q.name())
@@ -128,14 +130,22 @@ func (w *watch) run() {
 		case w.ctx.Err() != nil:
 			return
 		case errors.Is(err, errRestart):
+			select {
+			case <-w.kickCh: // this restart's
+			default:
+			}
 			continue
 		case err != nil:
 			failed, index = true, 0
 			w.fail(i, err)
-			if !sleep(w.ctx, backoff/2+rand.N(backoff/2+1)) {
+			select {
+			case <-w.ctx.Done():
 				return
+			case <-w.kickCh:
+				backoff = retryMin // a new token: try it now
+			case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+				backoff = min(2*backoff, retryMax)
 			}
-			backoff = min(2*backoff, retryMax)
 			continue
 		}
 		backoff = retryMin
@@ -196,12 +206,17 @@ func (w *watch) poll(ac *api.Client, index uint64) ([]*api.ServiceEntry, *api.Qu
 	return entries, meta, err
 }
 
-// restart ends the ongoing long-poll, which starts again at once.
+// restart ends the ongoing long-poll, or the wait before a retry, and
+// queries again at once.
 func (w *watch) restart() {
 	w.reqMu.Lock()
 	defer w.reqMu.Unlock()
 	if w.reqCancel != nil {
 		w.reqCancel(errRestart)
+	}
+	select {
+	case w.kickCh <- struct{}{}:
+	default:
 	}
 }
 
@@ -324,16 +339,4 @@ func acquireWatch(c *client, clientKey string, q query) (w *watch, key string, e
 		return nil, "", err
 	}
 	return v.(*watch), key, nil
-}
-
-// sleep waits for d, or until ctx is done; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
