@@ -202,3 +202,22 @@ func TestApply(t *testing.T) {
 		t.Errorf("after deleting all: %+v", apps.apps)
 	}
 }
+
+// testdata/polaris.json is what Polaris v1.18.1's Eureka API sent for one
+// registered instance: "@enabled" as booleans, "@class" among the metadata,
+// lastDirtyTimestamp null, and actionType in a full fetch.
+func TestDecodePolarisRegistry(t *testing.T) {
+	apps := readDoc(t, "polaris.json")
+	got := apps.Instances("WEB")
+	want := Instance{
+		ID: "web-1", App: "WEB", HostName: "127.0.0.11", IPAddr: "127.0.0.11", Status: StatusUp,
+		Port: Port{8081, true}, SecurePort: Port{443, false},
+		Metadata: map[string]string{"campus": "", "protocol": "HTTP", "region": "", "zone": "a"},
+	}
+	if len(got) != 1 || !got[0].equal(want) {
+		t.Errorf("\n got %+v\nwant [%+v]", got, want)
+	}
+	if apps.ReconcileHashCode() != apps.HashCode {
+		t.Errorf("ReconcileHashCode() = %q, the server's is %q", apps.ReconcileHashCode(), apps.HashCode)
+	}
+}
