@@ -14,6 +14,12 @@
 #                       Polaris registers itself there as polaris.checker, and
 #                       its health checker needs that registration.
 #
+#   EUREKA_PORT         Eureka REST API (/eureka/apps...), only when set: the
+#                       apiserver service-eureka, in the Polaris namespace
+#                       "default" (the one Nacos's "public" maps to), its
+#                       answers refreshed from Polaris's cache every 10 s
+#                       (deltas kept 60 s). Unset: no Eureka API.
+#
 # So a second server only needs another NACOS_HTTP_PORT (and a second DIR).
 # POLARIS_NACOS_AUTH=1 turns on client auth (off by default): Nacos naming
 # requests then need the accessToken of a login (POST /nacos/v1/auth/users/login,
@@ -22,7 +28,7 @@
 # POLARIS_START_TIMEOUT (seconds, default 30) bounds the wait for readiness.
 # The binary comes from build-polaris.sh (built on first use), or from
 # POLARIS_DIR if set. Prints nothing on stdout; exits once both Nacos ports
-# answer. Stop it with stop-polaris.sh DIR.
+# (and EUREKA_PORT, if set) answer. Stop it with stop-polaris.sh DIR.
 #
 # How this server departs from a Java Nacos server (measured with
 # nacos-sdk-go v2.3.5), so that tests do not take a quirk for a bug:
@@ -56,10 +62,13 @@ case ${POLARIS_NACOS_AUTH:-0} in
 0) CLIENT_AUTH=false ;;
 *) log "POLARIS_NACOS_AUTH must be 0 or 1, not ${POLARIS_NACOS_AUTH}"; exit 2 ;;
 esac
+EUREKA_PORT=${EUREKA_PORT:-}
+[[ -z $EUREKA_PORT || $EUREKA_PORT =~ ^[1-9][0-9]*$ ]] || { log "EUREKA_PORT must be a port number, not $EUREKA_PORT"; exit 2; }
 HEALTH_URL="http://127.0.0.1:$NACOS_HTTP_PORT/nacos/v1/ns/service/list?pageNo=1&pageSize=1"
 
 ready() {
-	curl -fsS -o /dev/null --max-time 2 "$HEALTH_URL" 2>/dev/null && port_open "$NACOS_GRPC_PORT"
+	curl -fsS -o /dev/null --max-time 2 "$HEALTH_URL" 2>/dev/null && port_open "$NACOS_GRPC_PORT" &&
+		{ [[ -z $EUREKA_PORT ]] || port_open "$EUREKA_PORT"; }
 }
 running() { [[ -f $DIR/polaris.pid ]] && kill -0 "$(cat "$DIR/polaris.pid")" 2>/dev/null; }
 
@@ -68,18 +77,42 @@ if running; then
 		log "already running (pid $(cat "$DIR/polaris.pid")) in $DIR"
 		exit 0
 	fi
-	log "pid $(cat "$DIR/polaris.pid") from $DIR/polaris.pid is alive but not answering on $NACOS_HTTP_PORT; stop it first"
+	log "pid $(cat "$DIR/polaris.pid") from $DIR/polaris.pid is alive but not answering on $NACOS_HTTP_PORT${EUREKA_PORT:+ and $EUREKA_PORT}; stop it first"
 	exit 1
 fi
-for port in "$NACOS_HTTP_PORT" "$NACOS_GRPC_PORT" "$POLARIS_GRPC_PORT"; do
+for port in "$NACOS_HTTP_PORT" "$NACOS_GRPC_PORT" "$POLARIS_GRPC_PORT" $EUREKA_PORT; do
 	if port_open "$port"; then
-		log "127.0.0.1:$port is already in use (set NACOS_HTTP_PORT / POLARIS_GRPC_PORT)"
+		log "127.0.0.1:$port is already in use (set NACOS_HTTP_PORT / POLARIS_GRPC_PORT / EUREKA_PORT)"
 		exit 1
 	fi
 done
 
 bin_dir=${POLARIS_DIR:-$("$HERE/build-polaris.sh")}
 mkdir -p "$DIR/conf" "$DIR/log"
+eureka_logger='' eureka_apiserver=''
+if [[ -n $EUREKA_PORT ]]; then
+	eureka_logger='
+    eureka:
+      rotateOutputPath: log/runtime/polaris-eureka.log
+      errorRotateOutputPath: log/runtime/polaris-eureka-error.log
+      rotationMaxSize: 50
+      rotationMaxBackups: 2
+      rotationMaxAge: 1
+      outputLevel: info'
+	# Option names: apiserver/eurekaserver/config.go of Polaris v1.18.1.
+	eureka_apiserver="
+  # Eureka REST API (EUREKA_PORT).
+  - name: service-eureka
+    option:
+      listenIP: 127.0.0.1
+      listenPort: $EUREKA_PORT
+      # The Polaris namespace Eureka applications live in.
+      namespace: default
+      # Seconds between refreshes of the answers from Polaris's cache.
+      refreshInterval: 10
+      # Seconds a change stays in /eureka/apps/delta.
+      deltaExpireInterval: 60"
+fi
 rm -rf "$DIR/conf/i18n"
 cp -r "$bin_dir/i18n" "$DIR/conf/i18n"
 
@@ -95,7 +128,7 @@ bootstrap:
       rotationMaxSize: 50
       rotationMaxBackups: 2
       rotationMaxAge: 1
-      outputLevel: info
+      outputLevel: info$eureka_logger
   polaris_service:
     self_address: 127.0.0.1
     enable_register: true
@@ -123,7 +156,7 @@ apiservers:
       listenIP: 127.0.0.1
       listenPort: $NACOS_HTTP_PORT
       # The Polaris namespace that Nacos's "public" namespace maps to.
-      defaultNamespace: default
+      defaultNamespace: default$eureka_apiserver
 auth:
   user:
     name: defaultUser
@@ -211,7 +244,7 @@ plugin:
       enable: false
 YAML
 
-log "starting polaris-server in $DIR (nacos http 127.0.0.1:$NACOS_HTTP_PORT, grpc :$NACOS_GRPC_PORT, polaris grpc :$POLARIS_GRPC_PORT)"
+log "starting polaris-server in $DIR (nacos http 127.0.0.1:$NACOS_HTTP_PORT, grpc :$NACOS_GRPC_PORT, polaris grpc :$POLARIS_GRPC_PORT${EUREKA_PORT:+, eureka :$EUREKA_PORT})"
 (
 	cd "$DIR"
 	exec setsid "$bin_dir/polaris-server" start -c "$DIR/conf/polaris-server.yaml" \
