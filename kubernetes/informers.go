@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -234,27 +235,31 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 	return s, nil
 }
 
-// While the API server refuses connections (it is down or restarting), a
-// list or watch is retried from refusedRetryMin, doubling up to
-// refusedRetryMax.
+// While the API server refuses connections (it is down or restarting) or
+// does not answer in time (it hangs), a list or watch is retried from
+// refusedRetryMin, doubling up to refusedRetryMax.
 const (
 	refusedRetryMin = 100 * time.Millisecond
 	refusedRetryMax = time.Second
 )
 
 // untilAnswered runs request, a list or watch of resource i, until the API
-// server answers it (successfully or not) or ctx ends. A refused connection
-// is reported as the resource's problem at once and retried within a
-// second. Left to itself, the reflector retries a refused watch with a
-// backoff growing to 30 s and never reports it (client-go
-// tools/cache/reflector.go, isWatchErrorRetriable): Caddy would neither say
-// that the API server is gone nor see its return for up to 30 s.
+// server answers it (successfully or not) or ctx ends. A refused
+// connection or a timeout is reported as the resource's problem at once
+// and retried within a second. Left to itself, the reflector retries a
+// refused watch with a backoff growing to 30 s and never reports it
+// (client-go tools/cache/reflector.go, isWatchErrorRetriable), and after a
+// timeout (a hung server: TLS handshake timeout) lists again after the
+// same backoff: Caddy would not say that the API server is gone, or would
+// see its return seconds late. Retrying keeps a request in flight, which
+// the server answers as soon as it can again.
 func (s *informerSet) untilAnswered(ctx context.Context, i int, r resource, request func() error) error {
 	wait := refusedRetryMin
 	var t *time.Timer
 	for {
 		err := request()
-		if err == nil || !utilnet.IsConnectionRefused(err) {
+		var netErr net.Error
+		if err == nil || !utilnet.IsConnectionRefused(err) && !(errors.As(err, &netErr) && netErr.Timeout()) {
 			return err
 		}
 		s.setProblem(i, explainWatchError(s.cluster, s.namespace, r, err))
