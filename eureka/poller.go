@@ -168,14 +168,16 @@ func (p *Poller) Run(ctx context.Context) {
 	}
 }
 
-// report logs a failure once (again only when its text changes) and the
-// recovery.
+// report notes a failure (again only when its text changes) and the
+// recovery at debug level: subscribers get every failure in their updates,
+// and the upstream source reports it to the user, once, as the
+// connection's problem (an upstreams.Condition).
 func (p *Poller) report(err error, failures int) {
 	switch {
 	case err != nil && (p.err == nil || p.err.Error() != err.Error()):
-		p.logger.Warn("polling eureka failed", zap.Error(err))
+		p.logger.Debug("polling eureka failed", zap.Error(err))
 	case err == nil && failures > 0:
-		p.logger.Info("polling eureka recovered", zap.Int("failed_polls", failures))
+		p.logger.Debug("polling eureka recovered", zap.Int("failed_polls", failures))
 	}
 }
 

@@ -1,0 +1,138 @@
+package eureka
+
+import (
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	cf "github.com/caddy-discovery/caddy-discovery/caddyfile"
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("eureka", parseGlobalOption)
+}
+
+var connectionOptions = []string{"urls", "username", "password", "ca_file", "timeout", "refresh_interval"}
+
+var sourceOptions = append([]string{"secure_port", "metadata", "server"}, connectionOptions...)
+
+// UnmarshalCaddyfile sets up the source from Caddyfile tokens. Syntax:
+//
+//	dynamic eureka <app> {
+//		secure_port
+//		metadata          <key> <value>
+//		server            <name>
+//
+//		urls              <url...>
+//		username          <user>
+//		password          <password>
+//		ca_file           <path>
+//		timeout           <duration>
+//		refresh_interval  <duration>
+//	}
+//
+// metadata may be given once per key. A URL is the base of the Eureka API,
+// such as http://eureka:8761/eureka.
+func (u *EurekaUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume upstream source name
+	if !d.NextArg() {
+		return d.Errf("dynamic eureka needs an application name, e.g. dynamic eureka ORDERS")
+	}
+	u.App = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch d.Val() {
+		case "secure_port":
+			err = cf.Flag(d, &u.SecurePort)
+		case "metadata":
+			var k, v string
+			if !d.Args(&k, &v) || d.NextArg() {
+				return d.Errf("metadata takes a key and a value, e.g. metadata zone east")
+			}
+			if _, dup := u.Metadata[k]; dup {
+				return d.Errf("metadata %q has already been specified", k)
+			}
+			if u.Metadata == nil {
+				u.Metadata = make(map[string]string)
+			}
+			u.Metadata[k] = v
+		case "server":
+			err = cf.String(d, &u.ServerName)
+		default:
+			var ok bool
+			ok, err = u.Server.unmarshalOption(d)
+			if !ok {
+				return cf.Unknown(d, "eureka", sourceOptions...)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	// Report at adapt time what can be known before placeholders are replaced.
+	if err := u.Validate(); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}
+
+// unmarshalOption reads one connection subdirective; ok is false for any
+// other subdirective.
+func (s *Server) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error) {
+	switch d.Val() {
+	case "urls":
+		return true, cf.Strings(d, &s.URLs)
+	case "username":
+		return true, cf.String(d, &s.Username)
+	case "password":
+		return true, cf.Secret(d, &s.Password)
+	case "ca_file":
+		return true, cf.String(d, &s.CAFile)
+	case "timeout":
+		return true, cf.Duration(d, &s.Timeout)
+	case "refresh_interval":
+		return true, cf.Duration(d, &s.RefreshInterval)
+	}
+	return false, nil
+}
+
+// parseGlobalOption reads the eureka global option into the eureka app:
+//
+//	{
+//		eureka {
+//			server <name> {
+//				urls              <url...>
+//				username          <user>
+//				password          <password>
+//				ca_file           <path>
+//				timeout           <duration>
+//				refresh_interval  <duration>
+//			}
+//		}
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	app := new(App)
+	return cf.NamedBlocks(d, existing, "eureka", app, &app.Servers, "server",
+		"server default { urls http://eureka:8761/eureka }", func(name string) (*Server, error) {
+			if err := upstreams.CheckName("server", name); err != nil {
+				return nil, d.Err(err.Error())
+			}
+			srv := new(Server)
+			for d.NextBlock(1) {
+				ok, err := srv.unmarshalOption(d)
+				if !ok {
+					return nil, cf.Unknown(d, "eureka server", connectionOptions...)
+				}
+				if err != nil {
+					return nil, err
+				}
+			}
+			if err := srv.Validate(); err != nil {
+				return nil, d.Errf("server %q: %v", name, err)
+			}
+			return srv, nil
+		})
+}

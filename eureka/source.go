@@ -1,0 +1,219 @@
+package eureka
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
+)
+
+func init() {
+	caddy.RegisterModule(EurekaUpstreams{})
+	caddy.RegisterModule(new(App))
+}
+
+// EurekaUpstreams provides upstreams from a Eureka application: the IP
+// addresses and ports of its instances whose status is UP, optionally only
+// those with some metadata.
+//
+// Eureka is pull-based: Caddy keeps a copy of the registry, fetched once and
+// then kept current with the server's deltas every refresh_interval (and
+// fetched whole again when the delta's hash code does not match the copy,
+// as Eureka's own clients do). The copy, and the polling, are shared by
+// every site that reads the same servers with the same settings, and kept
+// across config reloads. Upstreams are served from memory, so a request
+// never waits for Eureka; they are sorted by IP address, then port.
+//
+// Until the first answer has arrived, and whenever the application has no
+// usable instance, it returns an error saying why, so that reverse_proxy
+// falls back to its static upstreams, if any. While the servers cannot be
+// read, the last known instances keep being used.
+type EurekaUpstreams struct {
+	// The application's name, as instances register it (Spring's
+	// spring.application.name); matched without regard to case, as Eureka
+	// does. Required.
+	App string `json:"app,omitempty"`
+
+	// Use each instance's securePort (where it is enabled) instead of its
+	// port (where that is enabled); the site then proxies over TLS (set
+	// `transport http { tls }`). Default: false, the port.
+	SecurePort bool `json:"secure_port,omitempty"`
+
+	// Only instances whose metadata has all of these keys with these
+	// values are used. Default: no condition.
+	Metadata map[string]string `json:"metadata,omitempty"`
+
+	// The name of a server defined in the `eureka` app. Default: the server
+	// named "default" if the app defines one, else the connection fields
+	// below, else a Eureka server at http://127.0.0.1:8761/eureka.
+	ServerName string `json:"server,omitempty"`
+
+	// A connection of its own, when no `server` is named: see the `eureka`
+	// app's servers for the fields.
+	Server
+
+	pub         *upstreams.Publisher
+	unsubscribe func()
+	keys        []string
+	unregister  func()
+}
+
+// CaddyModule returns the Caddy module information.
+func (EurekaUpstreams) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.upstreams.eureka",
+		New: func() caddy.Module { return new(EurekaUpstreams) },
+	}
+}
+
+// Provision checks the configuration and joins (or creates) the poller of
+// the servers. It reads the CA file but makes no request to Eureka: the
+// eureka app starts polling when the config starts (which `caddy validate`
+// never does).
+func (u *EurekaUpstreams) Provision(ctx caddy.Context) error {
+	// in this config's registry, which the admin API's /metrics (also
+	// registered by the admin module) and any metrics handler serve
+	if err := upstreams.RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	appVal, err := ctx.App("eureka")
+	if err != nil {
+		return err
+	}
+	return u.provision(ctx.Logger(), appVal.(*App))
+}
+
+func (u *EurekaUpstreams) provision(log *zap.Logger, app *App) error {
+	name, err := caddy.NewReplacer().ReplaceOrErr(u.App, true, true)
+	if err != nil {
+		return fmt.Errorf("app: %w", err)
+	}
+	if err := checkAppName(name); err != nil {
+		return err
+	}
+	sel, err := u.selection()
+	if err != nil {
+		return err
+	}
+	serverName, srv, err := app.server(u.ServerName, u.Server)
+	if err != nil {
+		return err
+	}
+	f, key, err := acquireFeed(serverName, srv)
+	if err != nil {
+		return inServer(serverName, err)
+	}
+	u.keys = append(u.keys, key)
+	service := strings.ToUpper(name)
+	if s := sel.String(); s != "" {
+		service += " (" + s + ")"
+	}
+	u.pub = upstreams.NewPublisher(log, service)
+	u.pub.Trouble(f.problem.Err())
+	pub, where := u.pub, f.where
+	u.unsubscribe = f.poller.Subscribe(name, func(up Update) {
+		trouble := f.observe(up.Err)
+		if up.Err == nil {
+			targets, skip := sel.targets(up.Instances)
+			var why error
+			if len(targets) == 0 {
+				why = noTargets(where, strings.ToUpper(name), sel, skip)
+			}
+			pub.List(targets, why)
+		}
+		pub.Trouble(trouble)
+	})
+	u.unregister = upstreams.Register("eureka", service, u.pub.Cell())
+	app.track(f)
+	return nil
+}
+
+// Validate checks the configuration as written: every field, except that
+// values with placeholders are checked once Provision has replaced them. It
+// runs at adapt time (UnmarshalCaddyfile) and after Provision, and reads no
+// file.
+func (u *EurekaUpstreams) Validate() error {
+	if !strings.Contains(u.App, "{") {
+		if err := checkAppName(u.App); err != nil {
+			return err
+		}
+	}
+	if _, err := u.selection(); err != nil {
+		return err
+	}
+	if u.ServerName != "" {
+		if err := upstreams.CheckName("server", u.ServerName); err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+		if u.Server.connectionSet() {
+			return fmt.Errorf("server %q is named and connection fields are set too; define the connection in the eureka app's server %q, or remove the server name",
+				u.ServerName, u.ServerName)
+		}
+	}
+	return u.Server.Validate()
+}
+
+// checkAppName checks an application name (placeholders replaced).
+func checkAppName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("app: required; name the Eureka application, e.g. dynamic eureka ORDERS")
+	case strings.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r == '/' || r == '?' || r == '#' || r == 0x7f }):
+		return fmt.Errorf("app: %q holds spaces, control characters or URL delimiters; give the application's name as instances register it", name)
+	}
+	return nil
+}
+
+// selection checks what to select from the application's instances.
+func (u *EurekaUpstreams) selection() (selection, error) {
+	for k := range u.Metadata {
+		if k == "" {
+			return selection{}, errors.New("metadata: empty key")
+		}
+	}
+	return selection{secure: u.SecurePort, metadata: maps.Clone(u.Metadata)}, nil
+}
+
+// GetUpstreams returns the application's current instances from memory.
+func (u *EurekaUpstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error) {
+	if u.pub == nil {
+		return nil, errors.New("eureka upstream source is not provisioned")
+	}
+	return u.pub.Load().Upstreams()
+}
+
+// Cleanup leaves the poller; the last user of a poller stops it.
+func (u *EurekaUpstreams) Cleanup() error {
+	if u.unregister != nil {
+		u.unregister()
+		u.unregister = nil
+	}
+	if u.unsubscribe != nil {
+		u.unsubscribe()
+		u.unsubscribe = nil
+	}
+	var errs []error
+	for _, k := range slices.Backward(u.keys) {
+		if _, err := pool.Delete(k); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	u.keys = nil
+	return errors.Join(errs...)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*EurekaUpstreams)(nil)
+	_ caddy.Validator             = (*EurekaUpstreams)(nil)
+	_ caddy.CleanerUpper          = (*EurekaUpstreams)(nil)
+	_ reverseproxy.UpstreamSource = (*EurekaUpstreams)(nil)
+)
