@@ -83,7 +83,8 @@ func sharedPolaris(t testing.TB) *polaris {
 		}
 		p := &polaris{dir: dir, port: 18848}
 		cmd := exec.Command("./start-polaris.sh", dir)
-		cmd.Env = append(os.Environ(), "NACOS_HTTP_PORT=18848")
+		// its Eureka API too, for the eureka source's tests
+		cmd.Env = append(os.Environ(), "NACOS_HTTP_PORT=18848", fmt.Sprintf("EUREKA_PORT=%d", sharedEurekaPort))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			polarisErr = fmt.Errorf("%v\n%s", err, out)
 			return
