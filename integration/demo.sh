@@ -33,13 +33,18 @@
 #      127.0.0.1:$NACOS_HTTP_PORT (default 8848, or 38848 if 8848, 9848 or
 #      10848 is taken; gRPC on +1000, Polaris's own gRPC on +2000);
 #   6. runs caddy with integration/demo/Caddyfile on 127.0.0.1:8080 (k8s),
-#      :8081 (nacos) and :8082 (nacos, metadata version=v2 only), admin
-#      localhost:2019, and shows where requests go as Pods are added, become
-#      NotReady, Ready again, and are deleted;
+#      :8081 (nacos), :8082 (nacos, metadata version=v2 only) and :8083
+#      (nacos, lb_policy registry_weighted), admin localhost:2019, and shows
+#      where requests go as Pods are added, become NotReady, Ready again, and
+#      are deleted;
 #   7. starts backends that register themselves in Nacos as ephemeral
 #      instances of shop-api (10.252.0.21.. port 8080 in the namespace, the
 #      process itself in the root namespace, next to Polaris) and shows where
-#      requests go as instances register, deregister (SIGTERM) and crash.
+#      requests go as instances register, deregister (SIGTERM) and crash;
+#   8. registers 3 instances of shop-pricing with Nacos weights 1, 2 and 7,
+#      shows the share of 100 requests each gets through lb_policy
+#      registry_weighted (10/20/70), and the caddy_discovery_backends line of
+#      Caddy's /metrics (admin endpoint).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -120,7 +125,7 @@ if [[ -d $DEMO_DIR ]] || ip netns list 2>/dev/null | grep -qw "$NS"; then
 fi
 port_open 8080 && die "127.0.0.1:8080 is already in use"
 port_open 2019 && die "localhost:2019 (caddy's admin endpoint) is already in use; is another caddy running?"
-for port in 8081 8082; do port_open $port && die "127.0.0.1:$port is already in use"; done
+for port in 8081 8082 8083; do port_open $port && die "127.0.0.1:$port is already in use"; done
 # Nacos's usual port if it and its +1000/+2000 companions are free, else 38848.
 nacos_ports_free() { ! port_open "$1" && ! port_open $(($1 + 1000)) && ! port_open $(($1 + 2000)); }
 if [[ -z ${NACOS_HTTP_PORT:-} ]]; then
@@ -241,7 +246,7 @@ mkdir -p "$DEMO_DIR/xdg"
 	setsid "$CADDY" run --config "$HERE/demo/Caddyfile" --adapter caddyfile >"$DEMO_DIR/caddy.log" 2>&1 </dev/null) &
 echo $! >"$DEMO_DIR/caddy.pid"
 caddy_alive() { kill -0 "$(cat "$DEMO_DIR/caddy.pid")" 2>/dev/null; }
-caddy_up() { (port_open 8080 && port_open 8081 && port_open 8082) || ! caddy_alive; } # listening, or exited
+caddy_up() { (port_open 8080 && port_open 8081 && port_open 8082 && port_open 8083) || ! caddy_alive; } # listening, or exited
 wait_for 10 "caddy to listen" caddy_up || die "caddy did not start listening; see $DEMO_DIR/caddy.log"
 caddy_alive || { tail -n 20 "$DEMO_DIR/caddy.log" >&2; die "caddy exited"; }
 say "    caddy is up (pid $(cat "$DEMO_DIR/caddy.pid"), log $DEMO_DIR/caddy.log)"
@@ -256,12 +261,13 @@ request() {
 	if [[ $code == 200 ]]; then head -n 1 <<<"$out"; else echo "HTTP $code"; fi
 }
 # await_backends NAMES...: sends requests until exactly these backends answer
-# (6 requests cover up to 6 upstreams with round_robin).
+# (6 requests cover up to 6 upstreams with round_robin; AWAIT_REQUESTS sets
+# another number).
 await_backends() {
 	local want got start=$EPOCHREALTIME
 	want=$(printf '%s\n' "$@" | sort | tr '\n' ' ')
 	for _ in $(seq 200); do
-		got=$(for _ in $(seq 6); do request; done | sort -u | tr '\n' ' ')
+		got=$(for _ in $(seq "${AWAIT_REQUESTS:-6}"); do request; done | sort -u | tr '\n' ' ')
 		if [[ $got == "$want" ]]; then
 			say "    caddy follows: requests now go to ${want% } (after $(awk "BEGIN{printf \"%.1f\", $EPOCHREALTIME - $start}")s)"
 			return
@@ -318,11 +324,14 @@ say "    caddy followed every change of shop/web's Pods without a reload"
 # process stays in the root namespace, next to Nacos on 127.0.0.1; only its
 # listener is opened inside the namespace.
 registered() { grep -q 'registered' "$2" || ! kill -0 "$1" 2>/dev/null; } # PID LOG: or exited
-# start_instance NAME-N VERSION WEIGHT: a shop-api instance on $NET.(20+N):8080.
+instances=0 # started so far; the next one listens on $NET.(21+instances)
+# start_instance NAME VERSION WEIGHT [SERVICE]: an instance of SERVICE
+# (shop-api) on the next address $NET.21.., port 8080.
 start_instance() {
-	local ip=$NET.$((20 + ${1##*-})) pid
+	local ip=$NET.$((21 + instances)) service=${4:-shop-api} pid
+	instances=$((instances + 1))
 	ip -n "$NS" addr add "$ip/24" dev "$VETH_IN"
-	setsid "$BACKEND" -name "$1" -netns "$NS" -listen "$ip:8080" -nacos "$NACOS" -service shop-api \
+	setsid "$BACKEND" -name "$1" -netns "$NS" -listen "$ip:8080" -nacos "$NACOS" -service "$service" \
 		-weight "$3" -metadata "version=$2" -nacos-dir "$DEMO_DIR/nacos-sdk/$1" \
 		>>"$DEMO_DIR/backend-$1.log" 2>&1 </dev/null &
 	pid=$!
@@ -330,7 +339,7 @@ start_instance() {
 	echo "$pid" >"$DEMO_DIR/backend-$1.pid"
 	wait_for 10 "$1 to register" registered "$pid" "$DEMO_DIR/backend-$1.log" || die "backend $1 did not register; see $DEMO_DIR/backend-$1.log"
 	kill -0 "$pid" 2>/dev/null || die "backend $1 exited: $(tail -n 5 "$DEMO_DIR/backend-$1.log")"
-	say "    $1 listens on $ip:8080 (inside $NS) and registered itself: shop-api, version=$2, weight $3"
+	say "    $1 listens on $ip:8080 (inside $NS) and registered itself: $service, version=$2, weight $3"
 }
 # stop_instance NAME SIGNAL: TERM deregisters first; KILL is a crash.
 stop_instance() {
@@ -367,7 +376,7 @@ curl -sS --max-time 5 localhost:2019/discovery/upstreams | awk -F'"' '
 	/"service":/ && src == "nacos" { svc = $4; order[++n] = svc }
 	/"dial":/ { dial = $4 }
 	/"weight":/ && src == "nacos" { w = $3; gsub(/[^0-9.]/, "", w); ups[svc] = ups[svc] (ups[svc] == "" ? " " : ", ") dial " (weight " w ")" }
-	END { for (i = 1; i <= n; i++) printf "      %s:%s\n", order[i], ups[order[i]] }' >&3 || true
+	END { for (i = 1; i <= n; i++) printf "      %s:%s\n", order[i], (ups[order[i]] == "" ? " (no instances yet)" : ups[order[i]]) }' >&3 || true
 
 heading "Nacos step 3: shop-api-1 is stopped (SIGTERM: it deregisters itself)"
 TARGET=127.0.0.1:8081
@@ -380,10 +389,25 @@ stop_instance shop-api-2 KILL
 await_backends shop-api-3
 show
 
-heading "Done: caddy followed every change of shop/web's Pods and of shop-api's instances without a reload"
+heading "Nacos step 5: shop-pricing has 3 instances with Nacos weights 1, 2 and 7 (caddy: http://127.0.0.1:8083, lb_policy registry_weighted)"
+TARGET=127.0.0.1:8083
+start_instance pricing-1 v1 1 shop-pricing
+start_instance pricing-2 v1 2 shop-pricing
+start_instance pricing-3 v1 7 shop-pricing
+AWAIT_REQUESTS=20 await_backends pricing-1 pricing-2 pricing-3
+n=100
+say "    $n requests to http://$TARGET/, each backend's share:"
+for _ in $(seq "$n"); do request; done | sort | uniq -c | while read -r count name; do
+	say "$(printf '      %-10s %3d  %3d%%  %s' "$name" "$count" $((count * 100 / n)) "$(printf '%*s' $((count / 2)) '' | tr ' ' '#')")"
+done
+say "    Caddy's Prometheus metrics are on its admin endpoint: curl -s localhost:2019/metrics | grep caddy_discovery_"
+curl -sS --max-time 5 localhost:2019/metrics | grep '^caddy_discovery_backends{.*shop-pricing' | sed 's/^/      /' >&3 ||
+	say "      (no caddy_discovery_backends line for shop-pricing; see curl -s localhost:2019/metrics)"
+
+heading "Done: caddy followed every change of shop/web's Pods and of the Nacos instances without a reload"
 if [[ $mode == keep ]]; then
-	say "    still running (--keep): caddy on http://$CADDY_ADDR (k8s), http://127.0.0.1:8081 and :8082"
-	say "    (nacos), admin localhost:2019; API server $SERVER with KUBECONFIG=$KUBECONFIG;"
+	say "    still running (--keep): caddy on http://$CADDY_ADDR (k8s), http://127.0.0.1:8081, :8082 and"
+	say "    :8083 (nacos), admin localhost:2019; API server $SERVER with KUBECONFIG=$KUBECONFIG;"
 	say "    Nacos (Polaris) on $NACOS; backends in netns $NS."
 	say "    Try: curl http://$CADDY_ADDR/; curl http://127.0.0.1:8081/; curl localhost:2019/discovery/upstreams"
 	say "    Clean up with: bash integration/demo.sh --stop"
