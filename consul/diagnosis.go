@@ -80,6 +80,8 @@ func (w *watch) explain(err error) error {
 	}
 	has := func(s string) bool { return strings.Contains(strings.ToLower(body), strings.ToLower(s)) }
 	switch {
+	case has("HTTP request to an HTTPS server"):
+		return upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("cannot reach %s: it speaks HTTPS: write https:// addresses, or set tls (serving the last known instances meanwhile)", w.c.where))
 	case se.Code == 403 && has("ACL not found"):
 		return upstreams.Problem(upstreams.KindUnauthorized, fmt.Errorf("%s rejected the ACL token querying %s: %s: the token does not exist; check token or token_file (the secret ID of a token of this cluster, not its accessor ID)",
 			w.c.where, w.q.subject(), body))

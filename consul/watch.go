@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -73,8 +72,6 @@ type watch struct {
 	// badAddrs is set while some passing instances have an address Caddy
 	// cannot dial; it is only logged.
 	badAddrs *upstreams.Condition
-
-	polls atomic.Int64 // queries sent, for tests
 
 	mu      sync.Mutex // serializes publishing, so an older list never overwrites a newer one
 	have    bool       // a list has arrived
@@ -195,7 +192,6 @@ func (w *watch) poll(ac *api.Client, index uint64) ([]*api.ServiceEntry, *api.Qu
 	}()
 	opts := &api.QueryOptions{Datacenter: w.q.datacenter, Filter: w.q.filter, WaitIndex: index, WaitTime: waitTime}
 	opts = opts.WithContext(withScope(ctx, scope{namespace: w.q.namespace, partition: w.q.partition}))
-	w.polls.Add(1)
 	entries, meta, err := ac.Health().ServiceMultipleTags(w.q.service, w.q.tags, true, opts)
 	if err != nil && errors.Is(context.Cause(ctx), errRestart) {
 		return nil, nil, errRestart
