@@ -73,7 +73,7 @@ func TestEurekaFollowsRegistry(t *testing.T) {
 		eurekaProxy(map[string]any{"app": "follow", "metadata": map[string]string{"zone": "z2"}}),
 		eurekaProxy(map[string]any{"app": "follow"})), eurekaServerApp())
 
-	// Polaris's Eureka API refreshes its cache every 10 s (start-polaris.sh),
+	// Polaris's Eureka API refreshes its cache every second (start-polaris.sh),
 	// and Caddy polls every second.
 	const within = 25 * time.Second // the lease expiry adds 6 s
 	var took []time.Duration
@@ -98,6 +98,6 @@ func TestEurekaFollowsRegistry(t *testing.T) {
 	step("c cancelled", func() { reg.cancelInstance("c") }, "a", "b")
 	step("a crashed (lease expired)", func() { reg.stopBeating("a") }, "b")
 	slices.Sort(took)
-	t.Logf("eureka: change -> served over %d changes: median %v, max %v (server cache refresh 10 s, refresh_interval 1 s)",
+	t.Logf("eureka: change -> served over %d changes: median %v, max %v (server cache refresh 1 s, refresh_interval 1 s)",
 		len(took), took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
 }

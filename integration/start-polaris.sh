@@ -17,7 +17,7 @@
 #   EUREKA_PORT         Eureka REST API (/eureka/apps...), only when set: the
 #                       apiserver service-eureka, in the Polaris namespace
 #                       "default" (the one Nacos's "public" maps to), its
-#                       answers refreshed from Polaris's cache every 10 s
+#                       answers refreshed from Polaris's cache every 1 s
 #                       (deltas kept 60 s). Unset: no Eureka API.
 #
 # So a second server only needs another NACOS_HTTP_PORT (and a second DIR).
@@ -109,7 +109,7 @@ if [[ -n $EUREKA_PORT ]]; then
       # The Polaris namespace Eureka applications live in.
       namespace: default
       # Seconds between refreshes of the answers from Polaris's cache.
-      refreshInterval: 10
+      refreshInterval: 1
       # Seconds a change stays in /eureka/apps/delta.
       deltaExpireInterval: 60"
 fi
