@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // defaultServer is the name of the server that sources without a server name
@@ -46,7 +48,7 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 // Provision checks the servers.
 func (a *App) Provision(caddy.Context) error {
 	for _, name := range slices.Sorted(maps.Keys(a.Servers)) {
-		if err := validateServerName(name); err != nil {
+		if err := upstreams.CheckName("server", name); err != nil {
 			return fmt.Errorf("servers: %w", err)
 		}
 		s := a.Servers[name]
@@ -55,18 +57,6 @@ func (a *App) Provision(caddy.Context) error {
 		}
 		if err := s.Validate(); err != nil {
 			return fmt.Errorf("servers: %s: %w", name, err)
-		}
-	}
-	return nil
-}
-
-func validateServerName(name string) error {
-	if name == "" {
-		return fmt.Errorf("empty server name")
-	}
-	for _, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return fmt.Errorf("invalid server name %q; use letters, digits, '-' and '_'", name)
 		}
 	}
 	return nil

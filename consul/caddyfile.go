@@ -5,6 +5,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	cf "github.com/caddy-discovery/caddy-discovery/caddyfile"
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 func init() {
@@ -134,7 +135,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	app := new(App)
 	return cf.NamedBlocks(d, existing, "consul", app, &app.Servers, "server",
 		"server default { addresses 10.0.0.1:8500 }", func(name string) (*Server, error) {
-			if err := validateServerName(name); err != nil {
+			if err := upstreams.CheckName("server", name); err != nil {
 				return nil, d.Err(err.Error())
 			}
 			srv := new(Server)

@@ -150,7 +150,7 @@ func (u *ConsulUpstreams) Validate() error {
 		return err
 	}
 	if u.ServerName != "" {
-		if err := validateServerName(u.ServerName); err != nil {
+		if err := upstreams.CheckName("server", u.ServerName); err != nil {
 			return fmt.Errorf("server: %w", err)
 		}
 		if u.Server.connectionSet() {
@@ -183,10 +183,7 @@ func (u *ConsulUpstreams) query(repl *caddy.Replacer) (query, error) {
 			return q, fmt.Errorf("%s: %w", f.name, err)
 		}
 		if !ok {
-			if f.name == "service" {
-				*f.dst = "placeholder"
-			}
-			continue
+			continue // checked once Provision has replaced the placeholders
 		}
 		if v == "" && f.name != "service" {
 			continue
