@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The demo: Caddy, built with this module, proxying to a Kubernetes Service
-# whose Pods come and go, against a real local API server, and to a Nacos
+# whose Pods come and go, against a real local API server, to a Nacos
 # service whose instances register and deregister themselves, against a real
-# local Nacos-protocol server (Polaris).
+# local Nacos-protocol server (Polaris), to a Eureka application (Polaris's
+# Eureka API) and to a Consul service (a real Consul dev agent).
 #
 #   bash integration/demo.sh            run the demo, then clean up
 #   bash integration/demo.sh --keep     leave everything running afterwards
@@ -12,13 +13,15 @@
 #
 # Needs root (network namespace; apt-get for missing etcd-server, openssl,
 # curl, iproute2, patch) and Go; everything else comes from the Go module proxy.
-# First run: ~6 min (kube-apiserver, Polaris and caddy are built and cached in
-# CADDY_DISCOVERY_CACHE, default ~/.cache/caddy-discovery); later runs ~45 s.
+# First run: ~16 min (kube-apiserver, Polaris, Consul and caddy are built and
+# cached in CADDY_DISCOVERY_CACHE, default ~/.cache/caddy-discovery); later
+# runs ~65 s.
 #
 # What it does:
 #   1. builds caddy with xcaddy (`--with github.com/caddy-discovery/caddy-discovery=<repo>`),
 #      rebuilt when the module's sources change, a tiny backend server
-#      (integration/demo/backend) and Polaris (integration/build-polaris.sh);
+#      (integration/demo/backend), Polaris (integration/build-polaris.sh) and
+#      Consul v1.14.8 (integration/build-consul.sh);
 #   2. starts etcd, kube-apiserver and kube-controller-manager
 #      (integration/start-kube.sh) on 127.0.0.1:$KUBE_PORT (default 17443,
 #      away from the tests' 16443), state in $DEMO_DIR (default
@@ -31,10 +34,15 @@
 #      through pods/status; the controller-manager makes the EndpointSlices;
 #   5. starts Polaris (integration/start-polaris.sh), whose Nacos API is on
 #      127.0.0.1:$NACOS_HTTP_PORT (default 8848, or 38848 if 8848, 9848 or
-#      10848 is taken; gRPC on +1000, Polaris's own gRPC on +2000);
+#      10848 is taken; gRPC on +1000, Polaris's own gRPC on +2000) and its
+#      Eureka API on 127.0.0.1:$EUREKA_PORT (default 8761, or 38761), and a
+#      Consul dev agent (integration/start-consul.sh) on
+#      127.0.0.1:$CONSUL_HTTP_PORT (default 8500, or 38500; server RPC and
+#      serf on -200..-198: 8300-8302; gRPC TLS on 8503);
 #   6. runs caddy with integration/demo/Caddyfile on 127.0.0.1:8080 (k8s),
-#      :8081 (nacos), :8082 (nacos, metadata version=v2 only) and :8083
-#      (nacos, lb_policy registry_weighted), admin localhost:2019, and shows
+#      :8081 (nacos), :8082 (nacos, metadata version=v2 only), :8083
+#      (nacos, lb_policy registry_weighted), :8084 (eureka) and :8085
+#      (consul), admin localhost:2019, and shows
 #      where requests go as Pods are added, become NotReady, Ready again, and
 #      are deleted;
 #   7. starts backends that register themselves in Nacos as ephemeral
@@ -44,7 +52,14 @@
 #   8. registers 3 instances of shop-pricing with Nacos weights 1, 2 and 7,
 #      shows the share of 100 requests each gets through lb_policy
 #      registry_weighted (10/20/70), and the caddy_discovery_backends line of
-#      Caddy's /metrics (admin endpoint).
+#      Caddy's /metrics (admin endpoint);
+#   9. plays a Java eureka-client with curl: registers instances of SHOP-CART
+#      ($NET.31..), renews their leases from a background loop, sets one
+#      OUT_OF_SERVICE and cancels one (each change reaches caddy within
+#      Polaris's 10 s cache refresh plus caddy's 1 s refresh_interval);
+#  10. registers instances of the Consul service shop-stock ($NET.41..)
+#      through the agent API, each with a TTL check, and shows requests
+#      following a failing check, maintenance mode and a deregistration.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -91,18 +106,19 @@ cleanup() {
 	local f
 	say
 	say "==> Cleaning up"
-	for f in "$DEMO_DIR"/caddy.pid "$DEMO_DIR"/backend-*.pid; do
+	for f in "$DEMO_DIR"/caddy.pid "$DEMO_DIR"/eureka-leases.pid "$DEMO_DIR"/backend-*.pid; do
 		stop_pid "$f" 5 || true
 	done
 	# KILL: Polaris's graceful stop sleeps 5 s, and its data is deleted below.
 	if [[ -d $DEMO_DIR/polaris ]]; then
 		POLARIS_STOP_SIGNAL=KILL "$HERE/stop-polaris.sh" "$DEMO_DIR/polaris" 2>&1 | sed 's/^/    /' >&3 || true
 	fi
+	if [[ -d $DEMO_DIR/consul ]]; then "$HERE/stop-consul.sh" "$DEMO_DIR/consul" 2>&1 | sed 's/^/    /' >&3 || true; fi
 	if [[ -d $DEMO_DIR/kube ]]; then "$HERE/stop-kube.sh" "$DEMO_DIR/kube" 2>&1 | sed 's/^/    /' >&3 || true; fi
 	ip netns del "$NS" 2>/dev/null || true
 	ip link del "$VETH_OUT" 2>/dev/null || true
 	rm -rf "$DEMO_DIR"
-	say "    stopped caddy, the backends, Polaris and the API server; removed netns $NS and $DEMO_DIR"
+	say "    stopped caddy, the backends, the lease renewals, Polaris, Consul and the API server; removed netns $NS and $DEMO_DIR"
 }
 
 [[ $(id -u) -eq 0 ]] || die "run as root (it creates a network namespace)"
@@ -125,7 +141,7 @@ if [[ -d $DEMO_DIR ]] || ip netns list 2>/dev/null | grep -qw "$NS"; then
 fi
 port_open 8080 && die "127.0.0.1:8080 is already in use"
 port_open 2019 && die "localhost:2019 (caddy's admin endpoint) is already in use; is another caddy running?"
-for port in 8081 8082 8083; do port_open $port && die "127.0.0.1:$port is already in use"; done
+for port in 8081 8082 8083 8084 8085; do port_open $port && die "127.0.0.1:$port is already in use"; done
 # Nacos's usual port if it and its +1000/+2000 companions are free, else 38848.
 nacos_ports_free() { ! port_open "$1" && ! port_open $(($1 + 1000)) && ! port_open $(($1 + 2000)); }
 if [[ -z ${NACOS_HTTP_PORT:-} ]]; then
@@ -136,6 +152,32 @@ nacos_ports_free "$NACOS_HTTP_PORT" || die "127.0.0.1:$NACOS_HTTP_PORT, +1000 or
 export NACOS_HTTP_PORT
 unset POLARIS_GRPC_PORT # start-polaris.sh: NACOS_HTTP_PORT + 2000
 NACOS=127.0.0.1:$NACOS_HTTP_PORT
+# Eureka's usual port if free, else 38761.
+if [[ -z ${EUREKA_PORT:-} ]]; then
+	EUREKA_PORT=8761
+	port_open 8761 && EUREKA_PORT=38761
+fi
+port_open "$EUREKA_PORT" && die "127.0.0.1:$EUREKA_PORT is already in use; set EUREKA_PORT"
+# Consul's usual ports if free: HTTP 8500, server RPC 8300, serf LAN and WAN
+# 8301 and 8302; else 38500 and 38300-38302. Not start-consul.sh's HTTP+1..+3:
+# a Consul server also opens gRPC TLS on 8503 (-dev leaves it on), so serf
+# WAN on 8503 makes the agent exit.
+consul_ports() { echo "$1" $(($1 - 200)) $(($1 - 199)) $(($1 - 198)); }
+consul_ports_free() { local p; for p in $(consul_ports "$1"); do ! port_open "$p" || return 1; done; }
+if [[ -z ${CONSUL_HTTP_PORT:-} ]]; then
+	CONSUL_HTTP_PORT=8500
+	consul_ports_free 8500 || CONSUL_HTTP_PORT=38500
+fi
+if ! [[ $CONSUL_HTTP_PORT =~ ^[0-9]+$ ]] || ((CONSUL_HTTP_PORT <= 1200 || CONSUL_HTTP_PORT > 65535)); then
+	die "CONSUL_HTTP_PORT must be a port above 1200 (server RPC and serf use it -200..-198), not $CONSUL_HTTP_PORT"
+fi
+consul_ports_free "$CONSUL_HTTP_PORT" ||
+	die "127.0.0.1:$CONSUL_HTTP_PORT or one of $((CONSUL_HTTP_PORT - 200))-$((CONSUL_HTTP_PORT - 198)) is already in use; set CONSUL_HTTP_PORT"
+port_open 8503 && die "127.0.0.1:8503 is already in use (a Consul dev server opens gRPC TLS there)"
+read -r _ CONSUL_SERVER_PORT CONSUL_SERF_LAN_PORT CONSUL_SERF_WAN_PORT < <(consul_ports "$CONSUL_HTTP_PORT")
+export EUREKA_PORT CONSUL_HTTP_PORT CONSUL_SERVER_PORT CONSUL_SERF_LAN_PORT CONSUL_SERF_WAN_PORT
+unset CONSUL_ACL # no ACLs
+EUREKA=http://127.0.0.1:$EUREKA_PORT/eureka CONSUL=http://127.0.0.1:$CONSUL_HTTP_PORT
 
 heading "Building (cached after the first run)"
 mkdir -p "$CACHE/demo"
@@ -148,6 +190,8 @@ say "--- building kube-apiserver and kube-controller-manager (integration/build-
 run_long "building kube-apiserver" "$CACHE/demo/build-kube.log" "$HERE/build-kube.sh"
 say "--- building Polaris, a Nacos-protocol server (integration/build-polaris.sh; cold: ~1 min, ~650 MB RAM)"
 run_long "building Polaris" "$CACHE/demo/build-polaris.log" "$HERE/build-polaris.sh"
+say "--- building Consul v1.14.8 (integration/build-consul.sh; cold: ~10 min, ~1.8 GB RAM)"
+run_long "building Consul" "$CACHE/demo/build-consul.log" "$HERE/build-consul.sh"
 say "    ready"
 
 if [[ $mode == run ]]; then trap cleanup EXIT; fi
@@ -162,9 +206,14 @@ export KUBECONFIG=$DEMO_DIR/kube/admin.kubeconfig
 TOKEN=$(cat "$DEMO_DIR/kube/admin.token")
 
 # --- Nacos server -------------------------------------------------------------------
-heading "Starting Polaris, a Nacos-protocol server: Nacos HTTP on $NACOS, gRPC on :$((NACOS_HTTP_PORT + 1000))"
+heading "Starting Polaris, a Nacos-protocol server: Nacos HTTP on $NACOS, gRPC on :$((NACOS_HTTP_PORT + 1000)), Eureka on $EUREKA"
 run_long "starting Polaris" "$DEMO_DIR/start-polaris.log" "$HERE/start-polaris.sh" "$DEMO_DIR/polaris"
 sed 's/^/    /' "$DEMO_DIR/start-polaris.log" >&3
+
+# --- Consul agent -------------------------------------------------------------------
+heading "Starting a Consul v1.14.8 dev agent on $CONSUL"
+CONSUL_LOG_LEVEL=info run_long "starting Consul" "$DEMO_DIR/start-consul.log" "$HERE/start-consul.sh" "$DEMO_DIR/consul"
+sed 's/^/    /' "$DEMO_DIR/start-consul.log" >&3
 
 # api METHOD PATH [JSON [CONTENT-TYPE]]: one API request; fails loudly.
 api() {
@@ -246,7 +295,7 @@ mkdir -p "$DEMO_DIR/xdg"
 	setsid "$CADDY" run --config "$HERE/demo/Caddyfile" --adapter caddyfile >"$DEMO_DIR/caddy.log" 2>&1 </dev/null) &
 echo $! >"$DEMO_DIR/caddy.pid"
 caddy_alive() { kill -0 "$(cat "$DEMO_DIR/caddy.pid")" 2>/dev/null; }
-caddy_up() { (port_open 8080 && port_open 8081 && port_open 8082 && port_open 8083) || ! caddy_alive; } # listening, or exited
+caddy_up() { (port_open 8080 && port_open 8081 && port_open 8082 && port_open 8083 && port_open 8084 && port_open 8085) || ! caddy_alive; } # listening, or exited
 wait_for 10 "caddy to listen" caddy_up || die "caddy did not start listening; see $DEMO_DIR/caddy.log"
 caddy_alive || { tail -n 20 "$DEMO_DIR/caddy.log" >&2; die "caddy exited"; }
 say "    caddy is up (pid $(cat "$DEMO_DIR/caddy.pid"), log $DEMO_DIR/caddy.log)"
@@ -404,11 +453,116 @@ say "    Caddy's Prometheus metrics are on its admin endpoint: curl -s localhost
 curl -sS --max-time 5 localhost:2019/metrics | grep '^caddy_discovery_backends{.*shop-pricing' | sed 's/^/      /' >&3 ||
 	say "      (no caddy_discovery_backends line for shop-pricing; see curl -s localhost:2019/metrics)"
 
-heading "Done: caddy followed every change of shop/web's Pods and of the Nacos instances without a reload"
+# --- Eureka -----------------------------------------------------------------------
+# The demo plays a Java eureka-client with curl against Polaris's Eureka API:
+# it registers instances of SHOP-CART (POST /eureka/apps/SHOP-CART), renews
+# their leases from a background loop (PUT .../SHOP-CART/<id> every 3 s), sets
+# their status (PUT .../<id>/status?value=...) and cancels them (DELETE). The
+# backends are plain ones, in the namespace like the Pods' ($NET.31..).
+# call METHOD URL [JSON]: one request to a registry's HTTP API; fails loudly.
+call() {
+	local code
+	code=$(curl -sS --max-time 5 -o "$DEMO_DIR/call.out" -w '%{http_code}' -H 'Content-Type: application/json' \
+		-X "$1" ${3:+--data "$3"} "$2") || die "$1 $2: curl failed"
+	[[ $code == 2* ]] || die "$1 $2: HTTP $code: $(cat "$DEMO_DIR/call.out")"
+}
+cart_ip() { echo "$NET.$((30 + ${1#cart-}))"; }
+# renew_leases: every 3 s, a heartbeat for each instance in eureka-leases.
+renew_leases() {
+	trap '[[ -z ${!:-} ]] || kill "$!" 2>/dev/null; exit 0' TERM
+	while :; do
+		while read -r id; do
+			curl -sS -o /dev/null --max-time 2 -X PUT "$EUREKA/apps/SHOP-CART/$id" || true
+		done <"$DEMO_DIR/eureka-leases"
+		sleep 3 &
+		wait $! || true
+	done
+}
+: >"$DEMO_DIR/eureka-leases"
+renew_leases >"$DEMO_DIR/eureka-leases.log" 2>&1 </dev/null &
+echo $! >"$DEMO_DIR/eureka-leases.pid"
+disown $!
+eureka_register() { # ID
+	local ip
+	ip=$(cart_ip "$1")
+	# shellcheck disable=SC2016 # "$" is a JSON key in the Eureka format
+	call POST "$EUREKA/apps/SHOP-CART" '{"instance":{"instanceId":"'"$1"'","app":"SHOP-CART","hostName":"'"$ip"'",
+		"ipAddr":"'"$ip"'","status":"UP","port":{"$":8080,"@enabled":"true"},"securePort":{"$":443,"@enabled":"false"},
+		"dataCenterInfo":{"@class":"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo","name":"MyOwn"},
+		"leaseInfo":{"renewalIntervalInSecs":5,"durationInSecs":15}}}'
+	echo "$1" >>"$DEMO_DIR/eureka-leases"
+	say "    $1 registered: POST /eureka/apps/SHOP-CART ($ip:8080, status UP; lease renewed every 3 s)"
+}
+
+heading "Eureka step 1: 3 instances of SHOP-CART register (caddy: http://127.0.0.1:8084, dynamic eureka SHOP-CART)"
+say "    (Polaris's Eureka API refreshes its answers from its cache every 10 s, and caddy asks every"
+say "    second: a change may take up to ~12 s to show)"
+TARGET=127.0.0.1:8084
+for c in cart-1 cart-2 cart-3; do
+	start_backend "$c" "$(cart_ip "$c")"
+	eureka_register "$c"
+done
+await_backends cart-1 cart-2 cart-3
+show
+
+heading "Eureka step 2: cart-2 is taken out of service (its backend keeps running)"
+call PUT "$EUREKA/apps/SHOP-CART/cart-2/status?value=OUT_OF_SERVICE"
+say "    PUT /eureka/apps/SHOP-CART/cart-2/status?value=OUT_OF_SERVICE"
+await_backends cart-1 cart-3
+show
+
+heading "Eureka step 3: cart-3 shuts down (cancels its lease, then stops)"
+grep -vx cart-3 "$DEMO_DIR/eureka-leases" >"$DEMO_DIR/eureka-leases.new" || true
+mv "$DEMO_DIR/eureka-leases.new" "$DEMO_DIR/eureka-leases"
+call DELETE "$EUREKA/apps/SHOP-CART/cart-3"
+say "    DELETE /eureka/apps/SHOP-CART/cart-3"
+await_backends cart-1
+show
+stop_backend cart-3
+
+# --- Consul -------------------------------------------------------------------------
+# Instances of shop-stock are registered through the local agent's API, each
+# with a TTL check that passes until told otherwise, as a service's own
+# health reporting does; caddy's blocking query on /v1/health/service/
+# shop-stock?passing answers as soon as something changes.
+stock_ip() { echo "$NET.$((40 + ${1#stock-}))"; }
+
+heading "Consul step 1: 4 instances of shop-stock register (caddy: http://127.0.0.1:8085, dynamic consul shop-stock)"
+TARGET=127.0.0.1:8085
+for c in stock-1 stock-2 stock-3 stock-4; do
+	start_backend "$c" "$(stock_ip "$c")"
+	call PUT "$CONSUL/v1/agent/service/register" '{"ID":"'"$c"'","Name":"shop-stock","Address":"'"$(stock_ip "$c")"'","Port":8080,
+		"Check":{"CheckID":"'"$c"'-ttl","Name":"alive","TTL":"1h","Status":"passing"}}'
+	say "    $c registered: PUT /v1/agent/service/register ($(stock_ip "$c"):8080, TTL check $c-ttl passing)"
+done
+await_backends stock-1 stock-2 stock-3 stock-4
+show
+
+heading "Consul step 2: stock-2's health check fails"
+call PUT "$CONSUL/v1/agent/check/fail/stock-2-ttl?note=out+of+disk"
+say "    PUT /v1/agent/check/fail/stock-2-ttl"
+await_backends stock-1 stock-3 stock-4
+show
+
+heading "Consul step 3: stock-3 goes into maintenance mode"
+call PUT "$CONSUL/v1/agent/service/maintenance/stock-3?enable=true&reason=upgrade"
+say "    PUT /v1/agent/service/maintenance/stock-3?enable=true"
+await_backends stock-1 stock-4
+show
+
+heading "Consul step 4: stock-4 deregisters and stops"
+call PUT "$CONSUL/v1/agent/service/deregister/stock-4"
+say "    PUT /v1/agent/service/deregister/stock-4"
+await_backends stock-1
+show
+stop_backend stock-4
+
+heading "Done: caddy followed every change of the Pods and of the Nacos, Eureka and Consul instances without a reload"
 if [[ $mode == keep ]]; then
 	say "    still running (--keep): caddy on http://$CADDY_ADDR (k8s), http://127.0.0.1:8081, :8082 and"
-	say "    :8083 (nacos), admin localhost:2019; API server $SERVER with KUBECONFIG=$KUBECONFIG;"
-	say "    Nacos (Polaris) on $NACOS; backends in netns $NS."
+	say "    :8083 (nacos), :8084 (eureka), :8085 (consul), admin localhost:2019; API server $SERVER with"
+	say "    KUBECONFIG=$KUBECONFIG; Nacos (Polaris) on $NACOS, Eureka on $EUREKA (leases renewed"
+	say "    until --stop), Consul on $CONSUL; backends in netns $NS."
 	say "    Try: curl http://$CADDY_ADDR/; curl http://127.0.0.1:8081/; curl localhost:2019/discovery/upstreams"
 	say "    Clean up with: bash integration/demo.sh --stop"
 fi
