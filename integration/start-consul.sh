@@ -93,7 +93,7 @@ done
 bin=${CONSUL_BIN:-$("$HERE/build-consul.sh")}
 mkdir -p "$DIR/data"
 args=(agent -dev -client 127.0.0.1 -bind 127.0.0.1 -data-dir "$DIR/data" -log-level "$LOG_LEVEL"
-	-http-port "$HTTP_PORT" -grpc-port -1 -dns-port -1
+	-http-port "$HTTP_PORT" -grpc-port -1 -grpc-tls-port -1 -dns-port -1
 	-server-port "$SERVER_PORT" -serf-lan-port "$SERF_LAN_PORT" -serf-wan-port "$SERF_WAN_PORT")
 if [[ ${CONSUL_ACL:-0} == 1 ]]; then
 	(
