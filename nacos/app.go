@@ -2,18 +2,11 @@ package nacos
 
 import (
 	"fmt"
-	"maps"
-	"slices"
-	"sync"
 
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
-
-// defaultServer is the name of the server that sources without a server name
-// and without connection fields of their own use, if the app defines it.
-const defaultServer = "default"
 
 // App holds named Nacos server connections that any number of `nacos`
 // upstream sources refer to, so that connection settings are written once.
@@ -32,9 +25,7 @@ type App struct {
 	// `server prod` uses the one named "prod".
 	Servers map[string]*Server `json:"servers,omitempty"`
 
-	mu      sync.Mutex
-	clients []*client
-	watches []*watch
+	starts upstreams.Starts
 }
 
 // CaddyModule returns the Caddy module information.
@@ -47,19 +38,7 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 
 // Provision checks the servers.
 func (a *App) Provision(caddy.Context) error {
-	for _, name := range slices.Sorted(maps.Keys(a.Servers)) {
-		if err := upstreams.CheckName("server", name); err != nil {
-			return fmt.Errorf("servers: %w", err)
-		}
-		s := a.Servers[name]
-		if s == nil {
-			return fmt.Errorf("servers: %s: empty server", name)
-		}
-		if err := s.Validate(); err != nil {
-			return fmt.Errorf("servers: %s: %w", name, err)
-		}
-	}
-	return nil
+	return upstreams.CheckNamed("server", "empty server", a.Servers)
 }
 
 // server resolves the server for a name ("" for the default) and the
@@ -67,18 +46,9 @@ func (a *App) Provision(caddy.Context) error {
 // server's name in the app, or "" for the source's own connection fields
 // (or the default address when it sets none).
 func (a *App) server(name string, inline Server) (string, Server, error) {
-	var srv Server
-	switch s, ok := a.Servers[name]; {
-	case name != "" && !ok:
-		return "", srv, fmt.Errorf("server: %q is not defined in the nacos app; defined servers: %v", name, slices.Sorted(maps.Keys(a.Servers)))
-	case name != "":
-		srv = *s
-	case inline.connectionSet():
-		srv = inline
-	default:
-		if s, ok := a.Servers[defaultServer]; ok {
-			name, srv = defaultServer, *s
-		}
+	name, srv, ok := upstreams.Pick(a.Servers, name, inline, inline.connectionSet())
+	if !ok {
+		return "", srv, fmt.Errorf("server: %q is not defined in the nacos app; defined servers: %v", name, upstreams.Defined(a.Servers))
 	}
 	srv, err := srv.expand(caddy.NewReplacer())
 	if err != nil {
@@ -102,25 +72,13 @@ func inServer(name string, err error) error {
 
 // track remembers the clients and subscriptions that the sources of this
 // config use, so that Start can start them.
-func (a *App) track(c *client, w *watch) {
-	a.mu.Lock()
-	a.clients = append(a.clients, c)
-	a.watches = append(a.watches, w)
-	a.mu.Unlock()
-}
+func (a *App) track(c *client, w *watch) { a.starts.Add(c.start, w.start) }
 
 // Start starts the clients and subscriptions of this config's sources in the
 // background; it does not wait for any server. Those already running for the
 // previous config go on as they are.
 func (a *App) Start() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, c := range a.clients {
-		c.start()
-	}
-	for _, w := range a.watches {
-		w.start()
-	}
+	a.starts.Start()
 	return nil
 }
 
