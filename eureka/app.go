@@ -2,18 +2,11 @@ package eureka
 
 import (
 	"fmt"
-	"maps"
-	"slices"
-	"sync"
 
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
-
-// defaultServer is the name of the server that sources without a server name
-// and without connection fields of their own use, if the app defines it.
-const defaultServer = "default"
 
 // App holds named Eureka server connections that any number of `eureka`
 // upstream sources refer to, so that connection settings are written once.
@@ -31,8 +24,7 @@ type App struct {
 	// `server prod` uses the one named "prod".
 	Servers map[string]*Server `json:"servers,omitempty"`
 
-	mu    sync.Mutex
-	feeds []*feed
+	starts upstreams.Starts
 }
 
 // CaddyModule returns the Caddy module information.
@@ -45,19 +37,7 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 
 // Provision checks the servers.
 func (a *App) Provision(caddy.Context) error {
-	for _, name := range slices.Sorted(maps.Keys(a.Servers)) {
-		if err := upstreams.CheckName("server", name); err != nil {
-			return fmt.Errorf("servers: %w", err)
-		}
-		s := a.Servers[name]
-		if s == nil {
-			return fmt.Errorf("servers: %s: empty server", name)
-		}
-		if err := s.Validate(); err != nil {
-			return fmt.Errorf("servers: %s: %w", name, err)
-		}
-	}
-	return nil
+	return upstreams.CheckNamed("server", "empty server", a.Servers)
 }
 
 // server resolves the server for a name ("" for the default) and the
@@ -65,20 +45,9 @@ func (a *App) Provision(caddy.Context) error {
 // server's name in the app, or "" for the source's own fields (or the
 // default URL when it sets none).
 func (a *App) server(name string, inline Server) (string, Server, error) {
-	var srv Server
-	switch {
-	case name != "":
-		s, ok := a.Servers[name]
-		if !ok || s == nil {
-			return "", srv, fmt.Errorf("server: %q is not defined in the eureka app; define it in the global eureka option (server %s { urls … }) or remove the name", name, name)
-		}
-		srv = *s
-	case inline.connectionSet():
-		srv = inline
-	default:
-		if s, ok := a.Servers[defaultServer]; ok && s != nil {
-			name, srv = defaultServer, *s
-		}
+	name, srv, ok := upstreams.Pick(a.Servers, name, inline, inline.connectionSet())
+	if !ok {
+		return "", srv, fmt.Errorf("server: %q is not defined in the eureka app; define it in the global eureka option (server %s { urls … }) or remove the name", name, name)
 	}
 	srv, err := srv.expand(caddy.NewReplacer())
 	if err != nil {
@@ -102,21 +71,13 @@ func inServer(name string, err error) error {
 
 // track remembers the feeds that the sources of this config use, so that
 // Start can start them.
-func (a *App) track(f *feed) {
-	a.mu.Lock()
-	a.feeds = append(a.feeds, f)
-	a.mu.Unlock()
-}
+func (a *App) track(f *feed) { a.starts.Add(f.start) }
 
 // Start starts polling for this config's sources in the background; it does
 // not wait for any server. Feeds already running for the previous config go
 // on as they are.
 func (a *App) Start() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, f := range a.feeds {
-		f.start()
-	}
+	a.starts.Start()
 	return nil
 }
 
