@@ -4,10 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
-	"sync"
-	"time"
+
+	"github.com/caddy-discovery/caddy-discovery/tokenfile"
 )
 
 // tokenFile is an ACL token kept in a file that may be replaced at any time
@@ -16,52 +15,24 @@ import (
 // request to Consul (there are few: one long-poll per service, never one per
 // proxied request) and by the client's token check.
 type tokenFile struct {
-	path string
-
-	mu      sync.Mutex
-	modTime time.Time
-	size    int64
-	token   string
+	path  string
+	cache tokenfile.Cache
 }
 
 // get returns the current token. While the file is missing or empty (being
 // rewritten), the last token read stays in use.
-func (f *tokenFile) get() (string, error) {
-	st, err := os.Stat(f.path)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err != nil {
-		if f.token != "" {
-			return f.token, nil // mid-rotation: keep the last token
-		}
-		return "", fmt.Errorf("token_file: %w", err)
-	}
-	if f.token != "" && st.ModTime().Equal(f.modTime) && st.Size() == f.size {
-		return f.token, nil
-	}
-	b, err := os.ReadFile(f.path)
-	if err != nil {
-		if f.token != "" {
-			return f.token, nil
-		}
-		return "", fmt.Errorf("token_file: %w", err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		if f.token != "" {
-			return f.token, nil // being rewritten
-		}
-		return "", fmt.Errorf("token_file: %s is empty; write the token's secret ID into it", f.path)
-	}
-	if strings.ContainsAny(tok, "\r\n") {
-		if f.token != "" {
-			return f.token, nil // being rewritten
-		}
+func (f *tokenFile) get() (string, error) { return f.cache.Get(f.path, validToken) }
+
+// validToken refuses a file that does not hold one token's secret ID.
+func validToken(path, tok string) error {
+	switch {
+	case tok == "":
+		return fmt.Errorf("token_file: %s is empty; write the token's secret ID into it", path)
+	case strings.ContainsAny(tok, "\r\n"):
 		// never shown: it would be the secret
-		return "", fmt.Errorf("token_file: %s holds more than one line; write only the token's secret ID into it", f.path)
+		return fmt.Errorf("token_file: %s holds more than one line; write only the token's secret ID into it", path)
 	}
-	f.token, f.modTime, f.size = tok, st.ModTime(), st.Size()
-	return tok, nil
+	return nil
 }
 
 // tokenFileError is a token file that cannot be read, as a request's
