@@ -3,12 +3,10 @@ package kubernetes
 import (
 	"fmt"
 	"net/http"
-	"os"
-	"strings"
-	"sync"
-	"time"
 
 	utilnet "k8s.io/apimachinery/pkg/util/net"
+
+	"github.com/caddy-discovery/caddy-discovery/tokenfile"
 )
 
 // tokenFile is a bearer token kept in a file that may be replaced at any time
@@ -17,43 +15,18 @@ import (
 // modification time or size changes, checked on every API request (there are
 // few: lists and long-lived watches, never one per proxied request).
 type tokenFile struct {
-	path string
-
-	mu      sync.Mutex
-	modTime time.Time
-	size    int64
-	token   string
+	path  string
+	cache tokenfile.Cache
 }
 
-func (f *tokenFile) get() (string, error) {
-	st, err := os.Stat(f.path)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err != nil {
-		if f.token != "" {
-			return f.token, nil // mid-rotation: keep the last token
-		}
-		return "", fmt.Errorf("token_file: %w", err)
-	}
-	if f.token != "" && st.ModTime().Equal(f.modTime) && st.Size() == f.size {
-		return f.token, nil
-	}
-	b, err := os.ReadFile(f.path)
-	if err != nil {
-		if f.token != "" {
-			return f.token, nil
-		}
-		return "", fmt.Errorf("token_file: %w", err)
-	}
-	tok := strings.TrimSpace(string(b))
+func (f *tokenFile) get() (string, error) { return f.cache.Get(f.path, validToken) }
+
+// validToken refuses an empty file.
+func validToken(path, tok string) error {
 	if tok == "" {
-		if f.token != "" {
-			return f.token, nil // being rewritten
-		}
-		return "", fmt.Errorf("token_file %s is empty", f.path)
+		return fmt.Errorf("token_file %s is empty", path)
 	}
-	f.token, f.modTime, f.size = tok, st.ModTime(), st.Size()
-	return tok, nil
+	return nil
 }
 
 // tokenFileTransport sets the Authorization header from a tokenFile.
