@@ -11,6 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // String reads the single argument of the current subdirective into dst.
@@ -111,13 +113,32 @@ func once(d *caddyfile.Dispenser, set bool) error {
 	return nil
 }
 
+// Map reads the key and the value that the current subdirective (such as
+// metadata) takes into dst, once per key. example completes "<name> takes a
+// key and a value, e.g. ".
+func Map(d *caddyfile.Dispenser, dst *map[string]string, example string) error {
+	name := d.Val()
+	var k, v string
+	if !d.Args(&k, &v) || d.NextArg() {
+		return d.Errf("%s takes a key and a value, e.g. %s", name, example)
+	}
+	if _, dup := (*dst)[k]; dup {
+		return d.Errf("%s %q has already been specified", name, k)
+	}
+	if *dst == nil {
+		*dst = make(map[string]string)
+	}
+	(*dst)[k] = v
+	return nil
+}
+
 // Unknown is the error for a subdirective that the block does not know.
 func Unknown(d *caddyfile.Dispenser, block string, known ...string) error {
 	return d.Errf("unrecognized %s option '%s' (known options: %v)", block, d.Val(), known)
 }
 
 // NamedBlocks parses a global option that configures the app appName with
-// blocks named by kind, such as
+// connections in blocks named by kind, such as
 //
 //	k8s {
 //		cluster <name> {
@@ -127,12 +148,14 @@ func Unknown(d *caddyfile.Dispenser, block string, known ...string) error {
 //
 // into *blocks, a map field of app. When the option appears more than once,
 // existing holds what the earlier ones gave, and the blocks are added to
-// theirs; a name given twice is refused. example completes "<kind> needs a
-// name, e.g. ". block reads the subdirectives of the block named name (the
-// dispenser is on the name) and checks them. It returns the app for
+// theirs; a name given twice is refused, and so is one that breaks
+// upstreams.CheckName. example completes "<kind> needs a name, e.g. ".
+// option reads one subdirective of a block into its connection, ok false
+// for one it does not know; known lists those it does, for the error. Each
+// connection is checked with its Validate. It returns the app for
 // httpcaddyfile.RegisterGlobalOption.
-func NamedBlocks[T any](d *caddyfile.Dispenser, existing any, appName string, app any, blocks *map[string]*T,
-	kind, example string, block func(name string) (*T, error),
+func NamedBlocks[T interface{ Validate() error }](d *caddyfile.Dispenser, existing any, appName string, app any,
+	blocks *map[string]*T, kind, example string, known []string, option func(*T, *caddyfile.Dispenser) (ok bool, err error),
 ) (any, error) {
 	if prev, ok := existing.(httpcaddyfile.App); ok {
 		if err := json.Unmarshal(prev.Value, app); err != nil {
@@ -157,14 +180,26 @@ func NamedBlocks[T any](d *caddyfile.Dispenser, existing any, appName string, ap
 		if _, dup := (*blocks)[name]; dup {
 			return nil, d.Errf("%s %q has already been specified", kind, name)
 		}
-		v, err := block(name)
-		if err != nil {
-			return nil, err
+		if err := upstreams.CheckName(kind, name); err != nil {
+			return nil, d.Err(err.Error())
+		}
+		c := new(T)
+		for d.NextBlock(1) {
+			ok, err := option(c, d)
+			if !ok {
+				return nil, Unknown(d, appName+" "+kind, known...)
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		if err := (*c).Validate(); err != nil {
+			return nil, d.Errf("%s %q: %v", kind, name, err)
 		}
 		if *blocks == nil {
 			*blocks = make(map[string]*T)
 		}
-		(*blocks)[name] = v
+		(*blocks)[name] = c
 	}
 	return httpcaddyfile.App{Name: appName, Value: caddyconfig.JSON(app, nil)}, nil
 }

@@ -1,6 +1,7 @@
 package caddyfile
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -18,28 +19,29 @@ type conf struct {
 	Port    int            `json:"port,omitempty"`
 }
 
-func (c *conf) unmarshal(d *caddyfile.Dispenser) error {
-	for d.NextBlock(1) {
-		var err error
-		switch d.Val() {
-		case "name":
-			err = String(d, &c.Name)
-		case "addrs":
-			err = Strings(d, &c.Addrs)
-		case "on":
-			err = Flag(d, &c.On)
-		case "timeout":
-			err = Duration(d, &c.Timeout)
-		case "port":
-			err = Int(d, &c.Port)
-		default:
-			err = Unknown(d, "test", "name", "addrs", "on", "timeout", "port")
-		}
-		if err != nil {
-			return err
-		}
+func (c conf) Validate() error {
+	if c.Port < 0 {
+		return errors.New("port: negative")
 	}
 	return nil
+}
+
+var known = []string{"name", "addrs", "on", "timeout", "port"}
+
+func (c *conf) option(d *caddyfile.Dispenser) (bool, error) {
+	switch d.Val() {
+	case "name":
+		return true, String(d, &c.Name)
+	case "addrs":
+		return true, Strings(d, &c.Addrs)
+	case "on":
+		return true, Flag(d, &c.On)
+	case "timeout":
+		return true, Duration(d, &c.Timeout)
+	case "port":
+		return true, Int(d, &c.Port)
+	}
+	return false, nil
 }
 
 type app struct {
@@ -49,10 +51,7 @@ type app struct {
 func parse(input string, existing any) (any, error) {
 	a := new(app)
 	d := caddyfile.NewTestDispenser(input)
-	return NamedBlocks(d, existing, "test", a, &a.Things, "thing", "thing one { ... }", func(string) (*conf, error) {
-		c := new(conf)
-		return c, c.unmarshal(d)
-	})
+	return NamedBlocks(d, existing, "test", a, &a.Things, "thing", "thing one { ... }", known, (*conf).option)
 }
 
 func TestNamedBlocksAndOptions(t *testing.T) {
@@ -105,7 +104,9 @@ func TestOptionErrors(t *testing.T) {
 		"test {\n thing a {\n timeout 1s\n timeout 2s\n }\n}": "timeout has already been specified",
 		"test {\n thing a {\n port eighty\n }\n}":             `port takes a whole number, not "eighty"`,
 		"test {\n thing a {\n addrs\n }\n}":                   "wrong argument count",
-		"test {\n thing a {\n bogus 1\n }\n}":                 "unrecognized test option 'bogus' (known options: [name addrs on timeout port])",
+		"test {\n thing a {\n bogus 1\n }\n}":                 "unrecognized test thing option 'bogus' (known options: [name addrs on timeout port])",
+		"test {\n thing a {\n port -1\n }\n}":                 `thing "a": port: negative`,
+		"test {\n thing a.b {\n }\n}":                         `invalid thing name "a.b"`,
 	} {
 		if _, err := parse(input, nil); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: error = %v, want it to contain %q", input, err, want)
@@ -138,6 +139,31 @@ func TestSecret(t *testing.T) {
 		}
 		if err != nil && strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("%q: error shows the secret: %v", input, err)
+		}
+	}
+}
+
+func TestMap(t *testing.T) {
+	read := func(input string) (map[string]string, error) {
+		d := caddyfile.NewTestDispenser(input)
+		var m map[string]string
+		for d.Next() {
+			if err := Map(d, &m, "metadata zone east"); err != nil {
+				return m, err
+			}
+		}
+		return m, nil
+	}
+	if m, err := read("metadata zone east\nmetadata version v2"); err != nil || len(m) != 2 || m["zone"] != "east" || m["version"] != "v2" {
+		t.Fatalf("read = %v, %v", m, err)
+	}
+	for input, want := range map[string]string{
+		"metadata zone":                       "metadata takes a key and a value, e.g. metadata zone east",
+		"metadata zone east west":             "metadata takes a key and a value",
+		"metadata zone east\nmetadata zone x": `metadata "zone" has already been specified`,
+	} {
+		if _, err := read(input); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error = %v, want it to contain %q", input, err, want)
 		}
 	}
 }

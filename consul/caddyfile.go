@@ -5,7 +5,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	cf "github.com/caddy-discovery/caddy-discovery/caddyfile"
-	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 func init() {
@@ -134,23 +133,5 @@ func (s *Server) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error) {
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	app := new(App)
 	return cf.NamedBlocks(d, existing, "consul", app, &app.Servers, "server",
-		"server default { addresses 10.0.0.1:8500 }", func(name string) (*Server, error) {
-			if err := upstreams.CheckName("server", name); err != nil {
-				return nil, d.Err(err.Error())
-			}
-			srv := new(Server)
-			for d.NextBlock(1) {
-				ok, err := srv.unmarshalOption(d)
-				if !ok {
-					return nil, cf.Unknown(d, "consul server", connectionOptions...)
-				}
-				if err != nil {
-					return nil, err
-				}
-			}
-			if err := srv.Validate(); err != nil {
-				return nil, d.Errf("server %q: %v", name, err)
-			}
-			return srv, nil
-		})
+		"server default { addresses 10.0.0.1:8500 }", connectionOptions, (*Server).unmarshalOption)
 }

@@ -5,7 +5,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	cf "github.com/caddy-discovery/caddy-discovery/caddyfile"
-	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 func init() {
@@ -48,17 +47,7 @@ func (u *EurekaUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "secure_port":
 			err = cf.Flag(d, &u.SecurePort)
 		case "metadata":
-			var k, v string
-			if !d.Args(&k, &v) || d.NextArg() {
-				return d.Errf("metadata takes a key and a value, e.g. metadata zone east")
-			}
-			if _, dup := u.Metadata[k]; dup {
-				return d.Errf("metadata %q has already been specified", k)
-			}
-			if u.Metadata == nil {
-				u.Metadata = make(map[string]string)
-			}
-			u.Metadata[k] = v
+			err = cf.Map(d, &u.Metadata, "metadata zone east")
 		case "server":
 			err = cf.String(d, &u.ServerName)
 		default:
@@ -116,23 +105,5 @@ func (s *Server) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error) {
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	app := new(App)
 	return cf.NamedBlocks(d, existing, "eureka", app, &app.Servers, "server",
-		"server default { urls http://eureka:8761/eureka }", func(name string) (*Server, error) {
-			if err := upstreams.CheckName("server", name); err != nil {
-				return nil, d.Err(err.Error())
-			}
-			srv := new(Server)
-			for d.NextBlock(1) {
-				ok, err := srv.unmarshalOption(d)
-				if !ok {
-					return nil, cf.Unknown(d, "eureka server", connectionOptions...)
-				}
-				if err != nil {
-					return nil, err
-				}
-			}
-			if err := srv.Validate(); err != nil {
-				return nil, d.Errf("server %q: %v", name, err)
-			}
-			return srv, nil
-		})
+		"server default { urls http://eureka:8761/eureka }", connectionOptions, (*Server).unmarshalOption)
 }

@@ -5,17 +5,19 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	cf "github.com/caddy-discovery/caddy-discovery/caddyfile"
-	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 func init() {
 	httpcaddyfile.RegisterGlobalOption("k8s", parseGlobalOption)
 }
 
-var sourceOptions = []string{
-	"port", "cluster", "target", "node_address", "prefer_zone", "fallback_to_terminating",
+var connectionOptions = []string{
 	"kubeconfig", "context", "server", "token", "token_file", "ca_file", "insecure_skip_verify",
 }
+
+var sourceOptions = append([]string{
+	"port", "cluster", "target", "node_address", "prefer_zone", "fallback_to_terminating",
+}, connectionOptions...)
 
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens. Syntax:
 //
@@ -122,23 +124,5 @@ func (c *Connection) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	app := new(App)
 	return cf.NamedBlocks(d, existing, "k8s", app, &app.Clusters, "cluster",
-		"cluster default { kubeconfig /etc/caddy/kubeconfig }", func(name string) (*Connection, error) {
-			if err := upstreams.CheckName("cluster", name); err != nil {
-				return nil, d.Err(err.Error())
-			}
-			conn := new(Connection)
-			for d.NextBlock(1) {
-				ok, err := conn.unmarshalOption(d)
-				if !ok {
-					return nil, cf.Unknown(d, "k8s cluster", "kubeconfig", "context", "server", "token", "token_file", "ca_file", "insecure_skip_verify")
-				}
-				if err != nil {
-					return nil, err
-				}
-			}
-			if err := conn.Validate(); err != nil {
-				return nil, d.Errf("cluster %q: %v", name, err)
-			}
-			return conn, nil
-		})
+		"cluster default { kubeconfig /etc/caddy/kubeconfig }", connectionOptions, (*Connection).unmarshalOption)
 }

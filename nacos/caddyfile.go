@@ -8,7 +8,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	cf "github.com/caddy-discovery/caddy-discovery/caddyfile"
-	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 func init() {
@@ -70,17 +69,7 @@ func (u *NacosUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "clusters":
 			err = cf.Strings(d, &u.Clusters)
 		case "metadata":
-			var k, v string
-			if !d.Args(&k, &v) || d.NextArg() {
-				return d.Errf("metadata takes a key and a value, e.g. metadata version v2")
-			}
-			if _, dup := u.Metadata[k]; dup {
-				return d.Errf("metadata %q has already been specified", k)
-			}
-			if u.Metadata == nil {
-				u.Metadata = make(map[string]string)
-			}
-			u.Metadata[k] = v
+			err = cf.Map(d, &u.Metadata, "metadata version v2")
 		case "protect_threshold":
 			var s string
 			if err = cf.String(d, &s); err == nil {
@@ -177,23 +166,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	app := new(App)
 	known := append([]string{"namespace"}, connectionOptions...)
 	return cf.NamedBlocks(d, existing, "nacos", app, &app.Servers, "server",
-		"server default { addresses 10.0.0.1:8848 }", func(name string) (*Server, error) {
-			if err := upstreams.CheckName("server", name); err != nil {
-				return nil, d.Err(err.Error())
-			}
-			srv := new(Server)
-			for d.NextBlock(1) {
-				ok, err := srv.unmarshalOption(d, true)
-				if !ok {
-					return nil, cf.Unknown(d, "nacos server", known...)
-				}
-				if err != nil {
-					return nil, err
-				}
-			}
-			if err := srv.Validate(); err != nil {
-				return nil, d.Errf("server %q: %v", name, err)
-			}
-			return srv, nil
+		"server default { addresses 10.0.0.1:8848 }", known, func(s *Server, d *caddyfile.Dispenser) (bool, error) {
+			return s.unmarshalOption(d, true)
 		})
 }
