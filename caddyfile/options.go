@@ -1,6 +1,7 @@
 // Package caddyfile holds the Caddyfile parsing steps that the registry
 // sources share: reading one subdirective's arguments into a config field,
-// refusing the same subdirective twice.
+// refusing the same subdirective twice, reading the named connection blocks
+// of an app's global option.
 package caddyfile
 
 import (
