@@ -48,8 +48,12 @@ func newFeed(where string, srv Server) (*feed, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &feed{
-		where:  where,
-		poller: NewPoller(client, PollerOptions{Interval: time.Duration(srv.RefreshInterval), Logger: log}),
+		where: where,
+		poller: NewPoller(client, PollerOptions{
+			Interval: time.Duration(srv.RefreshInterval),
+			Logger:   log,
+			OnFetch:  func(full bool, err error) { countFetch(where, full, err) },
+		}),
 		problem: upstreams.NewCondition(log, "eureka connection problem", "connected to eureka",
 			zap.String("server", where)),
 		link:   upstreams.NewLink("eureka", where, nil),

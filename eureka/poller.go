@@ -33,6 +33,10 @@ type PollerOptions struct {
 	// failing or fail differently, the recovery, and hash code mismatches.
 	// Default: none.
 	Logger *zap.Logger
+	// OnFetch, if set, is called from Run's goroutine after each request
+	// for the whole registry (full) or for a delta, with its outcome, for
+	// metrics; not for a request cut short by the end of Run's context.
+	OnFetch func(full bool, err error)
 }
 
 // Update is what a subscriber of an application learns.
@@ -57,6 +61,7 @@ type Poller struct {
 	interval   time.Duration
 	maxBackoff time.Duration
 	logger     *zap.Logger
+	onFetch    func(full bool, err error)
 
 	mu   sync.Mutex
 	subs map[*subscription]struct{}
@@ -88,6 +93,7 @@ func NewPoller(client *Client, opts PollerOptions) *Poller {
 		interval:   opts.Interval,
 		maxBackoff: opts.MaxBackoff,
 		logger:     opts.Logger,
+		onFetch:    opts.OnFetch,
 		subs:       make(map[*subscription]struct{}),
 		wake:       make(chan struct{}, 1),
 	}
@@ -201,6 +207,7 @@ func (p *Poller) poll(ctx context.Context) error {
 		return p.full(ctx)
 	}
 	delta, err := p.client.Delta(ctx)
+	p.fetched(ctx, false, err)
 	if err != nil {
 		// eureka-client fetches everything when the server does not
 		// answer a delta with 200 (servers may refuse deltas).
@@ -228,11 +235,19 @@ func (p *Poller) poll(ctx context.Context) error {
 
 func (p *Poller) full(ctx context.Context) error {
 	apps, err := p.client.Apps(ctx)
+	p.fetched(ctx, true, err)
 	if err != nil {
 		return err
 	}
 	p.apps, p.needFull = apps, false
 	return nil
+}
+
+// fetched reports a request's outcome to OnFetch.
+func (p *Poller) fetched(ctx context.Context, full bool, err error) {
+	if p.onFetch != nil && ctx.Err() == nil {
+		p.onFetch(full, err)
+	}
 }
 
 // deliver hands each subscriber whose application's instances, or the
