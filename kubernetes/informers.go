@@ -65,7 +65,7 @@ var (
 			}
 			return ""
 		},
-		transform: dropManagedFields,
+		transform: slimService,
 	}
 	endpointSlices = resource{
 		group:  discoveryv1.GroupName,
@@ -83,7 +83,7 @@ var (
 			}
 			return ""
 		},
-		transform: dropManagedFields,
+		transform: slimEndpointSlice,
 	}
 	nodes = resource{
 		name:   "nodes",
@@ -104,13 +104,6 @@ var (
 		},
 	}
 )
-
-func dropManagedFields(obj any) (any, error) {
-	if m, ok := obj.(metav1.Object); ok {
-		m.SetManagedFields(nil)
-	}
-	return obj, nil
-}
 
 // serviceIndex indexes EndpointSlices by the Service they belong to.
 const serviceIndex = "service"
