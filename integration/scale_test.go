@@ -126,7 +126,7 @@ func scParamsFromEnv(t *testing.T) scParams {
 		endpoints: scEnvInt(t, "SCALE_ENDPOINTS", 10), referenced: scEnvInt(t, "SCALE_REFERENCED", 1000),
 		bigServices: scEnvInt(t, "SCALE_BIG_SERVICES", 10000), hot: scEnvInt(t, "SCALE_HOT", 100),
 		updates: scEnvInt(t, "SCALE_UPDATES", 50), cpuEvents: scEnvInt(t, "SCALE_CPU_EVENTS", 2000),
-		cpuRounds:     max(1, scEnvInt(t, "SCALE_CPU_ROUNDS", 3)),
+		cpuRounds: max(1, scEnvInt(t, "SCALE_CPU_ROUNDS", 3)), cpuRate: scEnvInt(t, "SCALE_CPU_RATE", 150),
 		nacosServices: scEnvInt(t, "SCALE_NACOS_SERVICES", 1000), nacosInstances: scEnvInt(t, "SCALE_NACOS_INSTANCES", 10),
 		workers:       scEnvInt(t, "SCALE_WORKERS", 32),
 		createTimeout: scEnvDuration(t, "SCALE_CREATE_TIMEOUT", 15*time.Minute),
