@@ -43,6 +43,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nacos-group/nacos-sdk-go/v2/common/logger"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -768,6 +769,16 @@ const hangFor = 85 * time.Second
 // server drops each instance with its old connection until the SDK
 // registers it again: the Nacos site that the test judges has
 // protect_threshold 0.5, and one without it is measured for comparison.
+//
+// The Nacos figure is mostly not Caddy's, and the test logs its timeline
+// (from the SDK clients' logs, Caddy's and the server's; set
+// FAULT_TIMELINE_FILE to a path for every line): the registration reaches
+// the server only once c's own SDK client has reconnected, and every SDK
+// client is then in its reconnect backoff (after ~19 server checks that
+// each timed out after 3 s, 1.9 s between attempts: ~1.3 s after SIGCONT
+// in one run); Polaris pushes a registration after its 1 s cache refresh
+// and its 1 s Nacos sync (~1.1 s); Caddy serves the pushed list within
+// milliseconds.
 func TestFaultServersHung(t *testing.T) {
 	if raceEnabled {
 		t.Skip("nacos-sdk-go v2.3.5 has a known data race on reconnect (#741, #905); run without -race (.ci/run does)")
@@ -780,6 +791,7 @@ func TestFaultServersHung(t *testing.T) {
 	n.Backend(t, "b", b, 8080)
 	n.Backend(t, "c", c, 8080)
 	p.manualService(t, "fault-hang", a, b)
+	sdk := recordSDKLines(t) // before the registrars' clients exist, so that their start is recorded too
 	reg := newRegistrar(t, pol, "")
 	ia, ib, ic := up("DEFAULT_GROUP", "hang", a, 8080), up("DEFAULT_GROUP", "hang", b, 8080), up("DEFAULT_GROUP", "hang", c, 8080)
 	reg.put(ia)
@@ -806,6 +818,7 @@ func TestFaultServersHung(t *testing.T) {
 	cd := harness.StartCaddyLogged(t, faultCaddyPort, base, apps, logFile)
 	expectServed(t, cd, "k8s.test", 10*time.Second, "a", "b")
 	expectServed(t, cd, "nacos.test", 10*time.Second, "a", "b")
+	sdk.install() // again, in front of Caddy's SDK logger
 
 	type reload struct {
 		at    time.Duration // since the hang began; negative: before it
@@ -876,17 +889,34 @@ func TestFaultServersHung(t *testing.T) {
 			}
 		}
 	}()
-	// recovery: when each server answers again
-	var apiBack, nacosBack time.Time
-	for deadline := resumed.Add(faultServeWait); (apiBack.IsZero() || nacosBack.IsZero()) && time.Now().Before(deadline); {
-		if apiBack.IsZero() && p.apiReady(p.Server) {
-			apiBack = time.Now()
+	// when the Nacos server lists the registration that the SDK of c's
+	// registrar redoes once it has reconnected
+	listed := make(chan time.Time, 1)
+	go func() {
+		defer close(listed)
+		if at, ok := serverListsAt(pol, "hang", c.String(), faultServeWait); ok {
+			listed <- at
 		}
-		if nacosBack.IsZero() && nacosReady(pol) {
-			nacosBack = time.Now()
-		}
-		time.Sleep(20 * time.Millisecond)
+	}()
+	// recovery: when each server answers again, each polled on its own: the
+	// API server takes a few hundred milliseconds to answer after SIGCONT,
+	// and polling the two in turn dated the Nacos server's recovery that
+	// much late
+	answers := func(ready func() bool) <-chan time.Time {
+		at := make(chan time.Time, 1)
+		go func() {
+			defer close(at)
+			for deadline := resumed.Add(faultServeWait); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if ready() {
+					at <- time.Now()
+					return
+				}
+			}
+		}()
+		return at
 	}
+	apiCh, nacosCh := answers(func() bool { return p.apiReady(p.Server) }), answers(func() bool { return nacosReady(pol) })
+	apiBack, nacosBack := <-apiCh, <-nacosCh
 	if apiBack.IsZero() || nacosBack.IsZero() {
 		t.Fatalf("%v after SIGCONT, the API server answers: %v; the Nacos server answers: %v", faultServeWait, !apiBack.IsZero(), !nacosBack.IsZero())
 	}
@@ -898,6 +928,25 @@ func TestFaultServersHung(t *testing.T) {
 	nacosServed, nacosOK := tr.firstSeen("nacos.test", "c", resumed, faultServeWait)
 	checkRecovery(t, "API server hung", apiBack, k8sServed, k8sOK)
 	checkRecovery(t, "Nacos server hung", nacosBack, nacosServed, nacosOK)
+	if nacosOK {
+		marks := []timedLine{{resumed, "test: SIGCONT"}, {nacosBack, "test: the Nacos server answers its HTTP API (recovery)"},
+			{nacosServed, "test: first request to nacos.test answered by c"}}
+		if at, ok := <-listed; ok {
+			marks = append(marks, timedLine{at, "test: the server's HTTP API lists c"})
+		}
+		// who took how long: c's own SDK client (in the test process, like
+		// Caddy's) logs its registration, Caddy's the list it receives
+		ip := fmt.Sprintf(`"ip":%q`, c.String())
+		registered, okReg := sdk.first(resumed, "register instance", ip)
+		received, okRecv := sdk.first(resumed, "was updated to", ip)
+		if okReg && okRecv {
+			t.Logf("fault: servers hung: of that, c's own SDK client registered it again %v after recovery (its reconnect backoff), "+
+				"the list with c reached Caddy's SDK client %v after that (the server: Polaris's 1 s cache refresh, then its 1 s Nacos sync and push), "+
+				"and Caddy served c %v after that (the next request of the test)",
+				registered.Sub(nacosBack).Round(time.Millisecond), received.Sub(registered).Round(time.Millisecond), nacosServed.Sub(received).Round(time.Millisecond))
+		}
+		logNacosTimeline(t, sdk, pol, harness.ReadFile(logFile), resumed, nacosServed, marks...)
+	}
 	if at, ok := logTime(harness.ReadFile(logFile), "watching the API server works again", resumed); ok {
 		t.Logf("fault: servers hung: Caddy's watch of the namespace started again %v after the API server answered", at.Sub(apiBack).Round(time.Millisecond))
 	}
@@ -952,6 +1001,270 @@ func TestFaultServersHung(t *testing.T) {
 	if worst > usual+2*time.Second {
 		t.Errorf("a reload during the hang took %v, the slowest before it %v: a reload waited on a hung server", worst, usual)
 	}
+}
+
+// sdkLines records the log lines of every nacos-sdk-go client in the test
+// process, Caddy's and the registrars', with their times, for the
+// timeline of TestFaultServersHung. The SDK logger is process-global: the
+// recorder wraps whatever logger is current and passes every line on to
+// it (unless that is the SDK's own default, which prints to stderr).
+// Caddy's first client sets its own logger once per process
+// (nacos/sdklog.go), replacing the recorder, so install is called again
+// after that.
+type sdkLines struct {
+	mu    sync.Mutex
+	next  logger.Logger
+	lines []timedLine
+	done  bool
+}
+
+// timedLine is one line of a timeline.
+type timedLine struct {
+	at   time.Time
+	what string
+}
+
+// sdkLinesMax bounds the recording: the hang alone logs a few thousand.
+const sdkLinesMax = 200000
+
+func recordSDKLines(t *testing.T) *sdkLines {
+	r := &sdkLines{}
+	r.install()
+	t.Cleanup(func() {
+		r.mu.Lock()
+		r.done = true
+		next := r.next
+		r.mu.Unlock()
+		if next != nil && logger.GetLogger() == logger.Logger(r) {
+			logger.SetLogger(next)
+		}
+	})
+	return r
+}
+
+// install puts the recorder in front of the current SDK logger, unless it
+// is there already.
+func (r *sdkLines) install() {
+	cur := logger.GetLogger()
+	if cur == logger.Logger(r) {
+		return
+	}
+	r.mu.Lock()
+	r.next = nil
+	if _, sdkDefault := cur.(*logger.NacosLogger); !sdkDefault {
+		r.next = cur
+	}
+	r.mu.Unlock()
+	logger.SetLogger(r)
+}
+
+func (r *sdkLines) add(level, msg string) logger.Logger {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.done && len(r.lines) < sdkLinesMax {
+		r.lines = append(r.lines, timedLine{now, "sdk " + level + ": " + msg})
+	}
+	return r.next
+}
+
+func (r *sdkLines) Info(a ...any) {
+	if n := r.add("info", fmt.Sprint(a...)); n != nil {
+		n.Info(a...)
+	}
+}
+
+func (r *sdkLines) Warn(a ...any) {
+	if n := r.add("warn", fmt.Sprint(a...)); n != nil {
+		n.Warn(a...)
+	}
+}
+
+func (r *sdkLines) Error(a ...any) {
+	if n := r.add("error", fmt.Sprint(a...)); n != nil {
+		n.Error(a...)
+	}
+}
+
+func (r *sdkLines) Debug(a ...any) {
+	if n := r.add("debug", fmt.Sprint(a...)); n != nil {
+		n.Debug(a...)
+	}
+}
+
+func (r *sdkLines) Infof(f string, a ...any) {
+	if n := r.add("info", fmt.Sprintf(f, a...)); n != nil {
+		n.Infof(f, a...)
+	}
+}
+
+func (r *sdkLines) Warnf(f string, a ...any) {
+	if n := r.add("warn", fmt.Sprintf(f, a...)); n != nil {
+		n.Warnf(f, a...)
+	}
+}
+
+func (r *sdkLines) Errorf(f string, a ...any) {
+	if n := r.add("error", fmt.Sprintf(f, a...)); n != nil {
+		n.Errorf(f, a...)
+	}
+}
+
+func (r *sdkLines) Debugf(f string, a ...any) {
+	if n := r.add("debug", fmt.Sprintf(f, a...)); n != nil {
+		n.Debugf(f, a...)
+	}
+}
+
+func (*sdkLines) Close() error { return nil }
+
+// between returns the recorded lines from from to to.
+func (r *sdkLines) between(from, to time.Time) []timedLine {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []timedLine
+	for _, l := range r.lines {
+		if !l.at.Before(from) && !l.at.After(to) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// first returns the time of the first line recorded after since that
+// contains every one of parts.
+func (r *sdkLines) first(since time.Time, parts ...string) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range r.lines {
+		if l.at.After(since) && !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(l.what, p) }) {
+			return l.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// polarisLines returns the lines of the Polaris server's Nacos API log
+// (start-polaris.sh: log/runtime/nacos-apiserver.log, info level) from from
+// to to. Its times are local, with microseconds.
+func polarisLines(p *polaris, from, to time.Time) []timedLine {
+	var out []timedLine
+	for line := range strings.SplitSeq(harness.ReadFile(filepath.Join(p.dir, "log", "runtime", "nacos-apiserver.log")), "\n") {
+		if len(line) < 26 {
+			continue
+		}
+		at, err := time.ParseInLocation("2006-01-02T15:04:05.000000", line[:26], time.Local)
+		if err != nil || at.Before(from) || at.After(to) {
+			continue
+		}
+		out = append(out, timedLine{at, "polaris: " + strings.TrimSpace(strings.TrimPrefix(line[26:], "Z"))})
+	}
+	return out
+}
+
+// caddyLines returns the entries of Caddy's JSON log from from to to, as
+// "caddy <logger>: <msg> <other fields>".
+func caddyLines(log string, from, to time.Time) []timedLine {
+	var out []timedLine
+	for line := range strings.SplitSeq(log, "\n") {
+		var entry map[string]any
+		if json.Unmarshal([]byte(line), &entry) != nil {
+			continue
+		}
+		ts, _ := entry["ts"].(float64)
+		at := time.Unix(0, int64(ts*1e9))
+		if at.Before(from) || at.After(to) {
+			continue
+		}
+		name, _ := entry["logger"].(string)
+		msg, _ := entry["msg"].(string)
+		for _, k := range []string{"ts", "level", "logger", "msg"} {
+			delete(entry, k)
+		}
+		rest, _ := json.Marshal(entry)
+		out = append(out, timedLine{at, fmt.Sprintf("caddy %s: %s %s", name, msg, rest)})
+	}
+	return out
+}
+
+// serverListsAt polls the Nacos server's HTTP API for the instances of
+// service in DEFAULT_GROUP until it lists ip (healthy), and returns when it
+// first did; false after timeout. Its answer comes from the same cache as
+// the subscriptions' answers and pushes.
+func serverListsAt(p *polaris, service, ip string, timeout time.Duration) (time.Time, bool) {
+	url := fmt.Sprintf("http://127.0.0.1:%d/nacos/v1/ns/instance/list?serviceName=%s&healthyOnly=true", p.port, service)
+	client := &http.Client{Timeout: 2 * time.Second}
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		resp, err := client.Get(url)
+		if err != nil {
+			continue
+		}
+		var list struct {
+			Hosts []struct {
+				IP      string `json:"ip"`
+				Healthy bool   `json:"healthy"`
+			} `json:"hosts"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&list)
+		resp.Body.Close()
+		listed := false
+		for _, h := range list.Hosts {
+			listed = listed || h.IP == ip && h.Healthy
+		}
+		if err == nil && listed {
+			return time.Now(), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// timelineKeys select the lines of the compact Nacos recovery timeline:
+// connections made, registrations and subscriptions redone, lists received
+// and pushed; not the retries of the hang.
+var timelineKeys = []string{
+	"success to connect", "notify connected event", "notify disconnected event", "abandon prev connection",
+	"server check success", "register instance", "Subscribe Service", "Unsubscribe Service", "was updated to",
+	"naming push response", "notify subscriber data", "service reversion update", "out dated connection",
+	"caddy nacos", "service has backends", "service has no usable backends",
+}
+
+// logNacosTimeline logs, relative to SIGCONT, what happened from it until
+// the change was served: the SDK clients' lines (Caddy's and the
+// registrars'), the server's and Caddy's. With FAULT_TIMELINE_FILE set,
+// every line from 5 s before SIGCONT to 3 s after the change was served
+// is written to that file as well.
+func logNacosTimeline(t *testing.T, sdk *sdkLines, p *polaris, caddyLog string, resumed, served time.Time, marks ...timedLine) {
+	t.Helper()
+	from, to := resumed.Add(-5*time.Second), served.Add(3*time.Second)
+	all := append(append(append(sdk.between(from, to), polarisLines(p, from, to)...), caddyLines(caddyLog, from, to)...), marks...)
+	slices.SortStableFunc(all, func(a, b timedLine) int { return a.at.Compare(b.at) })
+	if f := os.Getenv("FAULT_TIMELINE_FILE"); f != "" {
+		var b strings.Builder
+		for _, l := range all {
+			fmt.Fprintf(&b, "%+8.3fs %s\n", l.at.Sub(resumed).Seconds(), l.what)
+		}
+		if err := os.WriteFile(f, []byte(b.String()), 0o644); err != nil {
+			t.Logf("writing the timeline: %v", err)
+		}
+	}
+	var b strings.Builder
+	n := 0
+	for _, l := range all {
+		if l.at.Before(resumed.Add(-time.Second)) || l.at.After(served.Add(500*time.Millisecond)) ||
+			!slices.ContainsFunc(timelineKeys, func(k string) bool { return strings.Contains(l.what, k) }) && !strings.HasPrefix(l.what, "test:") {
+			continue
+		}
+		if n++; n > 80 {
+			b.WriteString("\n  (more left out)")
+			break
+		}
+		what := l.what
+		if len(what) > 260 {
+			what = what[:260] + "…"
+		}
+		fmt.Fprintf(&b, "\n  %+7.3fs %s", l.at.Sub(resumed).Seconds(), what)
+	}
+	t.Logf("fault: servers hung: Nacos timeline from SIGCONT:%s", b.String())
 }
 
 // logTime is the time of the first line of a Caddy JSON log with the
