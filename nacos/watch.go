@@ -35,6 +35,9 @@ type watch struct {
 	diagCh chan struct{} // explain an empty list
 
 	attempted bool // Subscribe was called; owned by run
+	// pushes counts the SDK's callbacks, so that run can tell whether a
+	// re-Subscribe called back (see subscribe).
+	pushes atomic.Uint64
 	// established is set once a Subscribe succeeded; owned by run.
 	established bool
 	// after is closed once the previous subscription to the same service
@@ -89,6 +92,7 @@ func newWatch(c *client, ref Reference) *watch {
 // copies the list and publishes it: no I/O, no waiting.
 func (w *watch) onPush(instances []model.Instance, _ error) {
 	start := time.Now()
+	w.pushes.Add(1)
 	list := slices.Clone(instances)
 	w.mu.Lock()
 	w.instances, w.have = list, true
@@ -202,9 +206,10 @@ func (w *watch) kick() {
 
 // run subscribes once the client exists, retries failed subscriptions with
 // backoff, and re-reads the service every reconcile interval and after every
-// reconnect: a new Subscribe after Unsubscribe always fetches the list from
-// the server and always calls back, so a push the SDK missed can never leave
-// a stale set for longer than that.
+// reconnect: a new Subscribe after Unsubscribe fetches the list from the
+// server and calls back, so a push the SDK missed can never leave a stale set
+// for longer than that; one that does not call back is repeated at once (see
+// subscribe).
 //
 // A Subscribe that fails for want of a connection is the connection's
 // matter, reported by the client: it is neither logged nor shown as the
@@ -240,11 +245,12 @@ func (w *watch) run() {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var silent <-chan time.Time // fires when a successful Subscribe got no list in time
+	retries := 0                // re-Subscribes in a row that missed a push
 	for {
 		if !next.IsZero() && !time.Now().Before(next) {
 			next = time.Time{}
 			started := time.Now().UnixNano()
-			switch err := w.subscribe(); {
+			switch missed, err := w.subscribe(); {
 			case err != nil && w.c.lacksConnection(err):
 				w.subscribed = 0
 				again = true
@@ -278,6 +284,12 @@ func (w *watch) run() {
 				backoff = tn.retryMin
 				if r := w.reconcileInterval(); r > 0 {
 					next = time.Now().Add(r)
+				}
+				if missed && retries < maxMissedRetries {
+					retries++
+					next = time.Now() // at once: the SDK holds a list we were not given
+				} else {
+					retries = 0
 				}
 			}
 		}
@@ -320,14 +332,31 @@ func (w *watch) reconcileInterval() time.Duration {
 	return r
 }
 
+// maxMissedRetries bounds the re-Subscribes in a row made because one
+// missed a push.
+const maxMissedRetries = 3
+
 // subscribe (re)subscribes with the original parameter. Before a second
 // Subscribe the first is undone, or the SDK would call back twice.
-func (w *watch) subscribe() error {
-	if w.attempted {
+//
+// missed reports a re-Subscribe that succeeded without calling back. After
+// Unsubscribe, which drops the service from nacos-sdk-go's cache, Subscribe
+// stores the server's list and calls back before it returns (v2.3.5:
+// NamingProxyDelegate.Subscribe, ServiceInfoHolder.ProcessService), unless a
+// push landed in between: the SDK then cached it with no callback to call,
+// and finds the Subscribe's list no newer. That push is lost to us until the
+// next change, so the caller subscribes again at once.
+func (w *watch) subscribe() (missed bool, err error) {
+	again := w.attempted
+	if again {
 		_ = guard("unsubscribing", func() error { return w.c.nc.Unsubscribe(w.param) })
 	}
 	w.attempted = true
-	return guard("subscribing", func() error { return w.c.nc.Subscribe(w.param) })
+	before := w.pushes.Load()
+	if err := guard("subscribing", func() error { return w.c.nc.Subscribe(w.param) }); err != nil {
+		return false, err
+	}
+	return again && w.pushes.Load() == before, nil
 }
 
 func (w *watch) setSubProblem(err error) {
