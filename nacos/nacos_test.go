@@ -1284,8 +1284,9 @@ func TestServerAnswersCannotCrash(t *testing.T) {
 // TestResubscribeMissedPush: a push that lands between a re-subscription's
 // Unsubscribe and its Subscribe is cached by the SDK with no callback to
 // call, and the Subscribe then does not call back either. The watch sees a
-// re-Subscribe without a callback and subscribes again at once, so the
-// change is served now, not a reconcile_interval (or the next change) later.
+// re-Subscribe without a callback and subscribes again soon, so the
+// change is served within retryMin, not a reconcile_interval (or the next
+// change) later.
 func TestResubscribeMissedPush(t *testing.T) {
 	tn, fake, _ := fakeTuning()
 	app := new(App)

@@ -208,7 +208,7 @@ func (w *watch) kick() {
 // backoff, and re-reads the service every reconcile interval and after every
 // reconnect: a new Subscribe after Unsubscribe fetches the list from the
 // server and calls back, so a push the SDK missed can never leave a stale set
-// for longer than that; one that does not call back is repeated at once (see
+// for longer than that; one that does not call back is repeated soon (see
 // subscribe).
 //
 // A Subscribe that fails for want of a connection is the connection's
@@ -286,8 +286,12 @@ func (w *watch) run() {
 					next = time.Now().Add(r)
 				}
 				if missed && retries < maxMissedRetries {
+					// The SDK holds a list we were not given. Most often its own
+					// re-subscription on connecting filled its cache in the gap:
+					// let that finish first (two concurrent Subscribes of one
+					// service race inside the SDK, v2.3.5).
 					retries++
-					next = time.Now() // at once: the SDK holds a list we were not given
+					next = time.Now().Add(tn.retryMin)
 				} else {
 					retries = 0
 				}
@@ -345,7 +349,7 @@ const maxMissedRetries = 3
 // NamingProxyDelegate.Subscribe, ServiceInfoHolder.ProcessService), unless a
 // push landed in between: the SDK then cached it with no callback to call,
 // and finds the Subscribe's list no newer. That push is lost to us until the
-// next change, so the caller subscribes again at once.
+// next change, so the caller subscribes again soon.
 func (w *watch) subscribe() (missed bool, err error) {
 	again := w.attempted
 	if again {
