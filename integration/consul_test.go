@@ -854,7 +854,10 @@ func TestConsulPropagation(t *testing.T) {
 	if answers < uint64(len(total)) {
 		t.Fatalf("caddy_discovery_consul_publish_seconds counted %d answers for %d changes: the own-share metric is broken", answers, len(total))
 	}
-	if slow := answers - fast; float64(slow) > 0.01*float64(answers) {
+	// p99 within 5 ms: at most 1% of the answers over it, and one outlier
+	// (a GC pause or a descheduled goroutine on a busy CI machine) among
+	// fewer than 100.
+	if slow := answers - fast; slow > max(1, answers/100) {
 		t.Fatalf("own share: %d of %d answers took more than 5ms (p99 over 5ms)", slow, answers)
 	}
 }
