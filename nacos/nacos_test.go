@@ -450,46 +450,28 @@ func TestGlobalOption(t *testing.T) {
 }
 
 // fakeNaming stands in for the SDK client, for the lifecycle logic only.
-// Like nacos-sdk-go after an Unsubscribe, a Subscribe calls back with the
-// service's list before it returns, once push has given it one; missNext
-// makes the next one return without calling back, as when a push lands
-// between Unsubscribe and Subscribe.
 type fakeNaming struct {
 	mu           sync.Mutex
 	healthy      bool
 	subs         map[*vo.SubscribeParam]int // Subscribe calls per param
 	unsubs       map[*vo.SubscribeParam]int
 	active       map[string]*vo.SubscribeParam
-	lists        map[string][]model.Instance // the server's, by the latest push
-	missNext     bool
-	missedAt     time.Time // when a Subscribe last returned without calling back for missNext
 	closed       int
 	subscribeErr error
 }
 
 func newFake() *fakeNaming {
-	return &fakeNaming{healthy: true, subs: map[*vo.SubscribeParam]int{}, unsubs: map[*vo.SubscribeParam]int{},
-		active: map[string]*vo.SubscribeParam{}, lists: map[string][]model.Instance{}}
+	return &fakeNaming{healthy: true, subs: map[*vo.SubscribeParam]int{}, unsubs: map[*vo.SubscribeParam]int{}, active: map[string]*vo.SubscribeParam{}}
 }
 
 func (f *fakeNaming) Subscribe(p *vo.SubscribeParam) error {
-	key := p.GroupName + "@@" + p.ServiceName
 	f.mu.Lock()
 	f.subs[p]++
 	err := f.subscribeErr
 	if err == nil {
-		f.active[key] = p
-	}
-	list, listed := f.lists[key]
-	missed := f.missNext
-	f.missNext = false
-	if missed {
-		f.missedAt = time.Now()
+		f.active[p.GroupName+"@@"+p.ServiceName] = p
 	}
 	f.mu.Unlock()
-	if err == nil && listed && !missed {
-		p.SubscribeCallback(list, nil)
-	}
 	return err
 }
 
@@ -511,9 +493,6 @@ func (f *fakeNaming) CloseClient()        { f.mu.Lock(); f.closed++; f.mu.Unlock
 func (f *fakeNaming) push(key string, list ...model.Instance) bool {
 	f.mu.Lock()
 	p := f.active[key]
-	if p != nil {
-		f.lists[key] = list
-	}
 	f.mu.Unlock()
 	if p == nil {
 		return false
@@ -1278,48 +1257,5 @@ func TestServerAnswersCannotCrash(t *testing.T) {
 				return nil
 			})
 		})
-	}
-}
-
-// TestResubscribeMissedPush: a push that lands between a re-subscription's
-// Unsubscribe and its Subscribe is cached by the SDK with no callback to
-// call, and the Subscribe then does not call back either. The watch sees a
-// re-Subscribe without a callback and subscribes again soon, so the
-// change is served within retryMin, not a reconcile_interval (or the next
-// change) later.
-func TestResubscribeMissedPush(t *testing.T) {
-	tn, fake, _ := fakeTuning()
-	app := new(App)
-	const reconcile = time.Second
-	u := &NacosUpstreams{Service: "orders", Server: Server{Addresses: []string{"10.0.0.1"}, ReconcileInterval: caddy.Duration(reconcile)}, tuning: tn}
-	if err := u.provision(caddy.Log(), app); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = u.Cleanup() })
-	_ = app.Start()
-	key := "DEFAULT_GROUP@@orders"
-	upstreamstest.Eventually(t, 5*time.Second, func() error {
-		if !fake.push(key, inst("10.0.0.1", 80)) {
-			return errors.New("not subscribed yet")
-		}
-		return nil
-	})
-	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(u, "10.0.0.1:80"))
-
-	// the server's list changes while the next reconcile's Subscribe misses it
-	fake.mu.Lock()
-	fake.lists[key] = []model.Instance{inst("10.0.0.2", 80)}
-	fake.missNext = true
-	fake.mu.Unlock()
-	upstreamstest.Eventually(t, 3*reconcile, upstreamstest.ExpectDials(u, "10.0.0.2:80"))
-	served := time.Now()
-	fake.mu.Lock()
-	missedAt := fake.missedAt
-	fake.mu.Unlock()
-	if missedAt.IsZero() {
-		t.Fatal("no Subscribe missed the push")
-	}
-	if d := served.Sub(missedAt); d > reconcile/2 {
-		t.Errorf("the missed push was served %v after the Subscribe that missed it, want at once (not at the next reconcile, %v)", d, reconcile)
 	}
 }

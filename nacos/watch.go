@@ -35,9 +35,6 @@ type watch struct {
 	diagCh chan struct{} // explain an empty list
 
 	attempted bool // Subscribe was called; owned by run
-	// pushes counts the SDK's callbacks, so that run can tell whether a
-	// re-Subscribe called back (see subscribe).
-	pushes atomic.Uint64
 	// established is set once a Subscribe succeeded; owned by run.
 	established bool
 	// after is closed once the previous subscription to the same service
@@ -92,7 +89,6 @@ func newWatch(c *client, ref Reference) *watch {
 // copies the list and publishes it: no I/O, no waiting.
 func (w *watch) onPush(instances []model.Instance, _ error) {
 	start := time.Now()
-	w.pushes.Add(1)
 	list := slices.Clone(instances)
 	w.mu.Lock()
 	w.instances, w.have = list, true
@@ -206,10 +202,9 @@ func (w *watch) kick() {
 
 // run subscribes once the client exists, retries failed subscriptions with
 // backoff, and re-reads the service every reconcile interval and after every
-// reconnect: a new Subscribe after Unsubscribe fetches the list from the
-// server and calls back, so a push the SDK missed can never leave a stale set
-// for longer than that; one that does not call back is repeated soon (see
-// subscribe).
+// reconnect: a new Subscribe after Unsubscribe always fetches the list from
+// the server and always calls back, so a push the SDK missed can never leave
+// a stale set for longer than that.
 //
 // A Subscribe that fails for want of a connection is the connection's
 // matter, reported by the client: it is neither logged nor shown as the
@@ -245,12 +240,11 @@ func (w *watch) run() {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var silent <-chan time.Time // fires when a successful Subscribe got no list in time
-	retries := 0                // re-Subscribes in a row that missed a push
 	for {
 		if !next.IsZero() && !time.Now().Before(next) {
 			next = time.Time{}
 			started := time.Now().UnixNano()
-			switch missed, err := w.subscribe(); {
+			switch err := w.subscribe(); {
 			case err != nil && w.c.lacksConnection(err):
 				w.subscribed = 0
 				again = true
@@ -284,16 +278,6 @@ func (w *watch) run() {
 				backoff = tn.retryMin
 				if r := w.reconcileInterval(); r > 0 {
 					next = time.Now().Add(r)
-				}
-				if missed && retries < maxMissedRetries {
-					// The SDK holds a list we were not given. Most often its own
-					// re-subscription on connecting filled its cache in the gap:
-					// let that finish first (two concurrent Subscribes of one
-					// service race inside the SDK, v2.3.5).
-					retries++
-					next = time.Now().Add(tn.retryMin)
-				} else {
-					retries = 0
 				}
 			}
 		}
@@ -336,31 +320,14 @@ func (w *watch) reconcileInterval() time.Duration {
 	return r
 }
 
-// maxMissedRetries bounds the re-Subscribes in a row made because one
-// missed a push.
-const maxMissedRetries = 3
-
 // subscribe (re)subscribes with the original parameter. Before a second
 // Subscribe the first is undone, or the SDK would call back twice.
-//
-// missed reports a re-Subscribe that succeeded without calling back. After
-// Unsubscribe, which drops the service from nacos-sdk-go's cache, Subscribe
-// stores the server's list and calls back before it returns (v2.3.5:
-// NamingProxyDelegate.Subscribe, ServiceInfoHolder.ProcessService), unless a
-// push landed in between: the SDK then cached it with no callback to call,
-// and finds the Subscribe's list no newer. That push is lost to us until the
-// next change, so the caller subscribes again soon.
-func (w *watch) subscribe() (missed bool, err error) {
-	again := w.attempted
-	if again {
+func (w *watch) subscribe() error {
+	if w.attempted {
 		_ = guard("unsubscribing", func() error { return w.c.nc.Unsubscribe(w.param) })
 	}
 	w.attempted = true
-	before := w.pushes.Load()
-	if err := guard("subscribing", func() error { return w.c.nc.Subscribe(w.param) }); err != nil {
-		return false, err
-	}
-	return again && w.pushes.Load() == before, nil
+	return guard("subscribing", func() error { return w.c.nc.Subscribe(w.param) })
 }
 
 func (w *watch) setSubProblem(err error) {
