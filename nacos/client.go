@@ -67,7 +67,13 @@ func defaultTuning() *tuning {
 			if err != nil {
 				return nil, err
 			}
-			return c, nil
+			sc := serialClient{INamingClient: c, mu: new(sync.Mutex)}
+			if err := serialize(c, sc.mu); err != nil {
+				// Another SDK version than go.mod's: its own locking is all
+				// there is (v2.3.5's races are fixed upstream).
+				caddy.Log().Named("nacos").Debug("nacos client not serialized", zap.Error(err))
+			}
+			return sc, nil
 		},
 		healthInterval: 2 * time.Second,
 		closeTimeout:   5 * time.Second,

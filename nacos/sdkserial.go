@@ -1,0 +1,169 @@
+package nacos
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client"
+	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client/naming_cache"
+	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client/naming_grpc"
+	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client/naming_proxy"
+	"github.com/nacos-group/nacos-sdk-go/v2/common/remote/rpc"
+	"github.com/nacos-group/nacos-sdk-go/v2/common/remote/rpc/rpc_request"
+	"github.com/nacos-group/nacos-sdk-go/v2/common/remote/rpc/rpc_response"
+	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+)
+
+// An SDK naming client processes a service's instance list on three
+// goroutines: the gRPC push handler, its own re-subscription of every
+// service after each (re)connect, and Subscribe on the caller's. In
+// nacos-sdk-go v2.3.5 they are not exclusive: ServiceInfoHolder.ProcessService
+// sorts the cached list in place while a concurrent call marshals it to the
+// disk cache or hands it to our callback (nacos-sdk-go #818; fixed upstream
+// by #903 after v2.3.5, a version the module proxy does not serve). -race
+// reports it, and without -race a callback can copy a list mid-sort, with one
+// instance twice and another missing until the next change.
+//
+// serialClient runs all three under one mutex. The SDK offers no hook for
+// this, so serialize reaches its push handler and connection listener
+// through unexported fields and puts wrappers holding the mutex in their
+// place; sdkserial_test.go fails if an SDK version moves them.
+
+// serialClient is the SDK's naming client with its Subscribe and Unsubscribe
+// exclusive with the SDK's own processing of pushes and re-subscriptions.
+type serialClient struct {
+	naming_client.INamingClient
+	mu *sync.Mutex
+}
+
+func (c serialClient) Subscribe(p *vo.SubscribeParam) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.INamingClient.Subscribe(p)
+}
+
+func (c serialClient) Unsubscribe(p *vo.SubscribeParam) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.INamingClient.Unsubscribe(p)
+}
+
+// serialize makes nc's push handler and connection listener hold mu. It
+// returns an error, having changed nothing, when nc is not laid out as in
+// nacos-sdk-go v2.3.5.
+func serialize(c naming_client.INamingClient, mu *sync.Mutex) error {
+	nc, ok := c.(*naming_client.NamingClient)
+	if !ok {
+		return fmt.Errorf("naming client is a %T, not a *NamingClient", c)
+	}
+	proxy, err := fieldOf[naming_proxy.INamingProxy](nc, "serviceProxy")
+	if err != nil {
+		return err
+	}
+	delegate, ok := proxy.(*naming_client.NamingProxyDelegate)
+	if !ok {
+		return fmt.Errorf("naming proxy is a %T, not a *NamingProxyDelegate", proxy)
+	}
+	grpc, err := fieldOf[*naming_grpc.NamingGrpcProxy](delegate, "grpcClientProxy")
+	if err != nil {
+		return err
+	}
+	conn, err := fieldOf[rpc.IRpcClient](grpc, "rpcClient")
+	if err != nil {
+		return err
+	}
+	holder, err := fieldOf[*naming_cache.ServiceInfoHolder](grpc, "serviceInfoHolder")
+	if err != nil {
+		return err
+	}
+	redo, err := fieldOf[*naming_grpc.ConnectionEventListener](grpc, "eventListener")
+	if err != nil {
+		return err
+	}
+	if conn == nil || holder == nil || redo == nil {
+		return errors.New("naming gRPC proxy is not fully set up")
+	}
+	rc := conn.GetRpcClient()
+	listeners, err := fieldPtr[atomic.Value](rc, "connectionEventListeners")
+	if err != nil {
+		return err
+	}
+	list, _ := listeners.Load().([]rpc.IConnectionEventListener)
+	i := -1
+	for j, l := range list {
+		if l == rpc.IConnectionEventListener(redo) {
+			i = j
+		}
+	}
+	if i < 0 {
+		return errors.New("the naming connection listener is not registered")
+	}
+	wrapped := append([]rpc.IConnectionEventListener(nil), list...)
+	wrapped[i] = serialListener{mu: mu, next: redo}
+	listeners.Store(wrapped)
+	// As NewNamingGrpcProxy registers it, with the handler held.
+	rc.RegisterServerRequestHandler(func() rpc_request.IRequest {
+		return &rpc_request.NotifySubscriberRequest{NamingRequest: &rpc_request.NamingRequest{}}
+	}, serialPush{mu: mu, next: &rpc.NamingPushRequestHandler{ServiceInfoHolder: holder}})
+	return nil
+}
+
+// serialPush handles a server push with the mutex held.
+type serialPush struct {
+	mu   *sync.Mutex
+	next rpc.IServerRequestHandler
+}
+
+func (h serialPush) Name() string { return h.next.Name() }
+
+func (h serialPush) RequestReply(r rpc_request.IRequest, c *rpc.RpcClient) rpc_response.IResponse {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.next.RequestReply(r, c)
+}
+
+// serialListener re-subscribes on a (re)connect with the mutex held.
+type serialListener struct {
+	mu   *sync.Mutex
+	next rpc.IConnectionEventListener
+}
+
+func (l serialListener) OnConnected() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.next.OnConnected()
+}
+
+func (l serialListener) OnDisConnect() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.next.OnDisConnect()
+}
+
+// fieldOf reads the field name of the struct p points to; the field must
+// have type T and must not change after construction.
+func fieldOf[T any](p any, name string) (T, error) {
+	f, err := fieldPtr[T](p, name)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return *f, nil
+}
+
+// fieldPtr points to the field name, of type T, of the struct p points to.
+func fieldPtr[T any](p any, name string) (*T, error) {
+	v := reflect.ValueOf(p)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return nil, fmt.Errorf("%T is not a pointer to a struct", p)
+	}
+	f := v.Elem().FieldByName(name)
+	if !f.IsValid() || f.Type() != reflect.TypeFor[T]() {
+		return nil, fmt.Errorf("%T has no field %s of type %v", p, name, reflect.TypeFor[T]())
+	}
+	return (*T)(unsafe.Pointer(f.UnsafeAddr())), nil
+}

@@ -1,0 +1,33 @@
+package nacos
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/nacos-group/nacos-sdk-go/v2/clients"
+	"github.com/nacos-group/nacos-sdk-go/v2/common/constant"
+	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+)
+
+// TestSerializeFindsTheSDKsInternals: serialize reaches the push handler and
+// connection listener of the SDK version in go.mod. If an SDK upgrade moves
+// them, this fails: check whether the new version still races (#818) and
+// drop or adapt sdkserial.go.
+func TestSerializeFindsTheSDKsInternals(t *testing.T) {
+	redirectSDKLogs()
+	dir := t.TempDir()
+	nc, err := clients.NewNamingClient(vo.NacosClientParam{
+		ClientConfig: &constant.ClientConfig{
+			TimeoutMs: 200, NotLoadCacheAtStart: true, CacheDir: dir, LogDir: dir,
+		},
+		// Nothing listens there: the client starts without a connection.
+		ServerConfigs: []constant.ServerConfig{{IpAddr: "127.0.0.1", Port: 1, GrpcPort: 1}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.CloseClient()
+	if err := serialize(nc, new(sync.Mutex)); err != nil {
+		t.Fatalf("serialize: %v", err)
+	}
+}
