@@ -38,8 +38,10 @@ type namingClient interface {
 // timings through NacosUpstreams.tuning. A pooled client keeps the tuning
 // of the source that created it.
 type tuning struct {
-	// newNaming creates an SDK naming client.
-	newNaming func(vo.NacosClientParam) (namingClient, error)
+	// newNaming creates an SDK naming client whose processing of pushes
+	// and re-subscriptions holds sdk (see sdkserial.go), the mutex our own
+	// Subscribe and Unsubscribe calls hold.
+	newNaming func(p vo.NacosClientParam, sdk *sync.Mutex) (namingClient, error)
 
 	healthInterval time.Duration // how often the connection state is checked
 	closeTimeout   time.Duration // bound on CloseClient (nacos-sdk-go #912)
@@ -62,18 +64,17 @@ type tuning struct {
 // timings.
 func defaultTuning() *tuning {
 	return &tuning{
-		newNaming: func(p vo.NacosClientParam) (namingClient, error) {
+		newNaming: func(p vo.NacosClientParam, sdk *sync.Mutex) (namingClient, error) {
 			c, err := clients.NewNamingClient(p)
 			if err != nil {
 				return nil, err
 			}
-			sc := serialClient{INamingClient: c, mu: new(sync.Mutex)}
-			if err := serialize(c, sc.mu); err != nil {
+			if err := serialize(c, sdk); err != nil {
 				// Another SDK version than go.mod's: its own locking is all
 				// there is (v2.3.5's races are fixed upstream).
 				caddy.Log().Named("nacos").Debug("nacos client not serialized", zap.Error(err))
 			}
-			return sc, nil
+			return c, nil
 		},
 		healthInterval: 2 * time.Second,
 		closeTimeout:   5 * time.Second,
@@ -111,6 +112,9 @@ type client struct {
 
 	ready chan struct{} // closed once nc or createErr is set
 	nc    namingClient
+	// sdk is held around every Subscribe and Unsubscribe, and by the SDK
+	// while it processes a push or re-subscribes on connecting.
+	sdk sync.Mutex
 	// createErr is a permanent failure to create the SDK client.
 	createErr error
 
@@ -182,7 +186,7 @@ func (c *client) run() {
 	redirectSDKLogs()
 	var nc namingClient
 	err := guard("creating the client", func() (err error) {
-		nc, err = c.tuning.newNaming(c.param)
+		nc, err = c.tuning.newNaming(c.param, &c.sdk)
 		return err
 	})
 	if err != nil {

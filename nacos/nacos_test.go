@@ -46,7 +46,7 @@ func testTuning(newNaming func(vo.NacosClientParam) (namingClient, error)) *tuni
 	tn.retryMin, tn.retryMax = 10*time.Millisecond, 50*time.Millisecond
 	tn.connRetry = 5 * time.Millisecond
 	if newNaming != nil {
-		tn.newNaming = newNaming
+		tn.newNaming = func(p vo.NacosClientParam, _ *sync.Mutex) (namingClient, error) { return newNaming(p) }
 	}
 	return tn
 }
@@ -1188,7 +1188,7 @@ func TestCredentialsReachLogin(t *testing.T) {
 		t.Fatal(err)
 	}
 	redirectSDKLogs()
-	nc, err := defaultTuning().newNaming(p)
+	nc, err := defaultTuning().newNaming(p, new(sync.Mutex))
 	if err != nil {
 		t.Fatal(err)
 	}

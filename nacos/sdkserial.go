@@ -15,7 +15,6 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/common/remote/rpc"
 	"github.com/nacos-group/nacos-sdk-go/v2/common/remote/rpc/rpc_request"
 	"github.com/nacos-group/nacos-sdk-go/v2/common/remote/rpc/rpc_response"
-	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 )
 
 // An SDK naming client processes a service's instance list on three
@@ -28,29 +27,15 @@ import (
 // reports it, and without -race a callback can copy a list mid-sort, with one
 // instance twice and another missing until the next change.
 //
-// serialClient runs all three under one mutex. The SDK offers no hook for
-// this, so serialize reaches its push handler and connection listener
-// through unexported fields and puts wrappers holding the mutex in their
-// place; sdkserial_test.go fails if an SDK version moves them.
-
-// serialClient is the SDK's naming client with its Subscribe and Unsubscribe
-// exclusive with the SDK's own processing of pushes and re-subscriptions.
-type serialClient struct {
-	naming_client.INamingClient
-	mu *sync.Mutex
-}
-
-func (c serialClient) Subscribe(p *vo.SubscribeParam) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.INamingClient.Subscribe(p)
-}
-
-func (c serialClient) Unsubscribe(p *vo.SubscribeParam) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.INamingClient.Unsubscribe(p)
-}
+// The client runs all three under one mutex (client.sdk). The SDK offers no
+// hook for this, so serialize reaches its push handler and connection
+// listener through unexported fields and puts wrappers holding the mutex in
+// their place; sdkserial_test.go fails if an SDK version moves them. One
+// window is left: NewNamingClient connects before serialize runs, and the
+// SDK delivers that connect on its own goroutine, which may have read the
+// listeners before serialize replaced them. That re-subscription runs
+// unlocked, but it re-subscribes only what was subscribed when it started:
+// nothing, unless its goroutine stalled until our first Subscribe.
 
 // serialize makes nc's push handler and connection listener hold mu. It
 // returns an error, having changed nothing, when nc is not laid out as in

@@ -322,7 +322,15 @@ func (w *watch) reconcileInterval() time.Duration {
 
 // subscribe (re)subscribes with the original parameter. Before a second
 // Subscribe the first is undone, or the SDK would call back twice.
+//
+// Both run under the client's sdk mutex, which the SDK's push handling and
+// re-subscription on connecting hold too: Unsubscribe drops the SDK's cached
+// list and our callback, and a list the SDK processed between the two calls
+// would be cached with no callback to call, so the Subscribe after it would
+// find nothing new and the change would wait for the next re-read.
 func (w *watch) subscribe() error {
+	w.c.sdk.Lock()
+	defer w.c.sdk.Unlock()
 	if w.attempted {
 		_ = guard("unsubscribing", func() error { return w.c.nc.Unsubscribe(w.param) })
 	}
@@ -365,7 +373,10 @@ func (w *watch) leave() {
 	if w.c.ctx.Err() != nil || !w.c.healthy.Load() && w.c.watchCount() == 0 {
 		return
 	}
-	if err := guard("unsubscribing", func() error { return w.c.nc.Unsubscribe(w.param) }); err != nil && w.c.healthy.Load() {
+	w.c.sdk.Lock()
+	err := guard("unsubscribing", func() error { return w.c.nc.Unsubscribe(w.param) })
+	w.c.sdk.Unlock()
+	if err != nil && w.c.healthy.Load() {
 		caddy.Log().Named("nacos").Warn("unsubscribing from nacos service failed", zap.String("service", w.ref.String()),
 			zap.String("server", w.c.where), zap.Error(err))
 	}
