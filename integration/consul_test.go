@@ -22,8 +22,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/hashicorp/consul/api"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/caddy-discovery/caddy-discovery/integration/harness"
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
@@ -419,42 +417,6 @@ func expectConsulError(t *testing.T, timeout time.Duration, parts ...string) str
 	return msg
 }
 
-// consulMetric is the value of a consul metric of the connection (a gauge
-// or counter; a histogram's sample count), read from the process-wide
-// collectors as /metrics would serve them.
-func consulMetric(t testing.TB, name, connection string) float64 {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	if err := upstreams.RegisterMetrics(reg); err != nil {
-		t.Fatal(err)
-	}
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() != "connection" || l.GetValue() != connection {
-					continue
-				}
-				switch {
-				case m.GetGauge() != nil:
-					return m.GetGauge().GetValue()
-				case m.GetCounter() != nil:
-					return m.GetCounter().GetValue()
-				case m.GetHistogram() != nil:
-					return float64(m.GetHistogram().GetSampleCount())
-				}
-			}
-		}
-	}
-	return 0
-}
-
 // TestConsulFollowsChanges: register, deregister, a failing TTL check and
 // maintenance mode each reach Caddy through the blocking query, well
 // within a second: Caddy's long-poll waits up to a minute and re-reads
@@ -476,7 +438,7 @@ func TestConsulFollowsChanges(t *testing.T) {
 	cd := harness.StartCaddy(t, consulCaddyPort, consulProxy(map[string]any{"service": "follow"}), c.app())
 	expectConsul(t, cd, 10*time.Second, "first answer", map[string]float64{dialA: 3}, "a")
 	conn := "default" // the server's name in the consul app
-	restarts := consulMetric(t, "caddy_discovery_watch_restarts_total", conn)
+	restarts := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", conn)
 
 	// the steps are a second apart: back to back, the rate limit (burst
 	// 2, then a query a second) would batch them
@@ -498,13 +460,13 @@ func TestConsulFollowsChanges(t *testing.T) {
 		step.do()
 		expectConsul(t, cd, within, step.name, step.weights, step.backends...)
 	}
-	if got := consulMetric(t, "caddy_discovery_consul_long_polls", conn); got != 1 {
+	if got := discoveryMetric(t, "caddy_discovery_consul_long_polls", "connection", conn); got != 1 {
 		t.Errorf("caddy_discovery_consul_long_polls = %v, want 1", got)
 	}
-	if got := consulMetric(t, "caddy_discovery_watch_restarts_total", conn); got != restarts {
+	if got := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", conn); got != restarts {
 		t.Errorf("the long-poll restarted %v times without an error", got-restarts)
 	}
-	if got := consulMetric(t, "caddy_discovery_connected", conn); got != 1 {
+	if got := discoveryMetric(t, "caddy_discovery_connected", "connection", conn); got != 1 {
 		t.Errorf("caddy_discovery_connected = %v, want 1", got)
 	}
 }
@@ -667,8 +629,8 @@ func TestConsulReloadsKeepOneLongPoll(t *testing.T) {
 	conn := "default" // the server's name in the consul app
 	cd := harness.StartCaddy(t, consulCaddyPort, handler(0), c.app())
 	cd.ExpectBackends(t, 10*time.Second, "a")
-	restarts := consulMetric(t, "caddy_discovery_watch_restarts_total", conn)
-	polls := consulMetric(t, "caddy_discovery_consul_long_polls", conn)
+	restarts := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", conn)
+	polls := discoveryMetric(t, "caddy_discovery_consul_long_polls", "connection", conn)
 	if polls != 1 {
 		t.Fatalf("two routes, one question: %v long-polls, want 1", polls)
 	}
@@ -677,11 +639,11 @@ func TestConsulReloadsKeepOneLongPoll(t *testing.T) {
 		if spread := cd.Spread(4); !slices.Equal(harness.Names(spread), []string{"a"}) {
 			t.Fatalf("right after reload %d: %v", i+1, spread)
 		}
-		if got := consulMetric(t, "caddy_discovery_consul_long_polls", conn); got != 1 {
+		if got := discoveryMetric(t, "caddy_discovery_consul_long_polls", "connection", conn); got != 1 {
 			t.Fatalf("after reload %d: %v long-polls, want 1", i+1, got)
 		}
 	}
-	if got := consulMetric(t, "caddy_discovery_watch_restarts_total", conn); got != restarts {
+	if got := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", conn); got != restarts {
 		t.Errorf("the long-poll restarted %v times across the reloads", got-restarts)
 	}
 	c.register(t, ib)
@@ -733,7 +695,7 @@ func TestConsulRestart(t *testing.T) {
 	conn := "default" // the server's name in the consul app
 	cd := harness.StartCaddy(t, consulCaddyPort, consulProxy(map[string]any{"service": "restart"}), c.app())
 	cd.ExpectBackends(t, 10*time.Second, "a", "b")
-	restarts := consulMetric(t, "caddy_discovery_watch_restarts_total", conn)
+	restarts := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", conn)
 
 	var ok, failed atomic.Int64
 	var firstErr atomic.Value
@@ -764,7 +726,7 @@ func TestConsulRestart(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	c.start(t)
 	harness.Eventually(t, 30*time.Second, func() error {
-		if got := consulMetric(t, "caddy_discovery_connected", conn); got != 1 {
+		if got := discoveryMetric(t, "caddy_discovery_connected", "connection", conn); got != 1 {
 			return fmt.Errorf("caddy_discovery_connected = %v", got)
 		}
 		for _, e := range consulDump() {
@@ -781,7 +743,7 @@ func TestConsulRestart(t *testing.T) {
 	if failed.Load() > 0 {
 		t.Errorf("%d requests failed, the first: %v", failed.Load(), firstErr.Load())
 	}
-	if got := consulMetric(t, "caddy_discovery_watch_restarts_total", conn); got < restarts+1 {
+	if got := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", conn); got < restarts+1 {
 		t.Errorf("watch restarts %v, want at least %v", got, restarts+1)
 	}
 }
@@ -806,7 +768,7 @@ func TestConsulPropagation(t *testing.T) {
 	conn := "default" // the server's name in the consul app
 	cd := harness.StartCaddy(t, consulCaddyPort, consulProxy(map[string]any{"service": "prop"}), c.app())
 	cd.ExpectBackends(t, 10*time.Second, "a")
-	before := consulShare(t, conn)
+	before := publishShareOf(t, "caddy_discovery_consul_publish_seconds", "connection", conn)
 
 	var total []time.Duration
 	last := time.Now()
@@ -840,7 +802,7 @@ func TestConsulPropagation(t *testing.T) {
 		}
 		total = append(total, time.Since(start))
 	}
-	after := consulShare(t, conn)
+	after := publishShareOf(t, "caddy_discovery_consul_publish_seconds", "connection", conn)
 	pct := func(ds []time.Duration, q float64) time.Duration {
 		s := slices.Clone(ds)
 		slices.Sort(s)
@@ -860,41 +822,6 @@ func TestConsulPropagation(t *testing.T) {
 	if slow := answers - fast; slow > max(1, answers/100) {
 		t.Fatalf("own share: %d of %d answers took more than 5ms (p99 over 5ms)", slow, answers)
 	}
-}
-
-// consulShare reads caddy_discovery_consul_publish_seconds of the
-// connection: answers counted, their total seconds, and how many took at
-// most 5 ms.
-func consulShare(t *testing.T, conn string) publishShare {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	if err := upstreams.RegisterMetrics(reg); err != nil {
-		t.Fatal(err)
-	}
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var share publishShare
-	for _, f := range families {
-		if f.GetName() != "caddy_discovery_consul_publish_seconds" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == "connection" && l.GetValue() == conn }) {
-				continue
-			}
-			h := m.GetHistogram()
-			share.count += h.GetSampleCount()
-			share.sum += h.GetSampleSum()
-			for _, b := range h.GetBucket() {
-				if b.GetUpperBound() == 0.005 {
-					share.within5ms += b.GetCumulativeCount()
-				}
-			}
-		}
-	}
-	return share
 }
 
 // TestConsulValidateJSON runs `caddy validate`'s code path on consul JSON

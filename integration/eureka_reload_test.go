@@ -4,11 +4,7 @@ package integration
 
 import (
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,60 +12,6 @@ import (
 
 	"github.com/caddy-discovery/caddy-discovery/integration/harness"
 )
-
-// tcpCounter forwards the TCP connections it accepts on a loopback port to
-// target, byte for byte, and counts them: it lets a test count Caddy's
-// connections to a server that other clients of the test use too.
-type tcpCounter struct {
-	ln       net.Listener
-	target   string
-	accepted atomic.Int64
-	conns    sync.WaitGroup
-}
-
-func newTCPCounter(t testing.TB, target string) *tcpCounter {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := &tcpCounter{ln: ln, target: target}
-	tc.conns.Add(1)
-	go func() {
-		defer tc.conns.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			tc.accepted.Add(1)
-			tc.conns.Add(1)
-			go tc.forward(c)
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		tc.conns.Wait() // the clients have closed their connections by now
-	})
-	return tc
-}
-
-func (tc *tcpCounter) port() int { return tc.ln.Addr().(*net.TCPAddr).Port }
-
-// forward copies both ways until either side ends, then closes both.
-func (tc *tcpCounter) forward(c net.Conn) {
-	defer tc.conns.Done()
-	defer c.Close()
-	u, err := net.Dial("tcp", tc.target)
-	if err != nil {
-		return
-	}
-	defer u.Close()
-	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(u, c); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, u); done <- struct{}{} }()
-	<-done
-}
 
 // TestEurekaReloadsKeepOnePoller: 20 config reloads alternate between two
 // configs that read the same Eureka server (the eureka app's server
@@ -88,7 +30,7 @@ func (tc *tcpCounter) forward(c net.Conn) {
 // connection is closed and no goroutine of the eureka package is left.
 func TestEurekaReloadsKeepOnePoller(t *testing.T) {
 	sharedPolaris(t)
-	fwd := newTCPCounter(t, fmt.Sprintf("127.0.0.1:%d", sharedEurekaPort))
+	fwd := harness.NewForwarder(t, fmt.Sprintf("127.0.0.1:%d", sharedEurekaPort))
 	n := harness.NewNetns(t)
 	a, a2, b := n.AddAddr(t), n.AddAddr(t), n.AddAddr(t)
 	n.Backend(t, "a", a, 8080)
@@ -117,7 +59,7 @@ func TestEurekaReloadsKeepOnePoller(t *testing.T) {
 	const conn = "reload" // the server's name in the eureka app
 	const interval = time.Second
 	app := fmt.Sprintf(`"eureka": {"servers": {%q: {"urls": ["http://127.0.0.1:%d/eureka"], "refresh_interval": %q}}}`,
-		conn, fwd.port(), interval.String())
+		conn, fwd.Port(), interval.String())
 	src := func(app string) string { return eurekaProxy(map[string]any{"app": app, "server": conn}) }
 	// Config i: RELOADA on a site of its own and as the default; on even
 	// i, RELOADB too.
@@ -135,7 +77,7 @@ func TestEurekaReloadsKeepOnePoller(t *testing.T) {
 
 	cd := harness.StartCaddy(t, eurekaCaddyPort, handler(0), app)
 	cd.ExpectBackends(t, 15*time.Second, "a")
-	if got := grpcConns(t, fwd.port()); got != 1 {
+	if got := grpcConns(t, fwd.Port()); got != 1 {
 		t.Fatalf("%d connections from Caddy to the Eureka server, want 1", got)
 	}
 	if got := metric("full", "ok") - fulls0; got != 1 {
@@ -159,7 +101,7 @@ func TestEurekaReloadsKeepOnePoller(t *testing.T) {
 				}
 			}
 		}
-		if got := grpcConns(t, fwd.port()); got != 1 {
+		if got := grpcConns(t, fwd.Port()); got != 1 {
 			t.Fatalf("after reload %d: %d connections from Caddy to the Eureka server, want 1", i, got)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -172,7 +114,7 @@ func TestEurekaReloadsKeepOnePoller(t *testing.T) {
 	fulls := metric("full", "ok") - fullsStart
 	failures := metric("full", "error") + metric("delta", "error")
 	t.Logf("eureka reloads: 20 reloads in %v; %v deltas during them, %v in all over %v (refresh_interval %v), %v full fetches during and after them, %v failed requests; %d TCP connections from Caddy to the server in all",
-		reloads.Round(time.Millisecond), deltasReloads, deltas, window.Round(time.Millisecond), interval, fulls, failures, fwd.accepted.Load())
+		reloads.Round(time.Millisecond), deltasReloads, deltas, window.Round(time.Millisecond), interval, fulls, failures, fwd.Accepted())
 	if fulls != 0 {
 		t.Errorf("%v full fetches during and after the reloads, want none: a reload started another poller", fulls)
 	}
@@ -187,7 +129,7 @@ func TestEurekaReloadsKeepOnePoller(t *testing.T) {
 	if failures != 0 {
 		t.Errorf("%v failed requests to the server", failures)
 	}
-	if got := fwd.accepted.Load(); got != 1 {
+	if got := fwd.Accepted(); got != 1 {
 		t.Errorf("Caddy opened %d TCP connections to the server, want 1", got)
 	}
 
@@ -201,7 +143,7 @@ func TestEurekaReloadsKeepOnePoller(t *testing.T) {
 		t.Fatal(err)
 	}
 	harness.Eventually(t, 10*time.Second, func() error {
-		if got := grpcConns(t, fwd.port()); got != 0 {
+		if got := grpcConns(t, fwd.Port()); got != 0 {
 			return fmt.Errorf("%d connections from Caddy to the Eureka server after stopping Caddy, want 0", got)
 		}
 		if g := goroutinesWith("caddy-discovery/eureka."); g != 0 {

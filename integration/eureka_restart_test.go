@@ -11,10 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/caddy-discovery/caddy-discovery/integration/harness"
-	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // The Polaris of the Eureka restart test, apart from the other tests'
@@ -24,46 +21,6 @@ const (
 	eurekaRestartNacosPort = 41848
 	eurekaRestartPort      = 41761
 )
-
-// discoveryMetric sums the samples of a discovery metric (a counter or
-// gauge) whose labels include every given name, value pair, read from the
-// process-wide collectors as /metrics would serve them.
-func discoveryMetric(t testing.TB, name string, labels ...string) float64 {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	if err := upstreams.RegisterMetrics(reg); err != nil {
-		t.Fatal(err)
-	}
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	samples:
-		for _, m := range f.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue samples
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
-}
 
 // logLines returns the lines of a Caddy JSON log with the given message.
 func logLines(log, msg string) []string {

@@ -5,13 +5,11 @@ package integration
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -85,77 +83,6 @@ func (v *projectedVolume) write(t testing.TB, files map[string]string) {
 			t.Fatal(err)
 		}
 	}
-}
-
-// connCutter forwards TCP connections from a loopback port to target, like
-// the kubernetes Service's cluster IP does for a Pod, and can cut every
-// connection open through it.
-type connCutter struct {
-	ln       net.Listener
-	target   string
-	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
-	accepted int
-}
-
-func newConnCutter(t testing.TB, target string) *connCutter {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &connCutter{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go c.forward(conn)
-		}
-	}()
-	t.Cleanup(func() { _ = ln.Close(); c.cut() })
-	return c
-}
-
-func (c *connCutter) port() int { return c.ln.Addr().(*net.TCPAddr).Port }
-
-func (c *connCutter) forward(conn net.Conn) {
-	up, err := net.Dial("tcp", c.target)
-	if err != nil {
-		conn.Close()
-		return
-	}
-	c.mu.Lock()
-	c.conns[conn], c.conns[up] = struct{}{}, struct{}{}
-	c.accepted++
-	c.mu.Unlock()
-	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(up, conn); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(conn, up); done <- struct{}{} }()
-	<-done
-	conn.Close()
-	up.Close()
-	c.mu.Lock()
-	delete(c.conns, conn)
-	delete(c.conns, up)
-	c.mu.Unlock()
-}
-
-// cut closes every open connection; new ones are still forwarded.
-func (c *connCutter) cut() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for conn := range c.conns {
-		conn.Close()
-	}
-	return len(c.conns) / 2
-}
-
-func (c *connCutter) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.accepted
 }
 
 // siteSpread sends n requests to a Caddy site and counts the answers per
@@ -240,7 +167,7 @@ func TestKubernetesInCluster(t *testing.T) {
 	// that can cut the connections, as a Pod reaches it through the
 	// kubernetes Service.
 	apiserver := strings.TrimPrefix(k.Server, "https://")
-	proxy := newConnCutter(t, apiserver)
+	proxy := harness.NewForwarder(t, apiserver)
 
 	dir := t.TempDir()
 	admin, site := freeAddr(t), freeAddr(t)
@@ -256,7 +183,7 @@ func TestKubernetesInCluster(t *testing.T) {
 	bin := harness.BuildCaddy(t)
 	start := time.Now()
 	proc := harness.StartProcessWrapped(t, inPod(vol.dir), bin, config, admin,
-		"KUBERNETES_SERVICE_HOST=127.0.0.1", "KUBERNETES_SERVICE_PORT="+strconv.Itoa(proxy.port()), "KUBECONFIG=", "POD_NAMESPACE=")
+		"KUBERNETES_SERVICE_HOST=127.0.0.1", "KUBERNETES_SERVICE_PORT="+strconv.Itoa(proxy.Port()), "KUBECONFIG=", "POD_NAMESPACE=")
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("caddy's output:\n%s", proc.Output)
@@ -264,8 +191,8 @@ func TestKubernetesInCluster(t *testing.T) {
 	})
 	expectSite(t, site, 15*time.Second, "pod0")
 	t.Logf("in-cluster: web:http served from namespace %s %v after start, over %d connection(s) through KUBERNETES_SERVICE_HOST/PORT",
-		ns, time.Since(start).Round(time.Millisecond), proxy.count())
-	if proxy.count() == 0 {
+		ns, time.Since(start).Round(time.Millisecond), proxy.Accepted())
+	if proxy.Accepted() == 0 {
 		t.Fatal("caddy reached the API server without going through KUBERNETES_SERVICE_HOST/PORT")
 	}
 
@@ -288,19 +215,19 @@ func TestKubernetesInCluster(t *testing.T) {
 	// Every watch must now reconnect, and can only do so with the new token.
 	before := len(proc.Output.String())
 	rotated := time.Now()
-	cut := proxy.cut()
+	cut := proxy.Cut()
 	if cut == 0 {
 		t.Fatal("no connection to the API server was open to cut")
 	}
-	connected := proxy.count()
+	connected := proxy.Accepted()
 	if got := siteSpread(site, 20); got["pod0"] != 20 {
 		t.Fatalf("after the connections were cut, requests must keep reaching the last known pod: %v", got)
 	}
 	k.Pod(t, ns, "pod1", ns+"-node", appWeb, ip1, true)
 	expectSite(t, site, 30*time.Second, "pod0", "pod1")
 	t.Logf("after the rotation and the cut of %d connection(s), pod1 served %v later, over %d new connection(s)",
-		cut, time.Since(rotated).Round(time.Millisecond), proxy.count()-connected)
-	if proxy.count() == connected {
+		cut, time.Since(rotated).Round(time.Millisecond), proxy.Accepted()-connected)
+	if proxy.Accepted() == connected {
 		t.Fatal("no new connection to the API server since the cut: the watches did not reconnect")
 	}
 

@@ -17,7 +17,43 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 
 	"github.com/caddy-discovery/caddy-discovery/integration/harness"
+	"github.com/caddy-discovery/caddy-discovery/upstreams/upstreamstest"
 )
+
+// discoveryMetric sums the samples of a discovery metric (a histogram
+// counts its samples) whose labels include every given name, value pair,
+// read from the process-wide collectors as /metrics would serve them: Caddy
+// runs in this process.
+func discoveryMetric(t testing.TB, name string, labels ...string) float64 {
+	t.Helper()
+	return upstreamstest.Sum(t, upstreamstest.Metrics(t), name, labels...)
+}
+
+// publishShare is a publish_seconds histogram (Caddy's own share of a
+// change) summed over its samples: changes counted, their total seconds,
+// and how many took at most 5 ms.
+type publishShare struct {
+	count, within5ms uint64
+	sum              float64
+}
+
+// publishShareOf reads the histogram name over the samples whose labels
+// include every given name, value pair.
+func publishShareOf(t testing.TB, name string, labels ...string) publishShare {
+	t.Helper()
+	var share publishShare
+	for _, m := range upstreamstest.Samples(t, upstreamstest.Metrics(t), name, labels...) {
+		h := m.GetHistogram()
+		share.count += h.GetSampleCount()
+		share.sum += h.GetSampleSum()
+		for _, b := range h.GetBucket() {
+			if b.GetUpperBound() == 0.005 {
+				share.within5ms += b.GetCumulativeCount()
+			}
+		}
+	}
+	return share
+}
 
 // metricsConfig is a Caddy config with the admin API (and so /metrics) at
 // admin, and a server on site with one reverse_proxy route per path over the

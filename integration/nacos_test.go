@@ -6,8 +6,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -25,10 +23,8 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client"
 	"github.com/nacos-group/nacos-sdk-go/v2/common/constant"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-discovery/caddy-discovery/integration/harness"
-	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // nacosCaddyPort is where Caddy listens in the Nacos tests; apart from the
@@ -422,10 +418,10 @@ func TestNacosServerRestart(t *testing.T) {
 	reg.put(up("DEFAULT_GROUP", "restart", a, 8080))
 	reg.put(up("DEFAULT_GROUP", "restart", b, 8080))
 
-	gate := newGate(t, fmt.Sprintf("127.0.0.1:%d", p.port+1000))
+	gate := harness.NewForwarder(t, fmt.Sprintf("127.0.0.1:%d", p.port+1000))
 	logFile := filepath.Join(dir, "caddy.log")
 	app := fmt.Sprintf(`"nacos": {"servers": {"default": {"addresses": ["127.0.0.1:%d"], "grpc_port": %d, "reconcile_interval": "5s"}}}`,
-		p.port, gate.port())
+		p.port, gate.Port())
 	cd := harness.StartCaddyLogged(t, nacosCaddyPort, nacosProxy(map[string]any{"service": "restart"}), app, logFile)
 	cd.ExpectBackends(t, 10*time.Second, "a", "b")
 
@@ -445,7 +441,7 @@ func TestNacosServerRestart(t *testing.T) {
 		}
 	}()
 
-	gate.open.Store(false)
+	gate.SetOpen(false)
 	p.kill(t)
 	time.Sleep(3 * time.Second) // traffic during the outage
 	p.start(t)
@@ -454,7 +450,7 @@ func TestNacosServerRestart(t *testing.T) {
 		return err
 	})
 	time.Sleep(2 * time.Second) // Caddy sees the server back, its gRPC connection cannot come up
-	gate.open.Store(true)
+	gate.SetOpen(true)
 	// after the restart, the registrars' SDK clients re-register a and b;
 	// a change made now must reach Caddy
 	time.Sleep(2 * time.Second)
@@ -471,54 +467,6 @@ func TestNacosServerRestart(t *testing.T) {
 	} else if len(errs) > 0 {
 		t.Fatalf("%d error lines after the reconnect, which ended well:\n%s", len(errs), strings.Join(errs, "\n"))
 	}
-}
-
-// gate forwards TCP connections from a loopback port to target while open
-// is set, and refuses them while it is not.
-type gate struct {
-	ln     net.Listener
-	target string
-	open   atomic.Bool
-}
-
-func newGate(t testing.TB, target string) *gate {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &gate{ln: ln, target: target}
-	g.open.Store(true)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go g.forward(c)
-		}
-	}()
-	t.Cleanup(func() { _ = ln.Close() })
-	return g
-}
-
-func (g *gate) port() int { return g.ln.Addr().(*net.TCPAddr).Port }
-
-// forward copies both ways until either side ends, then closes both.
-func (g *gate) forward(c net.Conn) {
-	defer c.Close()
-	if !g.open.Load() {
-		return
-	}
-	u, err := net.Dial("tcp", g.target)
-	if err != nil {
-		return
-	}
-	defer u.Close()
-	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(u, c); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, u); done <- struct{}{} }()
-	<-done
 }
 
 // errorsAfterReconnect returns the error-level lines of a Caddy JSON log
@@ -562,7 +510,7 @@ func TestNacosPropagation(t *testing.T) {
 	reg.put(up("DEFAULT_GROUP", "prop", a, 8080))
 	ib := up("DEFAULT_GROUP", "prop", b, 8080)
 
-	before := ownShare(t)
+	before := publishShareOf(t, "caddy_discovery_nacos_publish_seconds")
 	cd := harness.StartCaddy(t, nacosCaddyPort, nacosProxy(map[string]any{"service": "prop"}), nacosServerApp(p.port))
 	cd.ExpectBackends(t, 10*time.Second, "a")
 
@@ -589,7 +537,7 @@ func TestNacosPropagation(t *testing.T) {
 		}
 		total = append(total, time.Since(start))
 	}
-	after := ownShare(t)
+	after := publishShareOf(t, "caddy_discovery_nacos_publish_seconds")
 	pct := func(ds []time.Duration, q float64) time.Duration {
 		s := slices.Clone(ds)
 		slices.Sort(s)
@@ -611,43 +559,4 @@ func TestNacosPropagation(t *testing.T) {
 	if slow := pushes - fast; float64(slow) > 0.01*float64(pushes) {
 		t.Fatalf("own share: %d of %d pushes took more than 5ms (p99 over 5ms)", slow, pushes)
 	}
-}
-
-// publishShare is caddy_discovery_nacos_publish_seconds summed over every
-// connection: pushes counted, their total seconds, and how many took at
-// most 5 ms.
-type publishShare struct {
-	count, within5ms uint64
-	sum              float64
-}
-
-// ownShare reads Caddy's own-share histogram as /metrics would serve it:
-// the collectors are process-wide, and Caddy runs in this process.
-func ownShare(t *testing.T) publishShare {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	if err := upstreams.RegisterMetrics(reg); err != nil {
-		t.Fatal(err)
-	}
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var share publishShare
-	for _, f := range families {
-		if f.GetName() != "caddy_discovery_nacos_publish_seconds" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			h := m.GetHistogram()
-			share.count += h.GetSampleCount()
-			share.sum += h.GetSampleSum()
-			for _, b := range h.GetBucket() {
-				if b.GetUpperBound() == 0.005 {
-					share.within5ms += b.GetCumulativeCount()
-				}
-			}
-		}
-	}
-	return share
 }

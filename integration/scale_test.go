@@ -1412,26 +1412,5 @@ func scEnvDuration(t *testing.T, name string, def time.Duration) time.Duration {
 
 // scMachineNote describes the machine and the servers.
 func scMachineNote() string {
-	model := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for line := range strings.SplitSeq(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	mem := "?"
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		if f := strings.Fields(string(b)); len(f) > 1 {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			mem = fmt.Sprintf("%.0f GiB", kb/(1<<20))
-		}
-	}
-	load := "?"
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		load = strings.Join(strings.Fields(string(b))[:3], " ")
-	}
-	return fmt.Sprintf("%d CPUs (%s), %s RAM, %s/%s, %s; kube-apiserver v1.34.4 and etcd, Polaris v1.18.1, all on the same machine as Caddy and the test (nothing pinned); load average %s at the start",
-		runtime.NumCPU(), model, mem, runtime.GOOS, runtime.GOARCH, runtime.Version(), load)
+	return machineNote() + "; kube-apiserver v1.34.4 and etcd, Polaris v1.18.1, all on the same machine as Caddy and the test (nothing pinned)"
 }

@@ -53,7 +53,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -555,29 +554,15 @@ func tpDuration(d time.Duration) string {
 	return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
 }
 
-// tpMachineNote describes the machine: CPUs, load, versions.
+// tpMachineNote describes the machine and wrk.
 func tpMachineNote(wrk string) string {
-	model := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for line := range strings.SplitSeq(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	load := "?"
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		load = strings.Join(strings.Fields(string(b))[:3], " ")
-	}
 	wrkVersion, _ := exec.Command(wrk, "-v").CombinedOutput() // exits 1 after printing it
 	wv := strings.Fields(string(wrkVersion))
 	version := "wrk"
 	if len(wv) > 1 {
 		version = wv[0] + " " + wv[1]
 	}
-	return fmt.Sprintf("%d CPUs (%s, %s/%s, %s), shared by wrk, Caddy and the backends (nothing pinned); load average %s at the start; %s",
-		runtime.NumCPU(), model, runtime.GOOS, runtime.GOARCH, runtime.Version(), load, version)
+	return machineNote() + "; shared by wrk, Caddy and the backends (nothing pinned); " + version
 }
 
 func tpSizes(t *testing.T) []int {

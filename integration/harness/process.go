@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -113,14 +112,13 @@ func StartProcessWrapped(t testing.TB, wrapper []string, bin, config, adminAddr 
 		close(p.done)
 	}()
 	t.Cleanup(p.Kill)
+	// Caddy starts the admin API first, then the config's apps; GET
+	// /config/ answers null until the config runs.
 	if !WaitFor(30*time.Second, func() bool {
-		c, err := net.DialTimeout("tcp", adminAddr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
+		code, body, err := p.Request(http.MethodGet, "/config/", "")
+		return err == nil && code == http.StatusOK && strings.TrimSpace(body) != "null"
 	}) {
-		t.Fatalf("caddy's admin API at %s did not come up; output:\n%s", adminAddr, p.Output)
+		t.Fatalf("caddy's admin API at %s did not come up with the config running; output:\n%s", adminAddr, p.Output)
 	}
 	return p
 }

@@ -26,36 +26,59 @@ func Metrics(t testing.TB) *prometheus.Registry {
 // the test if there are several. A histogram's value is its sample count.
 func Sample(t testing.TB, g prometheus.Gatherer, name string, labels ...string) (float64, bool) {
 	t.Helper()
-	families, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var found []float64
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if !hasLabels(m, labels) {
-				continue
-			}
-			switch {
-			case m.Gauge != nil:
-				found = append(found, m.GetGauge().GetValue())
-			case m.Counter != nil:
-				found = append(found, m.GetCounter().GetValue())
-			case m.Histogram != nil:
-				found = append(found, float64(m.GetHistogram().GetSampleCount()))
-			}
-		}
-	}
+	found := Samples(t, g, name, labels...)
 	if len(found) > 1 {
 		t.Fatalf("%s%v: %d samples, want at most 1", name, labels, len(found))
 	}
 	if len(found) == 0 {
 		return 0, false
 	}
-	return found[0], true
+	return Value(found[0]), true
+}
+
+// Sum adds up the values of the samples Samples returns.
+func Sum(t testing.TB, g prometheus.Gatherer, name string, labels ...string) float64 {
+	t.Helper()
+	sum := 0.0
+	for _, m := range Samples(t, g, name, labels...) {
+		sum += Value(m)
+	}
+	return sum
+}
+
+// Samples returns the samples of metric name whose labels include every
+// given name, value pair.
+func Samples(t testing.TB, g prometheus.Gatherer, name string, labels ...string) []*dto.Metric {
+	t.Helper()
+	families, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []*dto.Metric
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if hasLabels(m, labels) {
+				found = append(found, m)
+			}
+		}
+	}
+	return found
+}
+
+// Value is a gauge's or counter's value, or a histogram's sample count.
+func Value(m *dto.Metric) float64 {
+	switch {
+	case m.Gauge != nil:
+		return m.GetGauge().GetValue()
+	case m.Counter != nil:
+		return m.GetCounter().GetValue()
+	case m.Histogram != nil:
+		return float64(m.GetHistogram().GetSampleCount())
+	}
+	return 0
 }
 
 func hasLabels(m *dto.Metric, labels []string) bool {
