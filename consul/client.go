@@ -2,6 +2,7 @@ package consul
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -20,9 +21,24 @@ import (
 // running clients and long-polls here) before it cleans up the old one.
 var pool = caddy.NewUsagePool()
 
-// tokenCheckInterval is how often a token_file is checked for a new token
-// while the long-polls wait; tests shorten it.
-var tokenCheckInterval = 5 * time.Second
+// Timings of the client's background checks; tests shorten them.
+var (
+	// tokenCheckInterval is how often a token_file is checked for a new
+	// token while the long-polls wait.
+	tokenCheckInterval = 5 * time.Second
+	// A long-poll waits up to a minute for its answer, so on its own a hung
+	// Consul (a stopped process, a dropped route) would be noticed only
+	// when the long-polls time out, over a minute later. Every
+	// probeInterval the client asks the active address for the leader, an
+	// answer Consul gives at once; none within probeTimeout is the
+	// connection's problem, and with several addresses the long-polls move
+	// to the next one. While the connection has a problem, the probe asks
+	// every probeRetry, so that its end is noticed even while the
+	// long-polls wait for a change.
+	probeInterval = 10 * time.Second
+	probeTimeout  = 5 * time.Second
+	probeRetry    = time.Second
+)
 
 // client is one pooled connection to one Consul agent or server cluster
 // (addresses, TLS settings and token), shared by every long-poll through
@@ -95,7 +111,11 @@ func newClient(name string, e endpoint) (*client, error) {
 	c.link = upstreams.NewLink("consul", c.conn, publishSeconds)
 	c.problem = upstreams.NewCondition(caddy.Log().Named("consul"), "consul connection problem", "connected to consul", zap.String("server", c.where))
 	c.start = sync.OnceFunc(func() {
-		if c.file != nil && c.ctx.Err() == nil {
+		if c.ctx.Err() != nil {
+			return
+		}
+		c.done.Go(c.probe)
+		if c.file != nil {
 			c.done.Go(c.checkToken)
 		}
 	})
@@ -115,6 +135,57 @@ func (c *client) failed(i int, err error) {
 	c.active.CompareAndSwap(int32(i), int32((i+1)%len(c.apis)))
 	c.link.SetConnected(false)
 	c.setProblem(err)
+}
+
+// unreached reports a request to address i (with the given timeout) that
+// failed, and whether it failed to reach Consul: then it is the
+// connection's problem, and the next address becomes the active one.
+func (c *client) unreached(i int, err error, timeout time.Duration) bool {
+	connErr := c.connectionError(err, timeout)
+	var tf *tokenFileError
+	switch {
+	case connErr == nil:
+		c.reached()
+		return false
+	case errors.As(err, &tf):
+		c.setProblem(connErr) // no address is to blame
+	default:
+		c.failed(i, connErr)
+	}
+	return true
+}
+
+// probe asks the active address for the leader every probeInterval, so
+// that a Consul that stopped answering is noticed while the long-polls
+// still wait on it (see probeInterval). When it moves on to another
+// address, the long-polls start again there.
+func (c *client) probe() {
+	t := time.NewTimer(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		i, ac := c.api()
+		ctx, cancel := context.WithTimeout(c.ctx, probeTimeout)
+		_, err := ac.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
+		cancel()
+		switch {
+		case c.ctx.Err() != nil:
+			return
+		case err == nil:
+			c.reached()
+		case c.unreached(i, err, probeTimeout) && int(c.active.Load()) != i:
+			c.each((*watch).restart)
+		}
+		if c.connProblem() != nil {
+			t.Reset(probeRetry)
+		} else {
+			t.Reset(probeInterval)
+		}
+	}
 }
 
 // reached reports a request that Consul answered.

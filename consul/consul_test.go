@@ -479,6 +479,50 @@ func TestOutage(t *testing.T) {
 	}
 }
 
+// TestProbeLeavesHungServer: of two addresses, the active one stops
+// answering (a hung process keeps its sockets open, so nothing fails). The
+// long-poll would wait on it for its whole timeout; the probe notices within
+// probeInterval + probeTimeout, reports the connection's problem, and moves
+// the long-poll to the other address, which then serves changes.
+func TestProbeLeavesHungServer(t *testing.T) {
+	i, to, r := probeInterval, probeTimeout, probeRetry
+	t.Cleanup(func() { probeInterval, probeTimeout, probeRetry = i, to, r }) // after the source's
+	probeInterval, probeTimeout, probeRetry = 50*time.Millisecond, 100*time.Millisecond, 20*time.Millisecond
+	f1, f2 := newFakeConsul(t), newFakeConsul(t)
+	for _, f := range []*fakeConsul{f1, f2} {
+		f.set("web", entry("web", "10.0.0.1", 80, api.HealthPassing))
+	}
+	app := new(App)
+	u := testSource(t, app, &ConsulUpstreams{Service: "web", Server: Server{Addresses: []string{f1.addr(), f2.addr()}}})
+	_ = app.Start()
+	expectDials(t, u, "10.0.0.1:80")
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
+		if f1.blocked() != 1 {
+			return fmt.Errorf("%d long-polls waiting on the first address, want 1", f1.blocked())
+		}
+		return nil
+	})
+	for _, r := range f2.requests() {
+		t.Fatalf("a request to the second address while the first answers: %s", r.URL)
+	}
+
+	f1.hang(true)
+	t.Cleanup(func() { f1.hang(false) })
+	start := time.Now()
+	// Well within the long-poll's own timeout (3.1 s in these tests).
+	upstreamstest.Eventually(t, time.Second, func() error {
+		for _, r := range f2.requests() {
+			if strings.HasPrefix(r.URL.Path, "/v1/health/service/web") {
+				return nil
+			}
+		}
+		return errors.New("no long-poll on the second address")
+	})
+	t.Logf("moved to the second address %v after the first hung", time.Since(start).Round(time.Millisecond))
+	f2.set("web", entry("web", "10.0.0.2", 80, api.HealthPassing))
+	expectDials(t, u, "10.0.0.2:80")
+}
+
 // TestDiagnosis: an empty answer is explained by what Consul holds.
 func TestDiagnosis(t *testing.T) {
 	f := newFakeConsul(t)

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -22,12 +23,13 @@ import (
 // retry to the next (the query's index, a local port), so that a problem
 // that persists is logged once.
 
-// connectionError explains a query that did not reach Consul, or returns
-// nil if it did (Consul answered, whatever it said).
-func (w *watch) connectionError(err error) error {
+// connectionError explains a request that did not reach Consul, or returns
+// nil if it did (Consul answered, whatever it said); timeout is the
+// request's.
+func (c *client) connectionError(err error, timeout time.Duration) error {
 	var tf *tokenFileError
 	if errors.As(err, &tf) {
-		return upstreams.Problem(upstreams.KindUnauthorized, fmt.Errorf("%s: %w (serving the last known instances meanwhile)", w.c.where, tf.err))
+		return upstreams.Problem(upstreams.KindUnauthorized, fmt.Errorf("%s: %w (serving the last known instances meanwhile)", c.where, tf.err))
 	}
 	var ue *url.Error
 	if !errors.As(err, &ue) {
@@ -60,10 +62,10 @@ func (w *watch) connectionError(err error) error {
 	case strings.Contains(msg, "certificate required") || strings.Contains(msg, "bad certificate") || strings.Contains(msg, "unknown certificate"):
 		fix = "it refused Caddy's client certificate, or wants one (verify_incoming): set cert_file and key_file to a certificate it trusts"
 	case ue.Timeout():
-		cause = fmt.Errorf("no answer within %s", waitTime+waitTime/16+requestGrace)
+		cause = fmt.Errorf("no answer within %s", timeout)
 		fix = "check that the Consul agent is not hung and that nothing on the way drops long-lived requests"
 	}
-	return upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("cannot reach %s: %v: %s (serving the last known instances meanwhile)", w.c.where, cause, fix))
+	return upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("cannot reach %s: %v: %s (serving the last known instances meanwhile)", c.where, cause, fix))
 }
 
 // explain turns a query that Consul refused or failed into an error that

@@ -41,6 +41,21 @@ type fakeConsul struct {
 	known   map[string]bool
 	reqs    []*http.Request
 	waiting int // requests blocked right now
+	// hung, while open, holds every request, as a stopped process does.
+	hung chan struct{}
+}
+
+// hang holds every request from now on, or (on false) lets them go.
+func (f *fakeConsul) hang(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case on && f.hung == nil:
+		f.hung = make(chan struct{})
+	case !on && f.hung != nil:
+		close(f.hung)
+		f.hung = nil
+	}
 }
 
 func newFakeConsul(t testing.TB) *fakeConsul {
@@ -91,6 +106,20 @@ func (f *fakeConsul) blocked() int {
 }
 
 func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	hung := f.hung
+	f.mu.Unlock()
+	if hung != nil {
+		select {
+		case <-hung:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if r.URL.Path == "/v1/status/leader" {
+		fmt.Fprint(w, `"127.0.0.1:8300"`)
+		return
+	}
 	name, ok := strings.CutPrefix(r.URL.Path, "/v1/health/service/")
 	if !ok {
 		http.NotFound(w, r)

@@ -180,7 +180,7 @@ func nextIndex(prev, got uint64) uint64 {
 func (w *watch) poll(ac *api.Client, index uint64) ([]*api.ServiceEntry, *api.QueryMeta, error) {
 	ctx, cancel := context.WithCancelCause(w.ctx)
 	defer cancel(nil)
-	ctx, stop := context.WithTimeout(ctx, waitTime+waitTime/16+requestGrace)
+	ctx, stop := context.WithTimeout(ctx, pollTimeout())
 	defer stop()
 	w.reqMu.Lock()
 	w.reqCancel = cancel
@@ -216,19 +216,16 @@ func (w *watch) restart() {
 	}
 }
 
+// pollTimeout bounds one long-poll: Consul's wait, the up to 1/16 of it
+// that Consul adds at random, and the round trip.
+func pollTimeout() time.Duration { return waitTime + waitTime/16 + requestGrace }
+
 // fail reports a failed query to address i: a failure to reach Consul is
 // the connection's problem, anything else the long-poll's own.
 func (w *watch) fail(i int, err error) {
-	if connErr := w.connectionError(err); connErr != nil {
-		var tf *tokenFileError
-		if errors.As(err, &tf) {
-			w.c.setProblem(connErr) // no address is to blame
-			return
-		}
-		w.c.failed(i, connErr)
+	if w.c.unreached(i, err, pollTimeout()) {
 		return
 	}
-	w.c.reached()
 	if w.problem.Set(w.explain(err)) {
 		w.troubled()
 	}
