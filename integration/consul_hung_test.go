@@ -4,7 +4,6 @@ package integration
 
 import (
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -33,27 +32,7 @@ func TestConsulServerHung(t *testing.T) {
 	cd := harness.StartCaddy(t, consulCaddyPort, consulProxy(map[string]any{"service": "hung"}), c.app())
 	cd.ExpectBackends(t, 10*time.Second, "a")
 
-	var ok, failed atomic.Int64
-	var firstErr atomic.Value
-	stop, done := make(chan struct{}), make(chan struct{})
-	halt := sync.OnceFunc(func() { close(stop); <-done })
-	t.Cleanup(halt)
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := cd.Get(""); err != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err.Error())
-			} else {
-				ok.Add(1)
-			}
-		}
-	}()
+	tr := startTraffic(t, cd, []string{"a", "b"}, "")
 
 	proc := c.cmd.Process
 	var resumed atomic.Bool
@@ -96,9 +75,9 @@ func TestConsulServerHung(t *testing.T) {
 	registered := time.Now()
 	cd.ExpectBackends(t, 2*time.Second, "a", "b")
 	t.Logf("registered after the hang: served %s later", time.Since(registered).Round(time.Millisecond))
-	halt()
-	t.Logf("%d requests during the hang, %d failed", ok.Load()+failed.Load(), failed.Load())
-	if failed.Load() > 0 {
-		t.Errorf("%d requests failed, the first: %v", failed.Load(), firstErr.Load())
+	total, failed, first := tr.outcome()
+	t.Logf("%d requests during the hang, %d failed", total, failed)
+	if failed > 0 {
+		t.Errorf("%d requests failed, the first: %s", failed, first)
 	}
 }

@@ -697,28 +697,7 @@ func TestConsulRestart(t *testing.T) {
 	cd.ExpectBackends(t, 10*time.Second, "a", "b")
 	restarts := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", conn)
 
-	var ok, failed atomic.Int64
-	var firstErr atomic.Value
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	halt := sync.OnceFunc(func() { close(stop); <-done })
-	t.Cleanup(halt) // also when the test fails half-way
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := cd.Get(""); err != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err.Error())
-			} else {
-				ok.Add(1)
-			}
-		}
-	}()
+	tr := startTraffic(t, cd, []string{"a", "b", "d"}, "")
 	time.Sleep(500 * time.Millisecond)
 	c.stop(t)
 	msg := expectConsulError(t, 5*time.Second, fmt.Sprintf(`cannot reach consul server "default" at 127.0.0.1:%d`, c.port), "serving the last known instances meanwhile")
@@ -738,10 +717,10 @@ func TestConsulRestart(t *testing.T) {
 	})
 	c.register(t, id)
 	cd.ExpectBackends(t, 2*time.Second, "a", "b", "d")
-	halt()
-	t.Logf("%d requests during the restart, %d failed", ok.Load()+failed.Load(), failed.Load())
-	if failed.Load() > 0 {
-		t.Errorf("%d requests failed, the first: %v", failed.Load(), firstErr.Load())
+	total, failed, first := tr.outcome()
+	t.Logf("%d requests during the restart, %d failed", total, failed)
+	if failed > 0 {
+		t.Errorf("%d requests failed, the first: %s", failed, first)
 	}
 	if got := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", conn); got < restarts+1 {
 		t.Errorf("watch restarts %v, want at least %v", got, restarts+1)

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,30 +65,7 @@ func TestEurekaServerRestart(t *testing.T) {
 	cd.ExpectBackends(t, 15*time.Second, "a", "b")
 	reconnects := discoveryMetric(t, "caddy_discovery_reconnects_total", "source", "eureka", "connection", conn)
 
-	// Requests in a loop until halted, for at most 80 s.
-	var served, failed atomic.Int64
-	var firstErr atomic.Value
-	stop, done := make(chan struct{}), make(chan struct{})
-	halt := sync.OnceFunc(func() { close(stop); <-done })
-	t.Cleanup(halt) // also when the test fails half-way
-	go func() {
-		defer close(done)
-		deadline := time.Now().Add(80 * time.Second)
-		for time.Now().Before(deadline) {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if name, err := cd.Get(""); err != nil || (name != "a" && name != "b" && name != "c") {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, fmt.Sprintf("%q %v", name, err))
-			} else {
-				served.Add(1)
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	}()
+	tr := startTraffic(t, cd, []string{"a", "b", "c"}, "")
 
 	time.Sleep(500 * time.Millisecond)
 	killed := time.Now()
@@ -123,12 +98,12 @@ func TestEurekaServerRestart(t *testing.T) {
 	})
 	cd.ExpectBackends(t, 30*time.Second, "a", "b", "c")
 	servedC := time.Since(back)
-	halt()
+	total, failed, first := tr.outcome()
 
 	t.Logf("eureka restart: %d requests served, %d failed; Caddy reconnected within %v of the server answering again, and served the instance registered then within %v",
-		served.Load(), failed.Load(), recovered.Round(time.Millisecond), servedC.Round(time.Millisecond))
-	if failed.Load() > 0 {
-		t.Errorf("%d of %d requests failed across the server restart; the first: %v", failed.Load(), served.Load()+failed.Load(), firstErr.Load())
+		total-failed, failed, recovered.Round(time.Millisecond), servedC.Round(time.Millisecond))
+	if failed > 0 {
+		t.Errorf("%d of %d requests failed across the server restart; the first: %s", failed, total, first)
 	}
 	log := harness.ReadFile(logFile)
 	problems := logLines(log, "eureka connection problem")

@@ -419,6 +419,15 @@ func (tr *traffic) Stop() {
 	<-tr.done
 }
 
+// outcome stops the loop and counts its requests and the failed ones,
+// describing the first failure.
+func (tr *traffic) outcome() (total, failed int, first string) {
+	tr.Stop()
+	all := tr.all()
+	failed, first = failures(all)
+	return len(all), failed, first
+}
+
 // between returns the samples of requests started in [from, to), to the
 // given hosts (all if none).
 func (tr *traffic) between(from, to time.Time, hosts ...string) []sample {

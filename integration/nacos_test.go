@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -425,21 +424,7 @@ func TestNacosServerRestart(t *testing.T) {
 	cd := harness.StartCaddyLogged(t, nacosCaddyPort, nacosProxy(map[string]any{"service": "restart"}), app, logFile)
 	cd.ExpectBackends(t, 10*time.Second, "a", "b")
 
-	var stop atomic.Bool
-	var sent, failed atomic.Int64
-	var firstErr atomic.Value
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for !stop.Load() {
-			sent.Add(1)
-			if name, err := cd.Get(""); err != nil || (name != "a" && name != "b" && name != "c") {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, fmt.Sprintf("%q %v", name, err))
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	}()
+	tr := startTraffic(t, cd, []string{"a", "b", "c"}, "")
 
 	gate.SetOpen(false)
 	p.kill(t)
@@ -456,11 +441,10 @@ func TestNacosServerRestart(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	reg.put(up("DEFAULT_GROUP", "restart", c, 8080))
 	cd.ExpectBackends(t, 20*time.Second, "a", "b", "c")
-	stop.Store(true)
-	<-done
-	t.Logf("%d requests during kill/restart, %d failed", sent.Load(), failed.Load())
-	if failed.Load() > 0 {
-		t.Fatalf("%d of %d requests failed across the server restart; first: %v", failed.Load(), sent.Load(), firstErr.Load())
+	total, failed, first := tr.outcome()
+	t.Logf("%d requests during kill/restart, %d failed", total, failed)
+	if failed > 0 {
+		t.Fatalf("%d of %d requests failed across the server restart; first: %s", failed, total, first)
 	}
 	if errs, err := errorsAfterReconnect(harness.ReadFile(logFile)); err != nil {
 		t.Fatalf("%v; log:\n%s", err, harness.ReadFile(logFile))
