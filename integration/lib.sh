@@ -27,9 +27,12 @@
 #                                runs CMD with its output in LOGFILE, saying it
 #                                is still busy every 10 s; on failure shows the
 #                                end of LOGFILE and exits with CMD's status
-#   build_caddy OUT              builds caddy with this module from the working
+#   build_caddy OUT [untrimmed]  builds caddy with this module from the working
 #                                tree (xcaddy) into the file OUT, unless OUT is
-#                                up to date; progress through say
+#                                up to date; progress through say. untrimmed:
+#                                with cgo and without -trimpath, as go vet and
+#                                go test compile, so that they reuse the
+#                                packages compiled here
 #
 # TIMEOUT_S and GRACE_S may have a fraction: 2.5.
 
@@ -145,8 +148,14 @@ run_long() {
 }
 
 build_caddy() {
-	local out=$1 dir caddy_version key
+	local out=$1 mode=${2:-} dir caddy_version key
 	local module=github.com/caddy-discovery/caddy-discovery
+	# xcaddy's default flags (-trimpath, no cgo), or the untrimmed build's:
+	# any XCADDY_GO_BUILD_FLAGS replaces the defaults.
+	local flags=(CGO_ENABLED=0)
+	if [[ $mode == untrimmed ]]; then
+		flags=(CGO_ENABLED=1 XCADDY_GO_BUILD_FLAGS=-buildvcs=false)
+	fi
 	dir=$(dirname "$out")
 	mkdir -p "$dir"
 	if ! command -v xcaddy >/dev/null; then
@@ -159,7 +168,7 @@ build_caddy() {
 	[[ -n $caddy_version ]] || { log "cannot find the caddy version in $_lib_root/go.mod"; return 1; }
 	# Rebuild when the module's sources, caddy, xcaddy or Go change.
 	key=$({
-		echo "$caddy_version $(go env GOVERSION) $(command -v xcaddy) $_lib_root"
+		echo "$caddy_version $(go env GOVERSION) $(command -v xcaddy) $_lib_root $mode"
 		cd "$_lib_root" && find . -path ./.git -prune -o -type f \( -name '*.go' ! -name '*_test.go' -o -name go.mod -o -name go.sum \) -print |
 			LC_ALL=C sort | xargs sha256sum
 	} | sha256sum | cut -d' ' -f1)
@@ -173,7 +182,7 @@ build_caddy() {
 	# module through the replacement alone; without one it asks the module
 	# proxy for the latest published version first, and fails offline.
 	run_long "building caddy" "$dir/xcaddy-build.log" \
-		env CGO_ENABLED=0 GOFLAGS=-buildvcs=false xcaddy build "$caddy_version" \
+		env "${flags[@]}" GOFLAGS=-buildvcs=false xcaddy build "$caddy_version" \
 		--output "$out.tmp" --with "$module@v0.0.0-00010101000000-000000000000=$_lib_root"
 	mv "$out.tmp" "$out"
 	echo "$key" >"$out.key"

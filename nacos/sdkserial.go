@@ -37,9 +37,9 @@ import (
 // unlocked, but it re-subscribes only what was subscribed when it started:
 // nothing, unless its goroutine stalled until our first Subscribe.
 
-// serialize makes nc's push handler and connection listener hold mu. It
-// returns an error, having changed nothing, when nc is not laid out as in
-// nacos-sdk-go v2.3.5.
+// serialize makes the push handler and connection listener of the SDK
+// client c hold mu. It returns an error, having changed nothing, when c is
+// not laid out as in nacos-sdk-go v2.3.5.
 func serialize(c naming_client.INamingClient, mu *sync.Mutex) error {
 	nc, ok := c.(*naming_client.NamingClient)
 	if !ok {
