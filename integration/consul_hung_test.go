@@ -59,17 +59,7 @@ func TestConsulServerHung(t *testing.T) {
 	}
 	resumed.Store(true)
 	continued := time.Now()
-	harness.Eventually(t, 10*time.Second, func() error {
-		if got := discoveryMetric(t, "caddy_discovery_connected", "connection", conn); got != 1 {
-			return fmt.Errorf("caddy_discovery_connected = %v", got)
-		}
-		for _, e := range consulDump() {
-			if e.Error != "" {
-				return fmt.Errorf("the dump still has an error: %s", e.Error)
-			}
-		}
-		return nil
-	})
+	expectConsulConnected(t, 10*time.Second, conn)
 	t.Logf("connection back %s after SIGCONT", time.Since(continued).Round(time.Millisecond))
 	c.register(t, ib)
 	registered := time.Now()

@@ -394,6 +394,23 @@ func expectConsul(t *testing.T, cd *harness.Caddy, timeout time.Duration, name s
 	return took
 }
 
+// expectConsulConnected polls until the connection conn is up
+// (caddy_discovery_connected) and no consul source shows an error.
+func expectConsulConnected(t *testing.T, timeout time.Duration, conn string) {
+	t.Helper()
+	harness.Eventually(t, timeout, func() error {
+		if got := discoveryMetric(t, "caddy_discovery_connected", "connection", conn); got != 1 {
+			return fmt.Errorf("caddy_discovery_connected = %v", got)
+		}
+		for _, e := range consulDump() {
+			if e.Error != "" {
+				return fmt.Errorf("the dump still has an error: %s", e.Error)
+			}
+		}
+		return nil
+	})
+}
+
 // expectConsulError polls until the one consul source's error in the admin
 // dump contains every part.
 func expectConsulError(t *testing.T, timeout time.Duration, parts ...string) string {
@@ -704,17 +721,7 @@ func TestConsulRestart(t *testing.T) {
 	t.Logf("while Consul is down: %s", msg)
 	time.Sleep(3 * time.Second)
 	c.start(t)
-	harness.Eventually(t, 30*time.Second, func() error {
-		if got := discoveryMetric(t, "caddy_discovery_connected", "connection", conn); got != 1 {
-			return fmt.Errorf("caddy_discovery_connected = %v", got)
-		}
-		for _, e := range consulDump() {
-			if e.Error != "" {
-				return fmt.Errorf("the dump still has an error: %s", e.Error)
-			}
-		}
-		return nil
-	})
+	expectConsulConnected(t, 30*time.Second, conn)
 	c.register(t, id)
 	cd.ExpectBackends(t, 2*time.Second, "a", "b", "d")
 	total, failed, first := tr.outcome()
