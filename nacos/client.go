@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/nacos-group/nacos-sdk-go/v2/clients"
 	"github.com/nacos-group/nacos-sdk-go/v2/model"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 	"go.uber.org/zap"
@@ -64,18 +63,7 @@ type tuning struct {
 // timings.
 func defaultTuning() *tuning {
 	return &tuning{
-		newNaming: func(p vo.NacosClientParam, sdk *sync.Mutex) (namingClient, error) {
-			c, err := clients.NewNamingClient(p)
-			if err != nil {
-				return nil, err
-			}
-			if err := serialize(c, sdk); err != nil {
-				// Another SDK version than go.mod's: its own locking is all
-				// there is (v2.3.5's races are fixed upstream).
-				caddy.Log().Named("nacos").Debug("nacos client not serialized", zap.Error(err))
-			}
-			return c, nil
-		},
+		newNaming:      newSDKClient,
 		healthInterval: 2 * time.Second,
 		closeTimeout:   5 * time.Second,
 		reconnectGrace: 10 * time.Second,

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/nacos-group/nacos-sdk-go/v2/clients"
 	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client"
 	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client/naming_cache"
 	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client/naming_grpc"
@@ -15,6 +17,9 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/common/remote/rpc"
 	"github.com/nacos-group/nacos-sdk-go/v2/common/remote/rpc/rpc_request"
 	"github.com/nacos-group/nacos-sdk-go/v2/common/remote/rpc/rpc_response"
+	"github.com/nacos-group/nacos-sdk-go/v2/util"
+	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+	"go.uber.org/zap"
 )
 
 // An SDK naming client processes a service's instance list on three
@@ -36,6 +41,53 @@ import (
 // listeners before serialize replaced them. That re-subscription runs
 // unlocked, but it re-subscribes only what was subscribed when it started:
 // nothing, unless its goroutine stalled until our first Subscribe.
+
+// The SDK's clients also share state without locks. It keeps every
+// client's connection in a process-wide map, which NewNamingClient adds to
+// under the SDK's lock but CloseClient deletes from without it
+// (RpcClient.Shutdown), and it looks up the local IP for its requests once,
+// lazily, in an unguarded global (util.LocalIP). A client created while
+// another closes (a reload that changes the servers, two server sets)
+// races on the map, and Go aborts the process on such a race when it
+// catches it ("concurrent map read and map write"). sdkClients makes
+// creating and closing SDK clients exclusive, and the first creation
+// settles the local IP before any client runs. A close can hang while the
+// SDK re-subscribes to an unreachable server (nacos-sdk-go #912), for at
+// most the request timeout here, since our own subscriptions are gone
+// before a client closes; a creation waits for it, on the client's own
+// goroutine, never in a reload.
+var (
+	sdkClients sync.Mutex
+	localIP    sync.Once
+)
+
+// newSDKClient creates an SDK naming client whose processing of pushes and
+// re-subscriptions holds sdk (see serialize) and whose CloseClient holds
+// sdkClients.
+func newSDKClient(p vo.NacosClientParam, sdk *sync.Mutex) (namingClient, error) {
+	sdkClients.Lock()
+	defer sdkClients.Unlock()
+	localIP.Do(func() { util.LocalIP() })
+	c, err := clients.NewNamingClient(p)
+	if err != nil {
+		return nil, err
+	}
+	if err := serialize(c, sdk); err != nil {
+		// Another SDK version than go.mod's: its own locking is all there
+		// is (v2.3.5's races are fixed upstream).
+		caddy.Log().Named("nacos").Debug("nacos client not serialized", zap.Error(err))
+	}
+	return closeExclusive{c}, nil
+}
+
+// closeExclusive is an SDK naming client that closes holding sdkClients.
+type closeExclusive struct{ naming_client.INamingClient }
+
+func (c closeExclusive) CloseClient() {
+	sdkClients.Lock()
+	defer sdkClients.Unlock()
+	c.INamingClient.CloseClient()
+}
 
 // serialize makes the push handler and connection listener of the SDK
 // client c hold mu. It returns an error, having changed nothing, when c is

@@ -31,3 +31,38 @@ func TestSerializeFindsTheSDKsInternals(t *testing.T) {
 		t.Fatalf("serialize: %v", err)
 	}
 }
+
+// TestSDKClientsCreateWhileOthersClose: SDK clients created while others
+// close, as a reload that changes the servers does. nacos-sdk-go v2.3.5
+// deletes a closing client from its process-wide client map without the
+// lock that creating one takes; -race reports that unless the tuning's
+// newNaming serializes the two (sdkClients). Without -race this can abort
+// the process ("concurrent map read and map write").
+func TestSDKClientsCreateWhileOthersClose(t *testing.T) {
+	redirectSDKLogs()
+	newNaming := defaultTuning().newNaming
+	dir := t.TempDir()
+	param := func() vo.NacosClientParam { // the SDK writes into it: one each
+		return vo.NacosClientParam{
+			ClientConfig: &constant.ClientConfig{
+				TimeoutMs: 200, NotLoadCacheAtStart: true, CacheDir: dir, LogDir: dir,
+			},
+			// Nothing listens there: the clients start without a connection.
+			ServerConfigs: []constant.ServerConfig{{IpAddr: "127.0.0.1", Port: 1, GrpcPort: 1}},
+		}
+	}
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for range 10 {
+				c, err := newNaming(param(), new(sync.Mutex))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				c.CloseClient()
+			}
+		})
+	}
+	wg.Wait()
+}
