@@ -88,6 +88,9 @@ func (c *consulAgent) run(script string) error {
 
 func (c *consulAgent) start(t testing.TB) {
 	t.Helper()
+	if err := harness.CheckPorts(c.port, c.port+1, c.port+2, c.port+3); err != nil {
+		t.Fatal(err)
+	}
 	start := c.run
 	if c.persistent {
 		start = c.startPersistent

@@ -33,11 +33,11 @@
 #      80 -> targetPort 8080, selector app=web), Pods with status written
 #      through pods/status; the controller-manager makes the EndpointSlices;
 #   5. starts Polaris (integration/start-polaris.sh), whose Nacos API is on
-#      127.0.0.1:$NACOS_HTTP_PORT (default 8848, or 38848 if 8848, 9848 or
+#      127.0.0.1:$NACOS_HTTP_PORT (default 8848, or 1848 if 8848, 9848 or
 #      10848 is taken; gRPC on +1000, Polaris's own gRPC on +2000) and its
-#      Eureka API on 127.0.0.1:$EUREKA_PORT (default 8761, or 38761), and a
+#      Eureka API on 127.0.0.1:$EUREKA_PORT (default 8761, or 1761), and a
 #      Consul dev agent (integration/start-consul.sh) on
-#      127.0.0.1:$CONSUL_HTTP_PORT (default 8500, or 38500; server RPC and
+#      127.0.0.1:$CONSUL_HTTP_PORT (default 8500, or 1500; server RPC and
 #      serf on -200..-198: 8300-8302; gRPC TLS on 8503);
 #   6. runs caddy with integration/demo/Caddyfile on 127.0.0.1:8080 (k8s),
 #      :8081 (nacos), :8082 (nacos, metadata version=v2 only), :8083
@@ -142,31 +142,33 @@ fi
 port_open 8080 && die "127.0.0.1:8080 is already in use"
 port_open 2019 && die "localhost:2019 (caddy's admin endpoint) is already in use; is another caddy running?"
 for port in 8081 8082 8083 8084 8085; do port_open $port && die "127.0.0.1:$port is already in use"; done
-# Nacos's usual port if it and its +1000/+2000 companions are free, else 38848.
+# Nacos's usual port if it and its +1000/+2000 companions are free, else 1848.
+# (Fallbacks stay below the ephemeral ports, 32768 and up, which outgoing
+# connections may hold.)
 nacos_ports_free() { ! port_open "$1" && ! port_open $(($1 + 1000)) && ! port_open $(($1 + 2000)); }
 if [[ -z ${NACOS_HTTP_PORT:-} ]]; then
 	NACOS_HTTP_PORT=8848
-	nacos_ports_free 8848 || NACOS_HTTP_PORT=38848
+	nacos_ports_free 8848 || NACOS_HTTP_PORT=1848
 fi
 nacos_ports_free "$NACOS_HTTP_PORT" || die "127.0.0.1:$NACOS_HTTP_PORT, +1000 or +2000 is already in use; set NACOS_HTTP_PORT"
 export NACOS_HTTP_PORT
 unset POLARIS_GRPC_PORT # start-polaris.sh: NACOS_HTTP_PORT + 2000
 NACOS=127.0.0.1:$NACOS_HTTP_PORT
-# Eureka's usual port if free, else 38761.
+# Eureka's usual port if free, else 1761.
 if [[ -z ${EUREKA_PORT:-} ]]; then
 	EUREKA_PORT=8761
-	port_open 8761 && EUREKA_PORT=38761
+	port_open 8761 && EUREKA_PORT=1761
 fi
 port_open "$EUREKA_PORT" && die "127.0.0.1:$EUREKA_PORT is already in use; set EUREKA_PORT"
 # Consul's usual ports if free: HTTP 8500, server RPC 8300, serf LAN and WAN
-# 8301 and 8302; else 38500 and 38300-38302. Not start-consul.sh's HTTP+1..+3:
+# 8301 and 8302; else 1500 and 1300-1302. Not start-consul.sh's HTTP+1..+3:
 # a Consul server also opens gRPC TLS on 8503 (-dev leaves it on), so serf
 # WAN on 8503 makes the agent exit.
 consul_ports() { echo "$1" $(($1 - 200)) $(($1 - 199)) $(($1 - 198)); }
 consul_ports_free() { local p; for p in $(consul_ports "$1"); do ! port_open "$p" || return 1; done; }
 if [[ -z ${CONSUL_HTTP_PORT:-} ]]; then
 	CONSUL_HTTP_PORT=8500
-	consul_ports_free 8500 || CONSUL_HTTP_PORT=38500
+	consul_ports_free 8500 || CONSUL_HTTP_PORT=1500
 fi
 if ! [[ $CONSUL_HTTP_PORT =~ ^[0-9]+$ ]] || ((CONSUL_HTTP_PORT <= 1200 || CONSUL_HTTP_PORT > 65535)); then
 	die "CONSUL_HTTP_PORT must be a port above 1200 (server RPC and serf use it -200..-198), not $CONSUL_HTTP_PORT"

@@ -27,8 +27,8 @@ import (
 // Polaris's own gRPC +2000) and its Eureka API's port, apart from the other
 // tests' servers.
 const (
-	eurekaPolarisNacosPort = 45848
-	eurekaPolarisPort      = 48761
+	eurekaPolarisNacosPort = 14848
+	eurekaPolarisPort      = 14761
 )
 
 // eurekaRegistrar registers instances through the Eureka API as a Java

@@ -16,8 +16,8 @@ import (
 // servers: its Nacos port (gRPC +1000, Polaris's own gRPC +2000) and its
 // Eureka API's port.
 const (
-	eurekaRestartNacosPort = 41848
-	eurekaRestartPort      = 41761
+	eurekaRestartNacosPort = 4848
+	eurekaRestartPort      = 4761
 )
 
 // logLines returns the lines of a Caddy JSON log with the given message.

@@ -56,8 +56,9 @@ import (
 
 // Ports of the fault tests' own servers, apart from the shared ones
 // (16443/23790, 18848), TestKubernetesMultiCluster's (16444/23800),
-// TestNacosServerRestart's (28848) and the demo's; Caddy listens on a port
-// of its own too.
+// TestNacosServerRestart's (28848) and the demo's, and below the kernel's
+// ephemeral ports (harness.CheckPorts); Caddy listens on a port of its own
+// too.
 const (
 	faultCaddyPort    = 18100
 	faultKubePort     = 16453 // the API server Caddy talks to ("A")
@@ -684,10 +685,7 @@ func faultPolaris(t testing.TB) *polaris {
 			_ = exec.Command("./stop-polaris.sh", dir).Run()
 			_ = os.RemoveAll(dir)
 		})
-		cmd := exec.Command("./start-polaris.sh", dir)
-		cmd.Env = append(os.Environ(), fmt.Sprintf("NACOS_HTTP_PORT=%d", faultNacosPort))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			faultPolErr = fmt.Errorf("%v\n%s", err, out)
+		if faultPolErr = polarisScript("start-polaris.sh", dir, faultNacosPort); faultPolErr != nil {
 			return
 		}
 		faultPol = &polaris{dir: dir, port: faultNacosPort}

@@ -17,6 +17,10 @@ import (
 	"github.com/caddy-discovery/caddy-discovery/integration/harness"
 )
 
+// The Nacos port of the login test's own server (gRPC +1000, Polaris's own
+// gRPC +2000).
+const nacosAuthPort = 11848
+
 // The user that start-polaris.sh's POLARIS_NACOS_AUTH=1 server knows:
 // Polaris's built-in account.
 const polarisUser, polarisPassword = "polaris", "polaris"
@@ -69,7 +73,7 @@ func register(c naming_client.INamingClient, in instance) (bool, error) {
 // registrations too: one made without logging in is refused.
 func TestNacosLogin(t *testing.T) {
 	dir := t.TempDir()
-	p := &polaris{dir: dir, port: 38848}
+	p := &polaris{dir: dir, port: nacosAuthPort}
 	p.script(t, "start-polaris.sh", "POLARIS_NACOS_AUTH=1")
 	t.Cleanup(func() { p.stop(t) })
 	n := harness.NewNetns(t)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -46,11 +47,32 @@ func startPolaris(t testing.TB, dir string, port int) *polaris {
 
 func (p *polaris) script(t testing.TB, name string, env ...string) {
 	t.Helper()
-	cmd := exec.Command("./"+name, p.dir)
-	cmd.Env = append(os.Environ(), append(env, fmt.Sprintf("NACOS_HTTP_PORT=%d", p.port))...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, p.dir, err, out)
+	if err := polarisScript(name, p.dir, p.port, env...); err != nil {
+		t.Fatal(err)
 	}
+}
+
+// polarisScript runs start-polaris.sh or stop-polaris.sh for the server in
+// dir whose Nacos HTTP port is port, with env added to the environment.
+func polarisScript(name, dir string, port int, env ...string) error {
+	if name == "start-polaris.sh" {
+		ports := []int{port, port + 1000, port + 2000}
+		for _, e := range env {
+			if v, ok := strings.CutPrefix(e, "EUREKA_PORT="); ok {
+				n, _ := strconv.Atoi(v)
+				ports = append(ports, n)
+			}
+		}
+		if err := harness.CheckPorts(ports...); err != nil {
+			return err
+		}
+	}
+	cmd := exec.Command("./"+name, dir)
+	cmd.Env = append(os.Environ(), append(env, fmt.Sprintf("NACOS_HTTP_PORT=%d", port))...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s %s: %v\n%s", name, dir, err, out)
+	}
+	return nil
 }
 
 func (p *polaris) start(t testing.TB) { t.Helper(); p.script(t, "start-polaris.sh") }
@@ -77,11 +99,8 @@ func sharedPolaris(t testing.TB) *polaris {
 			return
 		}
 		p := &polaris{dir: dir, port: 18848}
-		cmd := exec.Command("./start-polaris.sh", dir)
 		// its Eureka API too, for the eureka source's tests
-		cmd.Env = append(os.Environ(), "NACOS_HTTP_PORT=18848", fmt.Sprintf("EUREKA_PORT=%d", sharedEurekaPort))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			polarisErr = fmt.Errorf("%v\n%s", err, out)
+		if polarisErr = polarisScript("start-polaris.sh", dir, p.port, fmt.Sprintf("EUREKA_PORT=%d", sharedEurekaPort)); polarisErr != nil {
 			return
 		}
 		sharedPol = p

@@ -7,7 +7,7 @@
 # Services in the namespace. A measurement, not a test: .ci/run never runs
 # it (build tag `scale`). Needs root and the servers that
 # integration/build-kube.sh and build-polaris.sh build (cached); starts
-# servers of its own on ports 16483, 23850-23851 and 33848-35848.
+# servers of its own on ports 16483, 23850-23851 and 11858, 12858 and 13858.
 #
 #   integration/scale.sh [go test flags]
 #

@@ -104,7 +104,7 @@ import (
 const (
 	scKubePort  = 16483
 	scEtcdPort  = 23850 // and 23851 (peer)
-	scNacosPort = 33848 // gRPC 34848, Polaris's own gRPC 35848
+	scNacosPort = 11858 // gRPC 12858, Polaris's own gRPC 13858
 	scTargetRSS = 1024  // bytes of RSS per cached endpoint, the target
 	scPort      = 8080  // the endpoints' port
 )

@@ -39,6 +39,9 @@ type Kube struct {
 // StartKube starts a control plane with its apiserver on port and etcd on
 // etcdPort, both on 127.0.0.1. Stop it with Stop.
 func StartKube(dir string, port, etcdPort int) (*Kube, error) {
+	if err := CheckPorts(port, etcdPort, etcdPort+1); err != nil {
+		return nil, err
+	}
 	cmd := exec.Command("bash", filepath.Join(ScriptDir(), "start-kube.sh"), dir)
 	cmd.Env = append(os.Environ(), "KUBE_PORT="+strconv.Itoa(port), "ETCD_PORT="+strconv.Itoa(etcdPort), "KCM_PORT=0")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
