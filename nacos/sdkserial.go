@@ -47,26 +47,28 @@ import (
 // under the SDK's lock but CloseClient deletes from without it
 // (RpcClient.Shutdown), and it looks up the local IP for its requests once,
 // lazily, in an unguarded global (util.LocalIP). A client created while
-// another closes (a reload that changes the servers, two server sets)
-// races on the map, and Go aborts the process on such a race when it
-// catches it ("concurrent map read and map write"). sdkClients makes
-// creating and closing SDK clients exclusive, and the first creation
-// settles the local IP before any client runs. A close can hang while the
-// SDK re-subscribes to an unreachable server (nacos-sdk-go #912), for at
-// most the request timeout here, since our own subscriptions are gone
-// before a client closes; a creation waits for it, on the client's own
-// goroutine, never in a reload.
+// another closes (a reload that changes a server's settings) races on the
+// map, and Go aborts the process on such a race when it catches it
+// ("concurrent map read and map write"). So a close excludes everything
+// else (sdkClients.Lock) while creations, which the SDK's lock already
+// keeps apart, may run together (RLock): a server set that hangs while its
+// client connects (up to 3 × 3 s) delays closes, never the other server
+// sets' clients. The first creation settles the local IP before any client
+// runs. A close can hang while the SDK re-subscribes to an unreachable
+// server (nacos-sdk-go #912), for at most the request timeout here, since
+// our own subscriptions are gone before a client closes. Both run on
+// background goroutines, never in a reload.
 var (
-	sdkClients sync.Mutex
+	sdkClients sync.RWMutex
 	localIP    sync.Once
 )
 
 // newSDKClient creates an SDK naming client whose processing of pushes and
-// re-subscriptions holds sdk (see serialize) and whose CloseClient holds
-// sdkClients.
+// re-subscriptions holds sdk (see serialize) and which closes exclusively
+// (see sdkClients).
 func newSDKClient(p vo.NacosClientParam, sdk *sync.Mutex) (namingClient, error) {
-	sdkClients.Lock()
-	defer sdkClients.Unlock()
+	sdkClients.RLock()
+	defer sdkClients.RUnlock()
 	localIP.Do(func() { util.LocalIP() })
 	c, err := clients.NewNamingClient(p)
 	if err != nil {
