@@ -413,7 +413,8 @@ func TestKubernetesReloadKeepsOneWatch(t *testing.T) {
 
 // TestKubernetesPropagationLatency measures, against the real API server,
 // the time from an EndpointSlice update returning to Caddy proxying to the
-// new endpoint, over 200 updates. It reports; it does not judge (machines
+// new endpoint, over 50 updates (PROPAGATION_CHANGES). It reports; it does
+// not judge (machines
 // are noisy): see the README's performance section.
 func TestKubernetesPropagationLatency(t *testing.T) {
 	k := sharedKube(t)
@@ -438,7 +439,7 @@ func TestKubernetesPropagationLatency(t *testing.T) {
 	c := harness.StartCaddy(t, caddyPort, k8sProxy(map[string]any{"service": "latency/web:http", "kubeconfig": filepath.Join(k.Dir, "admin.kubeconfig")}), "")
 	c.ExpectBackends(t, 10*time.Second, "a")
 
-	const updates = 200
+	updates := propagationChanges(t, 50)
 	var lat []time.Duration
 	names := map[netip.Addr]string{a: "a", b: "b"}
 	for i := range updates {

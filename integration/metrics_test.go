@@ -37,6 +37,27 @@ type publishShare struct {
 	sum              float64
 }
 
+// p99Over reports whether more than 1% of n samples took too long (p99
+// over the bound), allowing one outlier among fewer than 100: a GC pause or
+// a descheduled goroutine on a busy CI machine.
+func p99Over(slow, n uint64) bool { return slow > max(1, n/100) }
+
+// propagationChanges is how many changes a propagation test measures:
+// PROPAGATION_CHANGES when set (the README's figures say how many), else n,
+// enough for CI to check the bounds.
+func propagationChanges(t testing.TB, n int) int {
+	t.Helper()
+	v := os.Getenv("PROPAGATION_CHANGES")
+	if v == "" {
+		return n
+	}
+	c, err := strconv.Atoi(v)
+	if err != nil || c < 2 {
+		t.Fatalf("PROPAGATION_CHANGES=%q: want a number of changes, at least 2", v)
+	}
+	return c
+}
+
 // publishShareOf reads the histogram name over the samples whose labels
 // include every given name, value pair.
 func publishShareOf(t testing.TB, name string, labels ...string) publishShare {
