@@ -50,7 +50,7 @@ go mod download
 log "downloaded in $((SECONDS - t))s"
 
 t=$SECONDS
-log "building consul (cold: 6-11 min on 2 cores, ~1.8 GB RAM)"
+log "building consul (cold: ~5 min on an idle 2-core box, ~1.8 GB RAM)"
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN.tmp" .
 log "built in $((SECONDS - t))s"
 "$BIN.tmp" version | grep -q "^Consul ${CONSUL_VERSION}\$" ||
