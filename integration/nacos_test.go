@@ -500,10 +500,10 @@ func errorsAfterReconnect(log string) ([]string, error) {
 
 // TestNacosPropagation measures, over 30 changes (PROPAGATION_CHANGES), the
 // time from a register or deregister call returning to the change being
-// visible in requests, and
-// Caddy's own share (SDK callback to published snapshot). It reports the
-// end-to-end figures (the server's 1 s push tick dominates them) and fails
-// only if Caddy's own share is missing or its p99 exceeds 5 ms.
+// visible in requests, and Caddy's own share (SDK callback to published
+// snapshot). It reports the end-to-end figures (the server's 1 s push tick
+// dominates them) and fails only if Caddy's own share is missing or its p99
+// exceeds 5 ms.
 func TestNacosPropagation(t *testing.T) {
 	p := sharedPolaris(t)
 	n := harness.NewNetns(t)

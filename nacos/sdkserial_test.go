@@ -15,14 +15,7 @@ import (
 // drop or adapt sdkserial.go.
 func TestSerializeFindsTheSDKsInternals(t *testing.T) {
 	redirectSDKLogs()
-	dir := t.TempDir()
-	nc, err := clients.NewNamingClient(vo.NacosClientParam{
-		ClientConfig: &constant.ClientConfig{
-			TimeoutMs: 200, NotLoadCacheAtStart: true, CacheDir: dir, LogDir: dir,
-		},
-		// Nothing listens there: the client starts without a connection.
-		ServerConfigs: []constant.ServerConfig{{IpAddr: "127.0.0.1", Port: 1, GrpcPort: 1}},
-	})
+	nc, err := clients.NewNamingClient(unreachable(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,20 +35,11 @@ func TestSDKClientsCreateWhileOthersClose(t *testing.T) {
 	redirectSDKLogs()
 	newNaming := defaultTuning().newNaming
 	dir := t.TempDir()
-	param := func() vo.NacosClientParam { // the SDK writes into it: one each
-		return vo.NacosClientParam{
-			ClientConfig: &constant.ClientConfig{
-				TimeoutMs: 200, NotLoadCacheAtStart: true, CacheDir: dir, LogDir: dir,
-			},
-			// Nothing listens there: the clients start without a connection.
-			ServerConfigs: []constant.ServerConfig{{IpAddr: "127.0.0.1", Port: 1, GrpcPort: 1}},
-		}
-	}
 	var wg sync.WaitGroup
 	for range 2 {
 		wg.Go(func() {
 			for range 10 {
-				c, err := newNaming(param(), new(sync.Mutex))
+				c, err := newNaming(unreachable(dir), new(sync.Mutex)) // the SDK writes into it: one each
 				if err != nil {
 					t.Error(err)
 					return
@@ -65,4 +49,15 @@ func TestSDKClientsCreateWhileOthersClose(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// unreachable is the parameters of an SDK client whose server does not
+// exist: nothing listens there, so the client starts without a connection.
+func unreachable(dir string) vo.NacosClientParam {
+	return vo.NacosClientParam{
+		ClientConfig: &constant.ClientConfig{
+			TimeoutMs: 200, NotLoadCacheAtStart: true, CacheDir: dir, LogDir: dir,
+		},
+		ServerConfigs: []constant.ServerConfig{{IpAddr: "127.0.0.1", Port: 1, GrpcPort: 1}},
+	}
 }
