@@ -13,13 +13,9 @@ import (
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
 
+	"github.com/caddy-discovery/caddy-discovery/tokenfile"
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
-
-// pool shares clients and long-polls between all upstream sources of all
-// loaded configs: a reload provisions the new config (which finds the
-// running clients and long-polls here) before it cleans up the old one.
-var pool = caddy.NewUsagePool()
 
 // Timings of the client's background checks; tests shorten them.
 var (
@@ -48,6 +44,7 @@ var (
 // logged once when it fails and once when it works again, and every
 // long-poll through the client shows it as its trouble.
 type client struct {
+	key   string // in the pool
 	name  string // the server's name in the consul app, "" for a source's own fields
 	where string // for messages
 	conn  string // the connection label of the metrics
@@ -56,8 +53,8 @@ type client struct {
 	// active is the index of the address requests go to.
 	active atomic.Int32
 	base   *http.Transport
-	file   *tokenFile // nil without token_file
-	token  bool       // a token or token_file is set
+	file   *tokenfile.File // nil without token_file
+	token  bool            // a token or token_file is set
 
 	problem *upstreams.Condition
 	link    *upstreams.Link
@@ -92,7 +89,7 @@ func newClient(name string, e endpoint) (*client, error) {
 	c.base = base
 	tr := &transport{next: base, token: e.token}
 	if e.tokenFile != "" {
-		c.file = &tokenFile{path: e.tokenFile}
+		c.file = newTokenFile(e.tokenFile)
 		tr.file = c.file
 	}
 	hc := &http.Client{Transport: tr}
@@ -198,7 +195,7 @@ func (c *client) reached() {
 // condition logs it once, and the long-polls show it as their trouble.
 func (c *client) setProblem(err error) {
 	if c.problem.Set(err) {
-		c.each((*watch).troubled)
+		c.each(func(w *watch) { w.fan.Troubled() })
 	}
 }
 
@@ -209,7 +206,7 @@ func (c *client) connProblem() error { return c.problem.Err() }
 // file changes, so that a rotated token takes effect at once rather than
 // when the ongoing long-polls end.
 func (c *client) checkToken() {
-	last, _ := c.file.get()
+	last, _ := c.file.Get()
 	t := time.NewTicker(tokenCheckInterval)
 	defer t.Stop()
 	for {
@@ -218,10 +215,10 @@ func (c *client) checkToken() {
 			return
 		case <-t.C:
 		}
-		if tok, err := c.file.get(); err == nil && tok != last {
+		if tok, err := c.file.Get(); err == nil && tok != last {
 			last = tok
 			caddy.Log().Named("consul").Info("consul token file changed; restarting the long-polls with the new token",
-				zap.String("server", c.where), zap.String("token_file", c.file.path))
+				zap.String("server", c.where), zap.String("token_file", c.file.Path))
 			c.each((*watch).restart)
 		}
 	}
@@ -260,14 +257,16 @@ func (c *client) Destruct() error {
 	return nil
 }
 
-// acquireClient returns the pooled client for e, creating it if needed: one
-// per (addresses, TLS settings, token). The caller must release it with
-// pool.Delete(key).
-func acquireClient(name string, e endpoint) (c *client, key string, err error) {
-	key = "consul/client/" + e.fingerprint()
-	v, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) { return newClient(name, e) })
-	if err != nil {
-		return nil, "", err
-	}
-	return v.(*client), key, nil
+// acquireClient returns the pooled client of the connection e, named name
+// in the consul app ("" for a source's own fields), creating it if needed,
+// and holds it for src.
+func acquireClient(src *upstreams.Source, name string, e endpoint) (*client, error) {
+	key := "consul/client/" + e.fingerprint(name)
+	return upstreams.Acquire(src, key, func() (*client, error) {
+		c, err := newClient(name, e)
+		if c != nil {
+			c.key = key
+		}
+		return c, err
+	})
 }

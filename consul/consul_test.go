@@ -230,7 +230,7 @@ func expectDials(t *testing.T, u *ConsulUpstreams, want ...string) {
 func expectErr(t *testing.T, u *ConsulUpstreams, want ...string) {
 	t.Helper()
 	upstreamstest.Eventually(t, 5*time.Second, func() error {
-		err := u.pub.Load().Err()
+		err := u.Snapshot().Err()
 		if err == nil {
 			return errors.New("no error")
 		}
@@ -259,7 +259,7 @@ func TestLongPollFollowsChanges(t *testing.T) {
 	}
 	_ = app.Start()
 	expectDials(t, u, "10.0.0.1:80")
-	if err := u.pub.Load().Err(); err != nil {
+	if err := u.Snapshot().Err(); err != nil {
 		t.Errorf("after the first answer: %v", err)
 	}
 
@@ -457,7 +457,7 @@ func TestOutage(t *testing.T) {
 	n := len(f.requests())
 	f.failNext(0, 0, "")
 	expectDials(t, u, "10.0.0.2:80")
-	if err := u.pub.Load().Err(); err != nil {
+	if err := u.Snapshot().Err(); err != nil {
 		t.Errorf("after the outage: %v", err)
 	}
 	if reqs := f.requests(); len(reqs) <= n {
@@ -531,7 +531,7 @@ func TestDiagnosis(t *testing.T) {
 	u := testSource(t, app, &ConsulUpstreams{Service: "web", Tags: []string{"v2"}, Server: conn})
 	_ = app.Start()
 	expectErr(t, u, `service "web" is not registered`, "the agent's datacenter has no instance of it", "consul catalog services")
-	kinds := upstreams.ProblemKinds(u.pub.Load().Err())
+	kinds := upstreams.ProblemKinds(u.Snapshot().Err())
 	if !slices.Equal(kinds, []upstreams.ProblemKind{upstreams.KindNotFound}) {
 		t.Errorf("kinds %v, want not_found", kinds)
 	}
@@ -542,11 +542,11 @@ func TestDiagnosis(t *testing.T) {
 	expectErr(t, u, `service "web" has no passing instance (selecting tags v2): of 3 instances, 1 in maintenance, 1 critical, 1 warning: none passes`)
 	f.set("web", entry("web", "10.0.0.1", 80, api.HealthPassing, "v1"))
 	expectErr(t, u, "of 1 instances, 1 passing: no passing one has all the tags v2")
-	if err := u.pub.Load().Err().Error(); strings.Contains(err, ";") {
+	if err := u.Snapshot().Err().Error(); strings.Contains(err, ";") {
 		t.Errorf("the error has more than the reason: %s", err)
 	}
-	if !slices.Equal(upstreams.ProblemKinds(u.pub.Load().Err()), []upstreams.ProblemKind{upstreams.KindNoBackends}) {
-		t.Errorf("kinds %v, want no_backends", upstreams.ProblemKinds(u.pub.Load().Err()))
+	if !slices.Equal(upstreams.ProblemKinds(u.Snapshot().Err()), []upstreams.ProblemKind{upstreams.KindNoBackends}) {
+		t.Errorf("kinds %v, want no_backends", upstreams.ProblemKinds(u.Snapshot().Err()))
 	}
 	f.set("web", entry("web", "10.0.0.1", 80, api.HealthPassing, "v2"))
 	expectDials(t, u, "10.0.0.1:80")
@@ -573,7 +573,7 @@ func TestACL(t *testing.T) {
 	expectErr(t, u, `hides the instances of service "web" from the ACL token`,
 		`give the token a policy with service "web" { policy = "read" } and node_prefix "" { policy = "read" }`)
 	expectErr(t, anon, `its ACLs deny by default and no token is set, so Consul shows the anonymous token nothing`, "set token or token_file")
-	if k := upstreams.ProblemKinds(u.pub.Load().Err()); !slices.Equal(k, []upstreams.ProblemKind{upstreams.KindForbidden}) {
+	if k := upstreams.ProblemKinds(u.Snapshot().Err()); !slices.Equal(k, []upstreams.ProblemKind{upstreams.KindForbidden}) {
 		t.Errorf("kinds %v, want forbidden", k)
 	}
 
@@ -583,12 +583,12 @@ func TestACL(t *testing.T) {
 	f.set("web", entry("web", "10.0.0.1", 80, api.HealthPassing))
 	expectErr(t, u, "rejected the ACL token", "ACL not found", "the token does not exist; check token or token_file")
 	// the last list's reason (ACLs hid everything) stays, with the refusal
-	if k := upstreams.ProblemKinds(u.pub.Load().Err()); !slices.Contains(k, upstreams.KindUnauthorized) {
+	if k := upstreams.ProblemKinds(u.Snapshot().Err()); !slices.Contains(k, upstreams.KindUnauthorized) {
 		t.Errorf("kinds %v, want unauthorized among them", k)
 	}
 	for _, s := range []*ConsulUpstreams{u, anon} {
-		if strings.Contains(s.pub.Load().Err().Error(), secret) {
-			t.Errorf("the error shows the token: %v", s.pub.Load().Err())
+		if strings.Contains(s.Snapshot().Err().Error(), secret) {
+			t.Errorf("the error shows the token: %v", s.Snapshot().Err())
 		}
 	}
 	for _, e := range upstreams.Dump() {

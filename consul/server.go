@@ -1,23 +1,18 @@
 package consul
 
 import (
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-discovery/caddy-discovery/redact"
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // defaultPort is the Consul agent's HTTP port, for addresses written without
@@ -80,9 +75,9 @@ type Server struct {
 	TLSServerName string `json:"tls_server_name,omitempty"`
 }
 
-// connectionSet reports whether any field is set, i.e. whether a source
-// brings a connection of its own.
-func (s Server) connectionSet() bool {
+// IsSet reports whether any field is set, i.e. whether a source brings a
+// connection of its own.
+func (s Server) IsSet() bool {
 	return len(s.Addresses) > 0 || s.Token != "" || s.TokenFile != "" || s.TLS ||
 		s.CAFile != "" || s.CertFile != "" || s.KeyFile != "" || s.TLSServerName != ""
 }
@@ -132,8 +127,8 @@ func (s Server) tlsWanted() bool {
 	return s.TLS || s.CAFile != "" || s.CertFile != "" || s.KeyFile != "" || s.TLSServerName != ""
 }
 
-// expand replaces placeholders such as {env.X} in every string field.
-func (s Server) expand(repl *caddy.Replacer) (Server, error) {
+// Expand replaces placeholders such as {env.X} in every string field.
+func (s Server) Expand(repl *caddy.Replacer) (Server, error) {
 	s.Addresses = append([]string(nil), s.Addresses...)
 	for i := range s.Addresses {
 		v, err := repl.ReplaceOrErr(s.Addresses[i], true, true)
@@ -265,58 +260,32 @@ func (s Server) endpoint() (endpoint, error) {
 	}
 	e.token, e.tokenFile = s.Token, s.TokenFile
 	if s.TokenFile != "" {
-		if _, err := (&tokenFile{path: s.TokenFile}).get(); err != nil {
+		if _, err := newTokenFile(s.TokenFile).Get(); err != nil {
 			return e, err
 		}
 	}
 	if !tlsOn {
 		return e, nil
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: s.TLSServerName}
-	if s.CAFile != "" {
-		pem, err := os.ReadFile(s.CAFile)
-		if err != nil {
-			return e, fmt.Errorf("ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return e, fmt.Errorf("ca_file: %s holds no PEM certificate", s.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if s.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile)
-		if err != nil {
-			return e, fmt.Errorf("cert_file and key_file: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
+	files := upstreams.TLSFiles{CAFile: s.CAFile, CertFile: s.CertFile, KeyFile: s.KeyFile, ServerName: s.TLSServerName}
+	cfg, err := files.Config()
+	if err != nil {
+		return e, err
 	}
 	e.tls = cfg
 	e.tlsKey = strings.Join([]string{s.CAFile, s.CertFile, s.KeyFile, s.TLSServerName}, "\x00")
 	return e, nil
 }
 
-// fingerprintKey makes fingerprints unguessable from outside the process, so
-// that the hashed token in them cannot be brute-forced from a pool key.
-var fingerprintKey = func() []byte {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return b
-}()
-
-// fingerprint identifies the addresses, TLS settings and identity that e
-// connects with, without holding any secret: equal fingerprints share one
-// client.
-func (e endpoint) fingerprint() string {
-	h := hmac.New(sha256.New, fingerprintKey)
+// fingerprint identifies the connection, named name in the consul app (""
+// for a source's own fields): its addresses, TLS settings and identity,
+// without holding any secret. Equal fingerprints share one client.
+func (e endpoint) fingerprint(name string) string {
+	parts := []string{name, e.token, e.tokenFile, fmt.Sprint(e.tls != nil), e.tlsKey}
 	for _, a := range e.addrs {
-		fmt.Fprintf(h, "%t|%s|%s\x00", a.https, a.host, a.pathPrefix)
+		parts = append(parts, fmt.Sprintf("%t|%s|%s", a.https, a.host, a.pathPrefix))
 	}
-	for _, s := range []string{e.token, e.tokenFile, fmt.Sprint(e.tls != nil), e.tlsKey} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return upstreams.Fingerprint(parts...)
 }
 
 // where names the addresses for messages: `consul at 127.0.0.1:8500`, or

@@ -7,9 +7,7 @@ package consul
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"regexp"
-	"slices"
 	"strings"
 	"unicode"
 
@@ -83,10 +81,8 @@ type ConsulUpstreams struct {
 	// app's servers for the fields.
 	Server
 
-	pub        *upstreams.Publisher
-	watch      *watch
-	keys       []string
-	unregister func()
+	upstreams.Source
+	watch *watch // the long-poll the source reads
 }
 
 // CaddyModule returns the Caddy module information.
@@ -102,16 +98,11 @@ func (ConsulUpstreams) CaddyModule() caddy.ModuleInfo {
 // Consul: the consul app starts the long-polls when the config starts (which
 // `caddy validate` never does).
 func (u *ConsulUpstreams) Provision(ctx caddy.Context) error {
-	// in this config's registry, which the admin API's /metrics (also
-	// registered by the admin module) and any metrics handler serve
-	if err := upstreams.RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
-		return err
-	}
-	appVal, err := ctx.App("consul")
+	app, err := upstreams.Open[*App](ctx, "consul")
 	if err != nil {
 		return err
 	}
-	return u.provision(ctx.Logger(), appVal.(*App))
+	return u.provision(ctx.Logger(), app)
 }
 
 func (u *ConsulUpstreams) provision(log *zap.Logger, app *App) error {
@@ -119,25 +110,27 @@ func (u *ConsulUpstreams) provision(log *zap.Logger, app *App) error {
 	if err != nil {
 		return err
 	}
-	name, e, err := app.endpoint(u.ServerName, u.Server)
+	name, srv, err := servers.Resolve(app.Servers, u.ServerName, u.Server)
 	if err != nil {
 		return err
 	}
-	c, clientKey, err := acquireClient(name, e)
+	e, err := srv.endpoint()
+	if err != nil {
+		return servers.In(name, err)
+	}
+	c, err := acquireClient(&u.Source, name, e)
 	if err != nil {
 		return err
 	}
-	u.keys = append(u.keys, clientKey)
-	w, watchKey, err := acquireWatch(c, clientKey, q)
+	w, err := acquireWatch(&u.Source, c, q)
 	if err != nil {
 		return err
 	}
-	u.keys = append(u.keys, watchKey)
-	u.pub = upstreams.NewPublisher(log, q.name())
 	u.watch = w
-	w.addPublisher(u.pub)
-	u.unregister = upstreams.Register("consul", q.name(), u.pub.Cell())
-	app.track(c, w)
+	pub := u.Publish(log, "consul", q.name())
+	w.fan.Add(pub)
+	u.OnCleanup(func() { w.fan.Remove(pub) })
+	app.Add(c.start, w.start)
 	return nil
 }
 
@@ -149,14 +142,8 @@ func (u *ConsulUpstreams) Validate() error {
 	if _, err := u.query(nil); err != nil {
 		return err
 	}
-	if u.ServerName != "" {
-		if err := upstreams.CheckName("server", u.ServerName); err != nil {
-			return fmt.Errorf("server: %w", err)
-		}
-		if u.Server.connectionSet() {
-			return fmt.Errorf("server %q is named and connection fields are set too; define the connection in the consul app's server %q, or remove the server name",
-				u.ServerName, u.ServerName)
-		}
+	if err := servers.CheckSource(u.ServerName, u.Server); err != nil {
+		return err
 	}
 	return u.Server.Validate()
 }
@@ -178,7 +165,7 @@ func (u *ConsulUpstreams) query(repl *caddy.Replacer) (query, error) {
 		{"partition", u.Partition, &q.partition, checkEnterpriseName},
 	}
 	for _, f := range fields {
-		v, ok, err := expand(repl, f.value)
+		v, ok, err := upstreams.Expand(repl, f.value)
 		if err != nil {
 			return q, fmt.Errorf("%s: %w", f.name, err)
 		}
@@ -194,7 +181,7 @@ func (u *ConsulUpstreams) query(repl *caddy.Replacer) (query, error) {
 		*f.dst = v
 	}
 	for _, t := range u.Tags {
-		v, ok, err := expand(repl, t)
+		v, ok, err := upstreams.Expand(repl, t)
 		if err != nil {
 			return q, fmt.Errorf("tags: %w", err)
 		}
@@ -208,16 +195,6 @@ func (u *ConsulUpstreams) query(repl *caddy.Replacer) (query, error) {
 	}
 	q.tags = normalizeTags(q.tags)
 	return q, nil
-}
-
-// expand replaces the placeholders in v; without a replacer it reports
-// whether v has none, and can be checked as it is.
-func expand(repl *caddy.Replacer, v string) (string, bool, error) {
-	if repl == nil {
-		return v, !strings.Contains(v, "{"), nil
-	}
-	s, err := repl.ReplaceOrErr(v, true, true)
-	return s, err == nil, err
 }
 
 func checkService(s string) error {
@@ -266,35 +243,6 @@ func checkFilter(s string) error {
 		return fmt.Errorf("%q is not a Consul filter expression: %v; e.g. Service.Meta.version == \"v2\" (see https://developer.hashicorp.com/consul/api-docs/features/filtering)", s, err)
 	}
 	return nil
-}
-
-// GetUpstreams returns the service's current instances from memory.
-func (u *ConsulUpstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error) {
-	if u.pub == nil {
-		return nil, errors.New("consul upstream source is not provisioned")
-	}
-	return u.pub.Load().Upstreams()
-}
-
-// Cleanup leaves the long-poll and the client; the last user of each ends
-// it.
-func (u *ConsulUpstreams) Cleanup() error {
-	if u.unregister != nil {
-		u.unregister()
-		u.unregister = nil
-	}
-	if u.pub != nil {
-		u.watch.removePublisher(u.pub)
-	}
-	var errs []error
-	// the long-poll's key comes after its client's: release it first
-	for _, k := range slices.Backward(u.keys) {
-		if _, err := pool.Delete(k); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	u.keys = nil
-	return errors.Join(errs...)
 }
 
 // Interface guards

@@ -99,7 +99,7 @@ func TestFailover(t *testing.T) {
 	u := testSource(t, app, &ConsulUpstreams{Service: "web", Server: Server{Addresses: []string{deadAddr, f.addr()}}})
 	_ = app.Start()
 	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(u, "10.0.0.1:80"))
-	if err := u.pub.Load().Err(); err != nil {
+	if err := u.Snapshot().Err(); err != nil {
 		t.Errorf("after failing over: %v", err)
 	}
 }

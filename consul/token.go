@@ -9,19 +9,13 @@ import (
 	"github.com/caddy-discovery/caddy-discovery/tokenfile"
 )
 
-// tokenFile is an ACL token kept in a file that may be replaced at any time
-// (Vault Agent renders rotated tokens into one). It is read again as soon as
-// the file's modification time or size changes, checked before every
-// request to Consul (there are few: one long-poll per service, never one per
-// proxied request) and by the client's token check.
-type tokenFile struct {
-	path  string
-	cache tokenfile.Cache
-}
-
-// get returns the current token. While the file is missing or empty (being
-// rewritten), the last token read stays in use.
-func (f *tokenFile) get() (string, error) { return f.cache.Get(f.path, validToken) }
+// newTokenFile returns an ACL token kept in a file that may be replaced at
+// any time (Vault Agent renders rotated tokens into one). It is read again
+// as soon as the file's modification time or size changes, checked before
+// every request to Consul (there are few: one long-poll per service, never
+// one per proxied request) and by the client's token check. While the file
+// is missing or empty (being rewritten), the last token read stays in use.
+func newTokenFile(path string) *tokenfile.File { return tokenfile.New(path, validToken) }
 
 // validToken refuses a file that does not hold one token's secret ID.
 func validToken(path, tok string) error {
@@ -62,15 +56,15 @@ func withScope(ctx context.Context, s scope) context.Context {
 // query parameters (from the request's scope, or none) itself.
 type transport struct {
 	next  http.RoundTripper
-	token string     // a static token, or ""
-	file  *tokenFile // or nil
+	token string          // a static token, or ""
+	file  *tokenfile.File // or nil
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	tok := t.token
 	if t.file != nil {
 		var err error
-		if tok, err = t.file.get(); err != nil {
+		if tok, err = t.file.Get(); err != nil {
 			if req.Body != nil {
 				req.Body.Close()
 			}

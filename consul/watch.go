@@ -73,11 +73,8 @@ type watch struct {
 	// cannot dial; it is only logged.
 	badAddrs *upstreams.Condition
 
-	mu      sync.Mutex // serializes publishing, so an older list never overwrites a newer one
-	have    bool       // a list has arrived
-	targets []upstreams.Target
-	why     error // why targets is empty
-	pubs    map[*upstreams.Publisher]struct{}
+	// fan hands the lists and the trouble to every source of the query.
+	fan *upstreams.Fanout[upstreams.Listing]
 }
 
 func newWatch(c *client, q query) *watch {
@@ -89,12 +86,16 @@ func newWatch(c *client, q query) *watch {
 		ctx:     ctx,
 		cancel:  cancel,
 		kickCh:  make(chan struct{}, 1),
-		pubs:    make(map[*upstreams.Publisher]struct{}),
 	}
 	log, svc := caddy.Log().Named("consul"), zap.String("service", q.name())
 	w.problem = upstreams.NewCondition(log, "consul long-poll failed; retrying with backoff", "consul long-poll works again", svc, zap.String("server", c.where))
 	w.hidden = upstreams.NewCondition(log, "consul ACLs hide instances of the service", "consul ACLs no longer hide instances of the service", svc)
 	w.badAddrs = upstreams.NewCondition(log, "skipping consul instances that have no usable address", "every passing consul instance has a usable address again", svc)
+	// The trouble: the connection's problem, the long-poll's, ACLs hiding
+	// instances, or the first answer still awaited.
+	w.fan = upstreams.NewFanout[upstreams.Listing](
+		upstreams.Pending(fmt.Errorf("%s: waiting for the first answer about %s", c.where, q.subject())),
+		c.problem, w.problem, w.hidden)
 	w.start = sync.OnceFunc(func() {
 		if w.ctx.Err() == nil { // not after Destruct
 			w.done.Go(w.run)
@@ -152,9 +153,7 @@ func (w *watch) run() {
 		}
 		changed := !established || failed || meta.LastIndex != index
 		established, failed = true, false
-		if w.problem.Set(nil) {
-			w.troubled()
-		}
+		w.fan.Set(w.problem, nil)
 		if changed {
 			w.publish(ac, entries, meta, received)
 		}
@@ -226,9 +225,7 @@ func (w *watch) fail(i int, err error) {
 	if w.c.unreached(i, err, pollTimeout()) {
 		return
 	}
-	if w.problem.Set(w.explain(err)) {
-		w.troubled()
-	}
+	w.fan.Set(w.problem, w.explain(err))
 }
 
 // publish turns an answer into targets and publishes them to every source.
@@ -255,62 +252,9 @@ func (w *watch) publish(ac *api.Client, entries []*api.ServiceEntry, meta *api.Q
 		bad = fmt.Errorf("%s: %s: %s", w.c.where, w.q.subject(), skip)
 	}
 	w.badAddrs.Set(bad)
-	w.mu.Lock()
-	w.have, w.targets, w.why = true, targets, why
-	for p := range w.pubs {
-		p.List(targets, why)
-	}
 	w.hidden.Set(hidden)
-	w.troubledLocked() // the first answer ends the wait for it
-	w.mu.Unlock()
+	w.fan.List(upstreams.Listing{Targets: targets, Why: why}) // the first answer ends the wait for it
 	w.c.link.Observe(time.Since(received) - took)
-}
-
-// troubled publishes the long-poll's current trouble to every source.
-func (w *watch) troubled() {
-	w.mu.Lock()
-	w.troubledLocked()
-	w.mu.Unlock()
-}
-
-func (w *watch) troubledLocked() {
-	t := w.troubleLocked()
-	for p := range w.pubs {
-		p.Trouble(t)
-	}
-}
-
-// troubleLocked is what keeps the list from being current: the connection's
-// problem, the long-poll's, ACLs hiding instances, or the first answer
-// still awaited. The caller holds w.mu.
-func (w *watch) troubleLocked() error {
-	for _, err := range []error{w.c.connProblem(), w.problem.Err(), w.hidden.Err()} {
-		if err != nil {
-			return err
-		}
-	}
-	if !w.have {
-		return upstreams.Pending(fmt.Errorf("%s: waiting for the first answer about %s", w.c.where, w.q.subject()))
-	}
-	return nil
-}
-
-// addPublisher makes p one of the watch's sources and gives it the current
-// state at once: a reload's new source serves what the old one did.
-func (w *watch) addPublisher(p *upstreams.Publisher) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.pubs[p] = struct{}{}
-	p.Trouble(w.troubleLocked())
-	if w.have {
-		p.List(w.targets, w.why)
-	}
-}
-
-func (w *watch) removePublisher(p *upstreams.Publisher) {
-	w.mu.Lock()
-	delete(w.pubs, p)
-	w.mu.Unlock()
 }
 
 // Destruct ends the long-poll once its last source is gone. The ongoing
@@ -322,14 +266,8 @@ func (w *watch) Destruct() error {
 	return nil
 }
 
-// acquireWatch returns the pooled long-poll of q through c (whose key is
-// clientKey), creating it if needed. The caller must release it with
-// pool.Delete(key).
-func acquireWatch(c *client, clientKey string, q query) (w *watch, key string, err error) {
-	key = clientKey + "/watch/" + q.key()
-	v, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) { return newWatch(c, q), nil })
-	if err != nil {
-		return nil, "", err
-	}
-	return v.(*watch), key, nil
+// acquireWatch returns the pooled long-poll of q through c, creating it if
+// needed, and holds it for src.
+func acquireWatch(src *upstreams.Source, c *client, q query) (*watch, error) {
+	return upstreams.Acquire(src, c.key+"/watch/"+q.key(), func() (*watch, error) { return newWatch(c, q), nil })
 }

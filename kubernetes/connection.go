@@ -113,7 +113,7 @@ func (c Connection) restConfig() (*rest.Config, string, error) {
 	if path := cfg.BearerTokenFile; path != "" {
 		// Read the token again whenever the file changes (see tokenFile).
 		cfg.BearerTokenFile, cfg.BearerToken = "", ""
-		file := &tokenFile{path: path}
+		file := newTokenFile(path)
 		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &tokenFileTransport{file: file, next: rt} })
 	}
 	return cfg, fp, nil

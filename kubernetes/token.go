@@ -9,17 +9,13 @@ import (
 	"github.com/caddy-discovery/caddy-discovery/tokenfile"
 )
 
-// tokenFile is a bearer token kept in a file that may be replaced at any time
-// (projected service account tokens rotate). client-go's own file source
-// re-reads only once a minute; this one re-reads the file as soon as its
-// modification time or size changes, checked on every API request (there are
-// few: lists and long-lived watches, never one per proxied request).
-type tokenFile struct {
-	path  string
-	cache tokenfile.Cache
-}
-
-func (f *tokenFile) get() (string, error) { return f.cache.Get(f.path, validToken) }
+// newTokenFile returns a bearer token kept in a file that may be replaced at
+// any time (projected service account tokens rotate). client-go's own file
+// source re-reads only once a minute; this one re-reads the file as soon as
+// its modification time or size changes, checked on every API request
+// (there are few: lists and long-lived watches, never one per proxied
+// request).
+func newTokenFile(path string) *tokenfile.File { return tokenfile.New(path, validToken) }
 
 // validToken refuses an empty file.
 func validToken(path, tok string) error {
@@ -29,14 +25,14 @@ func validToken(path, tok string) error {
 	return nil
 }
 
-// tokenFileTransport sets the Authorization header from a tokenFile.
+// tokenFileTransport sets the Authorization header from a token file.
 type tokenFileTransport struct {
-	file *tokenFile
+	file *tokenfile.File
 	next http.RoundTripper
 }
 
 func (t *tokenFileTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	tok, err := t.file.get()
+	tok, err := t.file.Get()
 	if err != nil {
 		return nil, err
 	}

@@ -17,27 +17,27 @@ func TestTokenFileFollowsRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f := &tokenFile{path: path}
-	if _, err := f.get(); err == nil {
+	f := newTokenFile(path)
+	if _, err := f.Get(); err == nil {
 		t.Fatal("missing file must be an error before any token was read")
 	}
 	now := time.Now()
 	write("first\n", now)
-	if tok, err := f.get(); err != nil || tok != "first" {
+	if tok, err := f.Get(); err != nil || tok != "first" {
 		t.Fatalf("get = %q, %v", tok, err)
 	}
 	write("second", now.Add(time.Second))
-	if tok, _ := f.get(); tok != "second" {
+	if tok, _ := f.Get(); tok != "second" {
 		t.Fatalf("after rotation get = %q, want second", tok)
 	}
 	write("", now.Add(2*time.Second)) // being rewritten
-	if tok, _ := f.get(); tok != "second" {
+	if tok, _ := f.Get(); tok != "second" {
 		t.Fatalf("empty file mid-rotation: get = %q, want the last token", tok)
 	}
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	if tok, _ := f.get(); tok != "second" {
+	if tok, _ := f.Get(); tok != "second" {
 		t.Fatalf("removed file mid-rotation: get = %q, want the last token", tok)
 	}
 }

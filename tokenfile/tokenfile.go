@@ -58,3 +58,22 @@ func (c *Cache) Get(path string, check func(path, token string) error) (string, 
 	c.token, c.modTime, c.size = tok, st.ModTime(), st.Size()
 	return tok, nil
 }
+
+// File is a token kept in the file at Path, as a source's token_file names
+// it: read again as soon as the file changes (see Cache.Get), checked by
+// the source's own rule. It is safe for concurrent use.
+type File struct {
+	Path  string
+	check func(path, token string) error
+	cache Cache
+}
+
+// New returns the token file at path, whose content check judges (see
+// Cache.Get).
+func New(path string, check func(path, token string) error) *File {
+	return &File{Path: path, check: check}
+}
+
+// Get returns the current token. While the file is missing or being
+// rewritten, the last token read stays in use.
+func (f *File) Get() (string, error) { return f.cache.Get(f.Path, f.check) }
