@@ -13,11 +13,6 @@ import (
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
-// pool shares feeds between all upstream sources of all loaded configs: a
-// reload provisions the new config (which finds the running feeds here)
-// before it cleans up the old one.
-var pool = caddy.NewUsagePool()
-
 // feed is one pooled poller of one connection (URLs, credentials, timings),
 // shared by every source that reads an application through it. It is
 // created without any I/O; start begins polling.
@@ -108,13 +103,9 @@ func explainPoll(where string, err error) error {
 	return upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("eureka %s: cannot read the registry (serving the last known instances meanwhile): %w", where, err))
 }
 
-// acquireFeed returns the pooled feed of the connection, creating it if
-// needed. The caller must release it with pool.Delete(key).
-func acquireFeed(name string, srv Server) (f *feed, key string, err error) {
-	key = "eureka/" + srv.fingerprint()
-	v, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) { return newFeed(srv.where(name), srv) })
-	if err != nil {
-		return nil, "", err
-	}
-	return v.(*feed), key, nil
+// acquireFeed returns the pooled feed of the connection srv, named name in
+// the eureka app ("" for a source's own fields), creating it if needed, and
+// holds it for src.
+func acquireFeed(src *upstreams.Source, name string, srv Server) (*feed, error) {
+	return upstreams.Acquire(src, "eureka/"+srv.fingerprint(name), func() (*feed, error) { return newFeed(srv.where(name), srv) })
 }

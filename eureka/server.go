@@ -1,18 +1,15 @@
 package eureka
 
 import (
-	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // defaultURL is the Eureka API that sources without any connection setting
@@ -51,8 +48,8 @@ type Server struct {
 	RefreshInterval caddy.Duration `json:"refresh_interval,omitempty"`
 }
 
-// connectionSet reports whether any connection field is set.
-func (s Server) connectionSet() bool {
+// IsSet reports whether any connection field is set.
+func (s Server) IsSet() bool {
 	return len(s.URLs) > 0 || s.Username != "" || s.Password != "" || s.CAFile != "" || s.Timeout != 0 || s.RefreshInterval != 0
 }
 
@@ -81,8 +78,9 @@ func (s Server) Validate() error {
 	return nil
 }
 
-// expand replaces placeholders.
-func (s Server) expand(repl *caddy.Replacer) (Server, error) {
+// Expand replaces placeholders, and sets the default URL where there is
+// none.
+func (s Server) Expand(repl *caddy.Replacer) (Server, error) {
 	out := s
 	out.URLs = make([]string, len(s.URLs))
 	for i, u := range s.URLs {
@@ -119,31 +117,23 @@ func (s Server) config() (Config, error) {
 		Timeout:  time.Duration(s.Timeout),
 	}
 	if s.CAFile != "" {
-		pem, err := os.ReadFile(s.CAFile)
+		tc, err := upstreams.TLSFiles{CAFile: s.CAFile}.Config()
 		if err != nil {
-			return cfg, fmt.Errorf("ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return cfg, fmt.Errorf("ca_file: %s holds no PEM certificate", s.CAFile)
+			return cfg, err
 		}
 		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		t.TLSClientConfig = tc
 		cfg.Transport = t
 	}
 	return cfg, nil
 }
 
-// fingerprint identifies the connection for sharing: equal fingerprints
-// share one poller. It holds no secret in the clear.
-func (s Server) fingerprint() string {
-	h := sha256.New()
-	for _, v := range append(append([]string{}, s.URLs...), "", s.Username, s.Password, s.CAFile,
-		time.Duration(s.Timeout).String(), time.Duration(s.RefreshInterval).String()) {
-		h.Write([]byte(v))
-		h.Write([]byte{0})
-	}
-	return hex.EncodeToString(h.Sum(nil))[:32]
+// fingerprint identifies the connection, named name in the eureka app (""
+// for a source's own fields), for sharing: equal fingerprints share one
+// poller. It holds no secret.
+func (s Server) fingerprint(name string) string {
+	return upstreams.Fingerprint(append([]string{name, s.Username, s.Password, s.CAFile,
+		time.Duration(s.Timeout).String(), time.Duration(s.RefreshInterval).String()}, s.URLs...)...)
 }
 
 // where names the connection in messages and metrics: its name in the

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -60,10 +58,8 @@ type EurekaUpstreams struct {
 	// app's servers for the fields.
 	Server
 
-	pub         *upstreams.Publisher
-	unsubscribe func()
-	keys        []string
-	unregister  func()
+	upstreams.Source
+	feed *feed // the poller the source reads
 }
 
 // CaddyModule returns the Caddy module information.
@@ -79,16 +75,11 @@ func (EurekaUpstreams) CaddyModule() caddy.ModuleInfo {
 // eureka app starts polling when the config starts (which `caddy validate`
 // never does).
 func (u *EurekaUpstreams) Provision(ctx caddy.Context) error {
-	// in this config's registry, which the admin API's /metrics (also
-	// registered by the admin module) and any metrics handler serve
-	if err := upstreams.RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
-		return err
-	}
-	appVal, err := ctx.App("eureka")
+	app, err := upstreams.Open[*App](ctx, "eureka")
 	if err != nil {
 		return err
 	}
-	return u.provision(ctx.Logger(), appVal.(*App))
+	return u.provision(ctx.Logger(), app)
 }
 
 func (u *EurekaUpstreams) provision(log *zap.Logger, app *App) error {
@@ -103,36 +94,34 @@ func (u *EurekaUpstreams) provision(log *zap.Logger, app *App) error {
 	if err != nil {
 		return err
 	}
-	serverName, srv, err := app.server(u.ServerName, u.Server)
+	serverName, srv, err := servers.Resolve(app.Servers, u.ServerName, u.Server)
 	if err != nil {
 		return err
 	}
-	f, key, err := acquireFeed(serverName, srv)
+	f, err := acquireFeed(&u.Source, serverName, srv)
 	if err != nil {
-		return inServer(serverName, err)
+		return servers.In(serverName, err)
 	}
-	u.keys = append(u.keys, key)
+	u.feed = f
 	service := strings.ToUpper(name)
 	if s := sel.String(); s != "" {
 		service += " (" + s + ")"
 	}
-	u.pub = upstreams.NewPublisher(log, service)
-	u.pub.Trouble(f.problem.Err())
-	pub, where := u.pub, f.where
-	u.unsubscribe = f.poller.Subscribe(name, func(up Update) {
+	pub := u.Publish(log, "eureka", service)
+	pub.Trouble(f.problem.Err())
+	u.OnCleanup(f.poller.Subscribe(name, func(up Update) {
 		trouble := f.observe(up.Err)
 		if up.Err == nil {
 			targets, skip := sel.targets(up.Instances)
 			var why error
 			if len(targets) == 0 {
-				why = noTargets(where, strings.ToUpper(name), sel, skip)
+				why = noTargets(f.where, strings.ToUpper(name), sel, skip)
 			}
 			pub.List(targets, why)
 		}
 		pub.Trouble(trouble)
-	})
-	u.unregister = upstreams.Register("eureka", service, u.pub.Cell())
-	app.track(f)
+	}))
+	app.Add(f.start)
 	return nil
 }
 
@@ -149,14 +138,8 @@ func (u *EurekaUpstreams) Validate() error {
 	if _, err := u.selection(); err != nil {
 		return err
 	}
-	if u.ServerName != "" {
-		if err := upstreams.CheckName("server", u.ServerName); err != nil {
-			return fmt.Errorf("server: %w", err)
-		}
-		if u.Server.connectionSet() {
-			return fmt.Errorf("server %q is named and connection fields are set too; define the connection in the eureka app's server %q, or remove the server name",
-				u.ServerName, u.ServerName)
-		}
+	if err := servers.CheckSource(u.ServerName, u.Server); err != nil {
+		return err
 	}
 	return u.Server.Validate()
 }
@@ -180,34 +163,6 @@ func (u *EurekaUpstreams) selection() (selection, error) {
 		}
 	}
 	return selection{secure: u.SecurePort, metadata: maps.Clone(u.Metadata)}, nil
-}
-
-// GetUpstreams returns the application's current instances from memory.
-func (u *EurekaUpstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error) {
-	if u.pub == nil {
-		return nil, errors.New("eureka upstream source is not provisioned")
-	}
-	return u.pub.Load().Upstreams()
-}
-
-// Cleanup leaves the poller; the last user of a poller stops it.
-func (u *EurekaUpstreams) Cleanup() error {
-	if u.unregister != nil {
-		u.unregister()
-		u.unregister = nil
-	}
-	if u.unsubscribe != nil {
-		u.unsubscribe()
-		u.unsubscribe = nil
-	}
-	var errs []error
-	for _, k := range slices.Backward(u.keys) {
-		if _, err := pool.Delete(k); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	u.keys = nil
-	return errors.Join(errs...)
 }
 
 // Interface guards

@@ -91,8 +91,8 @@ func TestSourceFollowsRegistry(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if a.keys[0] != b.keys[0] {
-		t.Fatalf("two sources of one connection have two pollers: %v, %v", a.keys, b.keys)
+	if a.feed != b.feed {
+		t.Fatalf("two sources of one connection have two pollers: %p, %p", a.feed, b.feed)
 	}
 	if _, err := a.GetUpstreams(nil); err == nil || !strings.Contains(err.Error(), "waiting for the first answer") {
 		t.Fatalf("before start: %v", err)
@@ -111,7 +111,7 @@ func TestSourceFollowsRegistry(t *testing.T) {
 	f.status["/eureka/apps/delta"], f.status["/eureka/apps"] = 503, 503
 	f.mu.Unlock()
 	upstreamstest.Eventually(t, 5*time.Second, func() error {
-		s := a.pub.Load()
+		s := a.Snapshot()
 		if err := s.Err(); err == nil || !strings.Contains(err.Error(), "503") || s.Len() != 1 {
 			return errors.New("want the last instance and the 503: " + strings.Join(s.Dials(), ",") + " " + errString(err))
 		}
