@@ -1,3 +1,11 @@
+// Prometheus metrics of the upstream sources: every collector's definition
+// (names, help, labels), their registration into a config's registry
+// (RegisterMetrics, AddCollector), and the per-service series that
+// Cell.Store feeds through Register (joinSeries, leaveSeries,
+// series.observe). The per-connection series behind Link are in link.go;
+// the problem kinds that label caddy_discovery_problems_total are in
+// problem.go.
+
 package upstreams
 
 import (
@@ -6,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -100,141 +107,6 @@ func RegisterMetrics(reg prometheus.Registerer) error {
 		}
 	}
 	return nil
-}
-
-// ProblemKind classifies a source's problem with a service, for the kind
-// label of caddy_discovery_problems_total. The set is fixed, which keeps the
-// metric's cardinality bounded.
-type ProblemKind uint8
-
-// The kinds of problems. A source marks its errors with Problem; an error
-// that no source marked is KindOther.
-const (
-	// KindOther is a problem no source classified.
-	KindOther ProblemKind = iota
-	// KindUnreachable: the registry's server cannot be reached, or the
-	// connection to it was lost.
-	KindUnreachable
-	// KindUnauthorized: the server rejected the credentials (401, a refused
-	// Nacos login).
-	KindUnauthorized
-	// KindForbidden: the credentials may not read what the source needs (403).
-	KindForbidden
-	// KindRefused: the server refused without saying why (a Nacos
-	// subscription that no instance list followed).
-	KindRefused
-	// KindNotFound: what the reference names does not exist (a Service, a
-	// namespace, a Nacos service), or the server does not serve the API.
-	KindNotFound
-	// KindMisconfigured: the service exists, but not as the source's
-	// settings need it (no such port, headless for cluster_ip, ExternalName).
-	KindMisconfigured
-	// KindNoBackends: the service exists and has no usable backend.
-	KindNoBackends
-
-	numKinds
-)
-
-var kindNames = [numKinds]string{"other", "unreachable", "unauthorized", "forbidden", "refused", "not_found", "misconfigured", "no_backends"}
-
-// String is the kind's label value.
-func (k ProblemKind) String() string {
-	if k < numKinds {
-		return kindNames[k]
-	}
-	return fmt.Sprintf("ProblemKind(%d)", uint8(k))
-}
-
-// kindError marks an error with a kind, or as pending. Its message is the
-// wrapped error's.
-type kindError struct {
-	kind    ProblemKind
-	pending bool
-	err     error
-}
-
-func (e *kindError) Error() string { return e.err.Error() }
-func (e *kindError) Unwrap() error { return e.err }
-
-// Problem marks err as a problem of the given kind; the message stays err's,
-// and errors.Is and errors.As see through the mark. Problem(k, nil) is nil.
-func Problem(kind ProblemKind, err error) error {
-	if err == nil {
-		return nil
-	}
-	return &kindError{kind: kind, err: err}
-}
-
-// Pending marks err as the wait for a registry's first answer: shown like a
-// problem (it is the reason there are no backends yet), but not counted as
-// one. Pending(nil) is nil.
-func Pending(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &kindError{pending: true, err: err}
-}
-
-// kindSet is a set of ProblemKinds, one bit each.
-type kindSet uint16
-
-// kindsOf lists the kinds marked anywhere in err's tree. An error without
-// marks is KindNoBackends if it wraps ErrNoTargets, else KindOther, unless
-// it is pending.
-func kindsOf(err error) kindSet {
-	if err == nil {
-		return 0
-	}
-	var set kindSet
-	pending, noTargets := false, false
-	var walk func(error)
-	walk = func(e error) {
-		if e == ErrNoTargets {
-			noTargets = true
-		}
-		if k, ok := e.(*kindError); ok {
-			if k.pending {
-				pending = true
-			} else {
-				set |= 1 << k.kind
-			}
-		}
-		switch u := e.(type) {
-		case interface{ Unwrap() error }:
-			if next := u.Unwrap(); next != nil {
-				walk(next)
-			}
-		case interface{ Unwrap() []error }:
-			for _, next := range u.Unwrap() {
-				if next != nil {
-					walk(next)
-				}
-			}
-		}
-	}
-	walk(err)
-	switch {
-	case set != 0 || pending:
-	case noTargets:
-		set = 1 << KindNoBackends
-	default:
-		set = 1 << KindOther
-	}
-	return set
-}
-
-// ProblemKinds lists the kinds of problem that err reports, as
-// caddy_discovery_problems_total counts them: none for nil or a pending
-// error.
-func ProblemKinds(err error) []ProblemKind {
-	var kinds []ProblemKind
-	set := kindsOf(err)
-	for k := range numKinds {
-		if set&(1<<k) != 0 {
-			kinds = append(kinds, k)
-		}
-	}
-	return kinds
 }
 
 // series is the metrics of one source and service, fed by every registered
@@ -367,137 +239,4 @@ func sameBackends(a, b *Snapshot) bool {
 		bd, bw = b.dials, b.weights
 	}
 	return slices.Equal(ad, bd) && slices.Equal(aw, bw)
-}
-
-// Link is one watch set (k8s) or client (nacos) of a connection, for the
-// per-connection metrics: a source pushes its state into it. Several links
-// with the same source and connection name (one per watched namespace or
-// per client) share the connection's series; it counts as connected while
-// all of them are.
-type Link struct {
-	c         *linkSeries
-	connected bool // guarded by links.mu
-	wasUp     bool // it has been connected; guarded by links.mu
-	closed    bool // guarded by links.mu
-}
-
-// linkSeries is the metrics of one connection. Guarded by links.mu.
-type linkSeries struct {
-	source, name string
-	members      map[*Link]struct{}
-	lost         bool // some member was connected and is not now
-	connected    prometheus.Gauge
-	reconnects   prometheus.Counter
-	restarts     prometheus.Counter
-	propagation  *prometheus.HistogramVec // the source's own, by connection; may be nil
-	observer     prometheus.Observer
-}
-
-var links = struct {
-	mu     sync.Mutex
-	series map[[2]string]*linkSeries
-}{series: make(map[[2]string]*linkSeries)}
-
-// NewLink joins the series of connection name of source (the cluster's or
-// server's name as errors show it, never a secret), not connected yet. If
-// propagation is set (a histogram with the one label "connection"), Observe
-// records into it. Close leaves the series.
-func NewLink(source, name string, propagation *prometheus.HistogramVec) *Link {
-	links.mu.Lock()
-	defer links.mu.Unlock()
-	key := [2]string{source, name}
-	c := links.series[key]
-	if c == nil {
-		c = &linkSeries{
-			source:      source,
-			name:        name,
-			members:     make(map[*Link]struct{}),
-			connected:   connectedGauge.WithLabelValues(source, name),
-			reconnects:  reconnectsTotal.WithLabelValues(source, name),
-			restarts:    watchRestartsTotal.WithLabelValues(source, name),
-			propagation: propagation,
-		}
-		if propagation != nil {
-			c.observer = propagation.WithLabelValues(name)
-		}
-		links.series[key] = c
-	}
-	l := &Link{c: c}
-	c.members[l] = struct{}{}
-	c.update(false)
-	return l
-}
-
-// SetConnected reports whether the link works now. A link that comes back
-// after having been connected counts a reconnect of its connection, once
-// all of its links that had been connected are back.
-func (l *Link) SetConnected(up bool) {
-	links.mu.Lock()
-	defer links.mu.Unlock()
-	if l.closed || l.connected == up {
-		return
-	}
-	l.connected = up
-	l.wasUp = l.wasUp || up
-	l.c.update(true)
-}
-
-// WatchRestarted counts a watch or subscription re-established after an
-// error, an expiry or a reconnect.
-func (l *Link) WatchRestarted() {
-	l.c.restarts.Inc()
-}
-
-// Observe records d, the time a change took to be published, in the
-// source's propagation histogram, if it has one. Negative durations (clock
-// skew between the registry and Caddy) count as 0.
-func (l *Link) Observe(d time.Duration) {
-	if l.c.observer != nil {
-		l.c.observer.Observe(max(d, 0).Seconds())
-	}
-}
-
-// Close leaves the connection's series; the last link out removes its
-// labels from the metrics.
-func (l *Link) Close() {
-	links.mu.Lock()
-	defer links.mu.Unlock()
-	if l.closed {
-		return
-	}
-	l.closed = true
-	c := l.c
-	delete(c.members, l)
-	if len(c.members) > 0 {
-		c.update(false)
-		return
-	}
-	delete(links.series, [2]string{c.source, c.name})
-	connectedGauge.DeleteLabelValues(c.source, c.name)
-	reconnectsTotal.DeleteLabelValues(c.source, c.name)
-	watchRestartsTotal.DeleteLabelValues(c.source, c.name)
-	if c.propagation != nil {
-		c.propagation.DeleteLabelValues(c.name)
-	}
-}
-
-// update sets the connected gauge and, if count is set, counts a reconnect
-// when the last lost member is back. Members that were never connected (new
-// ones, or those refused from the start) keep the gauge at 0 but are not
-// lost: their first connection is no reconnect. The caller holds links.mu.
-func (c *linkSeries) update(count bool) {
-	connected, lost := len(c.members) > 0, false
-	for m := range c.members {
-		connected = connected && m.connected
-		lost = lost || m.wasUp && !m.connected
-	}
-	if count && c.lost && !lost {
-		c.reconnects.Inc()
-	}
-	c.lost = lost
-	if connected {
-		c.connected.Set(1)
-	} else {
-		c.connected.Set(0)
-	}
 }

@@ -1,3 +1,7 @@
+// Tests of the metrics registration and the per-service series, and the
+// helpers that read a registry (registry, sample, expect, expectAbsent),
+// which link_test.go uses too.
+
 package upstreams
 
 import (
@@ -85,46 +89,6 @@ func expectAbsent(t *testing.T, reg prometheus.Gatherer, name string, labels ...
 	t.Helper()
 	if got, ok := sample(t, reg, name, labels...); ok {
 		t.Fatalf("%s%v = %v, want no such series", name, labels, got)
-	}
-}
-
-func TestProblemKinds(t *testing.T) {
-	plain := errors.New("something")
-	forbidden := Problem(KindForbidden, errors.New("403"))
-	for _, tc := range []struct {
-		err  error
-		want []ProblemKind
-	}{
-		{nil, nil},
-		{plain, []ProblemKind{KindOther}},
-		{Pending(plain), nil},
-		{forbidden, []ProblemKind{KindForbidden}},
-		{fmt.Errorf("listing: %w", forbidden), []ProblemKind{KindForbidden}},
-		{fmt.Errorf("service not found (%w)", forbidden), []ProblemKind{KindForbidden}},
-		{fmt.Errorf("%w (%w)", Problem(KindNotFound, plain), forbidden), []ProblemKind{KindForbidden, KindNotFound}},
-		{fmt.Errorf("no instances: %w", ErrNoTargets), []ProblemKind{KindNoBackends}},
-		{fmt.Errorf("%w: %w", Problem(KindNotFound, plain), ErrNoTargets), []ProblemKind{KindNotFound}},
-		{fmt.Errorf("%w; %w", Problem(KindNoBackends, plain), Problem(KindUnreachable, plain)), []ProblemKind{KindUnreachable, KindNoBackends}},
-		{fmt.Errorf("%w; %w", plain, Pending(plain)), nil},
-		{Problem(KindOther, plain), []ProblemKind{KindOther}},
-	} {
-		if got := ProblemKinds(tc.err); !slices.Equal(got, tc.want) {
-			t.Errorf("ProblemKinds(%v) = %v, want %v", tc.err, got, tc.want)
-		}
-	}
-	if err := Problem(KindForbidden, plain); err.Error() != plain.Error() || !errors.Is(err, plain) {
-		t.Error("a marked error must keep its message and unwrap to the original")
-	}
-	if Problem(KindForbidden, nil) != nil || Pending(nil) != nil {
-		t.Error("marking nil must give nil")
-	}
-	seen := map[string]bool{}
-	for k := range numKinds {
-		name := k.String()
-		if seen[name] || name == "" || strings.ContainsAny(name, " -") {
-			t.Errorf("kind %d has a bad or repeated label value %q", k, name)
-		}
-		seen[name] = true
 	}
 }
 
@@ -280,68 +244,6 @@ func TestServiceMetricsShared(t *testing.T) {
 	leaveA()
 	expect(t, reg, 2, "caddy_discovery_backends", svc...)
 	leaveB()
-}
-
-func TestConnectionMetrics(t *testing.T) {
-	hist := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "caddy_discovery_test_propagation_seconds", Help: "test", Buckets: []float64{0.1, 1},
-	}, []string{"connection"})
-	AddCollector(hist)
-	reg := registry(t)
-	conn := []string{"source", "test", "connection", "east"}
-
-	ns1 := NewLink("test", "east", hist)
-	expect(t, reg, 0, "caddy_discovery_connected", conn...)
-	expect(t, reg, 0, "caddy_discovery_reconnects_total", conn...)
-	expect(t, reg, 0, "caddy_discovery_watch_restarts_total", conn...)
-	ns1.SetConnected(true)
-	expect(t, reg, 1, "caddy_discovery_connected", conn...)
-
-	// A second namespace's watches join; until they work, the connection
-	// is not fully connected, but their first success is no reconnect.
-	ns2 := NewLink("test", "east", hist)
-	expect(t, reg, 0, "caddy_discovery_connected", conn...)
-	ns2.SetConnected(true)
-	expect(t, reg, 1, "caddy_discovery_connected", conn...)
-	expect(t, reg, 0, "caddy_discovery_reconnects_total", conn...)
-
-	// The server restarts: both lose it, both come back: one reconnect.
-	ns1.SetConnected(false)
-	ns2.SetConnected(false)
-	ns2.SetConnected(false) // reported again by a retry
-	expect(t, reg, 0, "caddy_discovery_connected", conn...)
-	ns1.SetConnected(true)
-	expect(t, reg, 0, "caddy_discovery_reconnects_total", conn...)
-	ns2.SetConnected(true)
-	expect(t, reg, 1, "caddy_discovery_connected", conn...)
-	expect(t, reg, 1, "caddy_discovery_reconnects_total", conn...)
-	ns1.WatchRestarted()
-	ns2.WatchRestarted()
-	expect(t, reg, 2, "caddy_discovery_watch_restarts_total", conn...)
-
-	ns1.Observe(50 * time.Millisecond)
-	ns2.Observe(-time.Second) // clock skew: counts as 0
-	expect(t, reg, 2, "caddy_discovery_test_propagation_seconds", "connection", "east")
-
-	// A link that was lost and is closed is no reconnect.
-	ns2.SetConnected(false)
-	ns2.Close()
-	ns2.Close()
-	expect(t, reg, 1, "caddy_discovery_connected", conn...)
-	expect(t, reg, 1, "caddy_discovery_reconnects_total", conn...)
-	ns2.SetConnected(true) // after Close: ignored
-	ns1.Close()
-	for _, name := range []string{"caddy_discovery_connected", "caddy_discovery_reconnects_total", "caddy_discovery_watch_restarts_total"} {
-		expectAbsent(t, reg, name, conn...)
-	}
-	expectAbsent(t, reg, "caddy_discovery_test_propagation_seconds", "connection", "east")
-
-	// A link refused from the start never connects: 0, and no reconnect.
-	refused := NewLink("test", "refused", nil)
-	refused.SetConnected(false)
-	refused.Observe(time.Second) // no histogram: ignored
-	expect(t, reg, 0, "caddy_discovery_connected", "source", "test", "connection", "refused")
-	refused.Close()
 }
 
 // TestMetricsLint checks the metrics with Prometheus's linter (names, help,
