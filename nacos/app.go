@@ -1,8 +1,6 @@
 package nacos
 
 import (
-	"fmt"
-
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
@@ -16,75 +14,27 @@ import (
 // is one, else the connection fields set in the source itself, else a Nacos
 // server at 127.0.0.1:8848 without authentication.
 //
-// Sources that end up with the same addresses, namespace and credentials
-// share one naming client (one gRPC connection), and sources that reference
-// the same service through it share one subscription; both are kept across
-// config reloads and closed when the last source using them is unloaded.
+// Sources that end up with the same connection and namespace share one
+// naming client (one gRPC connection), and sources that reference the same
+// service through it share one subscription; both are kept across config
+// reloads and closed when the last source using them is unloaded.
 type App struct {
 	// Named server connections, e.g. "default", "prod". A source with
 	// `server prod` uses the one named "prod".
 	Servers map[string]*Server `json:"servers,omitempty"`
 
-	starts upstreams.Starts
+	upstreams.Starts
 }
+
+var servers = upstreams.Connections[Server]{App: "nacos", Kind: "server", Field: "server", Named: "nacos server %q"}
 
 // CaddyModule returns the Caddy module information.
 func (*App) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{
-		ID:  "nacos",
-		New: func() caddy.Module { return new(App) },
-	}
+	return caddy.ModuleInfo{ID: "nacos", New: func() caddy.Module { return new(App) }}
 }
 
 // Provision checks the servers.
-func (a *App) Provision(caddy.Context) error {
-	return upstreams.CheckNamed("server", "empty server", a.Servers)
-}
-
-// server resolves the server for a name ("" for the default) and the
-// source's own connection fields, with placeholders replaced. name is the
-// server's name in the app, or "" for the source's own connection fields
-// (or the default address when it sets none).
-func (a *App) server(name string, inline Server) (string, Server, error) {
-	name, srv, ok := upstreams.Pick(a.Servers, name, inline, inline.connectionSet())
-	if !ok {
-		return "", srv, fmt.Errorf("server: %q is not defined in the nacos app; defined servers: %v", name, upstreams.Defined(a.Servers))
-	}
-	srv, err := srv.expand(caddy.NewReplacer())
-	if err != nil {
-		return "", srv, inServer(name, err)
-	}
-	if err := srv.Validate(); err != nil {
-		return "", srv, inServer(name, err)
-	}
-	return name, srv, nil
-}
-
-// inServer says which server of the nacos app an error concerns; an error
-// of the source's own connection fields names the field alone, as errors of
-// its other fields do.
-func inServer(name string, err error) error {
-	if name == "" {
-		return err
-	}
-	return fmt.Errorf("nacos server %q: %w", name, err)
-}
-
-// track remembers the clients and subscriptions that the sources of this
-// config use, so that Start can start them.
-func (a *App) track(c *client, w *watch) { a.starts.Add(c.start, w.start) }
-
-// Start starts the clients and subscriptions of this config's sources in the
-// background; it does not wait for any server. Those already running for the
-// previous config go on as they are.
-func (a *App) Start() error {
-	a.starts.Start()
-	return nil
-}
-
-// Stop does nothing: clients and subscriptions stop when their last upstream
-// source is cleaned up, which lets a reload keep them.
-func (a *App) Stop() error { return nil }
+func (a *App) Provision(caddy.Context) error { return servers.Check(a.Servers) }
 
 // Interface guards
 var (

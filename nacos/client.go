@@ -17,11 +17,6 @@ import (
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
-// pool shares naming clients and subscriptions between all upstream sources
-// of all loaded configs: a reload provisions the new config (which finds the
-// running clients and subscriptions here) before it cleans up the old one.
-var pool = caddy.NewUsagePool()
-
 // namingClient is the part of the SDK's naming client that Caddy uses.
 type namingClient interface {
 	Subscribe(param *vo.SubscribeParam) error
@@ -33,9 +28,9 @@ type namingClient interface {
 
 // tuning is what a client and its subscriptions run on besides their
 // config: the SDK client's constructor and the timings of their background
-// work. Production uses defaultTuning; tests inject fakes and shorter
-// timings through NacosUpstreams.tuning. A pooled client keeps the tuning
-// of the source that created it.
+// work. Production uses productionTuning; tests inject fakes and shorter
+// timings through NacosUpstreams.tuning. Sources share a pooled client only
+// with the same tuning.
 type tuning struct {
 	// newNaming creates an SDK naming client whose processing of pushes
 	// and re-subscriptions holds sdk (see sdkserial.go), the mutex our own
@@ -43,7 +38,11 @@ type tuning struct {
 	newNaming func(p vo.NacosClientParam, sdk *sync.Mutex) (namingClient, error)
 
 	healthInterval time.Duration // how often the connection state is checked
-	closeTimeout   time.Duration // bound on CloseClient (nacos-sdk-go #912)
+	// closeTimeout bounds how long closing a client may hold up a reload
+	// or shutdown: the final Unsubscribes and CloseClient, which a hung
+	// server holds up (nacos-sdk-go #912). What is left then goes on in
+	// the background.
+	closeTimeout   time.Duration
 	reconnectGrace time.Duration // protect_threshold stays active this long after reconnecting
 	// grpcGrace is how long the server may answer over HTTP while no
 	// request gets through for want of a gRPC connection before that is
@@ -59,13 +58,16 @@ type tuning struct {
 	retryMin, retryMax, connRetry time.Duration
 }
 
+// productionTuning is the tuning of every source that sets none.
+var productionTuning = defaultTuning()
+
 // defaultTuning is the tuning of production: the SDK's client and these
 // timings.
 func defaultTuning() *tuning {
 	return &tuning{
 		newNaming:      newSDKClient,
 		healthInterval: 2 * time.Second,
-		closeTimeout:   5 * time.Second,
+		closeTimeout:   200 * time.Millisecond,
 		reconnectGrace: 10 * time.Second,
 		grpcGrace:      15 * time.Second,
 		retryMin:       time.Second,
@@ -83,6 +85,7 @@ const sdkNotConnected = "client not connected"
 // credentials) fingerprint, shared by all subscriptions through it. It is
 // created without any I/O; start creates the SDK client in the background.
 type client struct {
+	key       string // in the pool
 	name      string // the server's name in the nacos app, "" for a source's own fields
 	where     string // addresses and namespace, for messages
 	namespace string
@@ -286,7 +289,7 @@ func (c *client) protecting() bool {
 // condition logs it once, and the subscriptions show it as their trouble.
 func (c *client) setProblem(err error) {
 	if c.problem.Set(err) {
-		c.each((*watch).troubled)
+		c.each(func(w *watch) { w.fan.Troubled() })
 	}
 }
 
@@ -361,10 +364,12 @@ func (c *client) each(f func(*watch)) {
 func (c *client) kickAll() { c.each((*watch).kick) }
 
 // Destruct stops the client once the last subscription through it is gone:
-// it waits for the subscriptions still leaving, then closes the SDK client.
-// Unsubscribes to an unreachable server and CloseClient (nacos-sdk-go #912)
-// can hang, so all of it together is given closeTimeout; what is left then
-// finishes in the background, still closing the SDK client in the end.
+// it waits for the subscriptions still leaving (their final Unsubscribes),
+// then closes the SDK client. It runs in a reload or shutdown, so it waits
+// for none of it longer than closeTimeout, and not at all while the SDK
+// client is still being created (a hung server holds that up for seconds):
+// what is left finishes in the background, the SDK client closed in the
+// end.
 func (c *client) Destruct() error {
 	c.link.Close()
 	closed := make(chan struct{})
@@ -377,6 +382,12 @@ func (c *client) Destruct() error {
 			_ = guard("closing the client", func() error { c.nc.CloseClient(); return nil })
 		}
 	}()
+	select {
+	case <-c.ready:
+	default:
+		c.cancel() // the subscriptions wait for a client that will not serve them
+		return nil
+	}
 	t := time.NewTimer(c.tuning.closeTimeout)
 	defer t.Stop()
 	select {
@@ -400,18 +411,16 @@ func guard(what string, f func() error) (err error) {
 	return f()
 }
 
-// acquireClient returns the pooled client for param, creating it if needed:
-// one per (servers, namespace, credentials), whatever else the servers'
-// settings say (reconcile_interval belongs to each source). The caller must
-// release it with pool.Delete(key). A client created here runs on tn; one
-// found in the pool keeps the tuning it was created with.
-func acquireClient(name string, param vo.NacosClientParam, tn *tuning) (c *client, key string, err error) {
-	key = "nacos/client/" + fingerprint(param)
-	v, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return newClient(name, param, tn), nil
+// acquireClient returns the pooled client of param, for the server named
+// name in the nacos app ("" for a source's own fields), creating it on tn
+// if needed, and holds it for src: one per (server, namespace,
+// credentials) and tuning, whatever else the server's settings say
+// (reconcile_interval belongs to each source).
+func acquireClient(src *upstreams.Source, name string, param vo.NacosClientParam, tn *tuning) (*client, error) {
+	key := fmt.Sprintf("nacos/client/%s/%p", fingerprint(name, param), tn)
+	return upstreams.Acquire(src, key, func() (*client, error) {
+		c := newClient(name, param, tn)
+		c.key = key
+		return c, nil
 	})
-	if err != nil {
-		return nil, "", err
-	}
-	return v.(*client), key, nil
 }

@@ -62,10 +62,7 @@ func (w *watch) explain(err error) error {
 // exist in the group, or the namespace or group holds no service (a wrong
 // namespace ID). It runs on the watch's goroutine, never in the callback.
 func (w *watch) diagnose() {
-	w.mu.Lock()
-	empty := w.have && len(w.instances) == 0
-	w.mu.Unlock()
-	if !empty || !w.c.healthy.Load() {
+	if list, ok := w.fan.Last(); !ok || len(list) > 0 || !w.c.healthy.Load() {
 		return
 	}
 	var list model.ServiceList
@@ -97,7 +94,7 @@ func (w *watch) diagnose() {
 			w.ref.Service, w.ref.Group, ns, names, more)
 	}
 	w.diagnosis.Store(&problem{err: d})
-	w.relist()
+	w.fan.Relist()
 }
 
 // silentRefusal is the problem of a successful Subscribe that no instance

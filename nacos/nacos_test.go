@@ -312,14 +312,14 @@ func TestServerValidateAndParam(t *testing.T) {
 	if p2.ServerConfigs[0].GrpcPort != 7777 || p2.ServerConfigs[1].GrpcPort != 7777 {
 		t.Errorf("grpc_port override: %+v", p2.ServerConfigs)
 	}
-	if fingerprint(p) == fingerprint(p2) {
+	if fingerprint("", p) == fingerprint("", p2) {
 		t.Error("different gRPC ports must not share a client")
 	}
 	p3, _ := srv.clientParam("prod")
-	if fingerprint(p2) != fingerprint(p3) {
+	if fingerprint("", p2) != fingerprint("", p3) {
 		t.Error("equal configs must share a client")
 	}
-	if strings.Contains(fingerprint(p), "s3cret") {
+	if strings.Contains(fingerprint("", p), "s3cret") {
 		t.Error("fingerprint holds the password")
 	}
 	if _, err := (Server{CAFile: "/nonexistent/ca.pem"}).clientParam(""); err == nil || !strings.Contains(err.Error(), "ca_file") {
@@ -332,11 +332,11 @@ func TestServerValidateAndParam(t *testing.T) {
 func TestSecretsStayOutOfErrors(t *testing.T) {
 	t.Setenv("NACOS_TEST_PW", "hunter2")
 	app := &App{Servers: map[string]*Server{"default": {Username: "u", Password: "{env.NACOS_TEST_PW}", Addresses: []string{"{env.NACOS_TEST_MISSING}"}}}}
-	_, _, err := app.server("", Server{})
+	_, _, err := servers.Resolve(app.Servers, "", Server{})
 	if err == nil || !strings.Contains(err.Error(), "addresses") || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("err = %v", err)
 	}
-	_, srv, err := (&App{Servers: map[string]*Server{"default": {Username: "u", Password: "{env.NACOS_TEST_PW}"}}}).server("", Server{})
+	_, srv, err := servers.Resolve(map[string]*Server{"default": {Username: "u", Password: "{env.NACOS_TEST_PW}"}}, "", Server{})
 	if err != nil || srv.Password != "hunter2" {
 		t.Fatalf("placeholder not replaced: %v", err)
 	}
@@ -638,7 +638,7 @@ func TestReconcileIntervalSharesClient(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = u.Cleanup() })
 	}
-	if fast.watch.c != other.watch.c || len(fast.keys) == 0 || fast.keys[0] != other.keys[0] {
+	if fast.watch.c != other.watch.c {
 		t.Fatal("sources with the same connection must share one client, whatever their reconcile_interval")
 	}
 	if got := fast.watch.reconcileInterval(); got != time.Second {

@@ -1,16 +1,10 @@
 package nacos
 
 import (
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,6 +15,7 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
 	"github.com/caddy-discovery/caddy-discovery/redact"
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // Defaults of Server.
@@ -101,10 +96,10 @@ type Server struct {
 	ReconcileInterval caddy.Duration `json:"reconcile_interval,omitempty"`
 }
 
-// credentialsSet reports whether any connection field is set, i.e. whether
-// the server is worth defining (Namespace is not a connection field: a source
-// sets it beside a named server).
-func (s Server) connectionSet() bool {
+// IsSet reports whether any connection field is set, i.e. whether a source
+// brings a connection of its own (Namespace is not a connection field: a
+// source sets it beside a named server).
+func (s Server) IsSet() bool {
 	s.Namespace = ""
 	return len(s.Addresses) > 0 || s.GRPCPort != 0 || s.Username != "" || s.Password != "" ||
 		s.AccessKey != "" || s.SecretKey != "" || s.TLS || s.CAFile != "" || s.InsecureSkipVerify ||
@@ -142,8 +137,8 @@ func (s Server) Validate() error {
 	return nil
 }
 
-// expand replaces placeholders such as {env.X} in every string field.
-func (s Server) expand(repl *caddy.Replacer) (Server, error) {
+// Expand replaces placeholders such as {env.X} in every string field.
+func (s Server) Expand(repl *caddy.Replacer) (Server, error) {
 	s.Addresses = append([]string(nil), s.Addresses...)
 	for i := range s.Addresses {
 		v, err := repl.ReplaceOrErr(s.Addresses[i], true, true)
@@ -266,12 +261,8 @@ func (s Server) clientParam(namespace string) (vo.NacosClientParam, error) {
 	if s.CAFile != "" {
 		// The SDK ignores an unreadable CA file and exits the process on a bad
 		// client certificate; check what we hand it.
-		pem, err := os.ReadFile(s.CAFile)
-		if err != nil {
-			return vo.NacosClientParam{}, fmt.Errorf("ca_file: %w", err)
-		}
-		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
-			return vo.NacosClientParam{}, fmt.Errorf("ca_file: %s holds no PEM certificate", s.CAFile)
+		if _, err := upstreams.LoadCA(s.CAFile); err != nil {
+			return vo.NacosClientParam{}, err
 		}
 	}
 	timeout := time.Duration(s.Timeout)
@@ -304,28 +295,18 @@ func (s Server) clientParam(namespace string) (vo.NacosClientParam, error) {
 	return vo.NacosClientParam{ClientConfig: cc, ServerConfigs: servers}, nil
 }
 
-// fingerprintKey makes fingerprints unguessable from outside the process, so
-// that the hashed secrets in them cannot be brute-forced from a pool key.
-var fingerprintKey = func() []byte {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return b
-}()
-
-// fingerprint identifies the servers, namespace and identity that p connects
-// as, without holding any secret: equal fingerprints share one client.
-func fingerprint(p vo.NacosClientParam) string {
-	h := hmac.New(sha256.New, fingerprintKey)
+// fingerprint identifies the servers, namespace and identity that p
+// connects as, for the server named name in the nacos app ("" for a
+// source's own fields), without holding any secret: equal fingerprints
+// share one client.
+func fingerprint(name string, p vo.NacosClientParam) string {
 	cc := p.ClientConfig
-	for _, sc := range p.ServerConfigs {
-		fmt.Fprintf(h, "%s|%s|%s|%d|%d\x00", sc.Scheme, sc.IpAddr, sc.ContextPath, sc.Port, sc.GrpcPort)
-	}
-	for _, s := range []string{
-		cc.NamespaceId, cc.Username, cc.Password, cc.AccessKey, cc.SecretKey,
+	parts := []string{
+		name, cc.NamespaceId, cc.Username, cc.Password, cc.AccessKey, cc.SecretKey,
 		fmt.Sprint(cc.TimeoutMs), fmt.Sprint(cc.TLSCfg.Enable, cc.TLSCfg.TrustAll), cc.TLSCfg.CaFile,
-	} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	for _, sc := range p.ServerConfigs {
+		parts = append(parts, fmt.Sprintf("%s|%s|%s|%d|%d", sc.Scheme, sc.IpAddr, sc.ContextPath, sc.Port, sc.GrpcPort))
+	}
+	return upstreams.Fingerprint(parts...)
 }

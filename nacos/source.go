@@ -5,10 +5,10 @@
 package nacos
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -94,10 +94,9 @@ type NacosUpstreams struct {
 	// app's servers for the fields (`namespace` is the field above).
 	Server
 
-	view       *view
-	watch      *watch
-	keys       []string
-	unregister func()
+	upstreams.Source
+	view  *view
+	watch *watch
 	// tuning is what the client this source creates runs on; nil:
 	// defaultTuning. Tests inject fakes and shorter timings here.
 	tuning *tuning
@@ -117,16 +116,11 @@ func (NacosUpstreams) CaddyModule() caddy.ModuleInfo {
 // does).
 func (u *NacosUpstreams) Provision(ctx caddy.Context) error {
 	redirectSDKLogs()
-	// in this config's registry, which the admin API's /metrics (also
-	// registered by the admin module) and any metrics handler serve
-	if err := upstreams.RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
-		return err
-	}
-	appVal, err := ctx.App("nacos")
+	app, err := upstreams.Open[*App](ctx, "nacos")
 	if err != nil {
 		return err
 	}
-	return u.provision(ctx.Logger(), appVal.(*App))
+	return u.provision(ctx.Logger(), app)
 }
 
 func (u *NacosUpstreams) provision(log *zap.Logger, app *App) error {
@@ -134,7 +128,7 @@ func (u *NacosUpstreams) provision(log *zap.Logger, app *App) error {
 	if err != nil {
 		return err
 	}
-	name, srv, err := app.server(u.ServerName, u.Server)
+	name, srv, err := servers.Resolve(app.Servers, u.ServerName, u.Server)
 	if err != nil {
 		return err
 	}
@@ -142,11 +136,11 @@ func (u *NacosUpstreams) provision(log *zap.Logger, app *App) error {
 		ref.Namespace = srv.Namespace
 	}
 	if err := validateName("namespace", ref.Namespace); err != nil {
-		return inServer(name, fmt.Errorf("namespace: %w", err))
+		return servers.In(name, fmt.Errorf("namespace: %w", err))
 	}
 	param, err := srv.clientParam(ref.Namespace)
 	if err != nil {
-		return inServer(name, err)
+		return servers.In(name, err)
 	}
 	reconcile := time.Duration(srv.ReconcileInterval)
 	switch {
@@ -155,30 +149,23 @@ func (u *NacosUpstreams) provision(log *zap.Logger, app *App) error {
 	case reconcile < 0:
 		reconcile = 0
 	}
-
-	tn := u.tuning
-	if tn == nil {
-		tn = defaultTuning()
-	}
-	c, clientKey, err := acquireClient(name, param, tn)
+	c, err := acquireClient(&u.Source, name, param, cmp.Or(u.tuning, productionTuning))
 	if err != nil {
 		return err
 	}
-	u.keys = append(u.keys, clientKey)
-	w, watchKey, err := acquireWatch(c, clientKey, ref)
+	w, err := acquireWatch(&u.Source, c, ref)
 	if err != nil {
 		return err
 	}
-	u.keys = append(u.keys, watchKey)
 	dumpName := ref.String()
 	if sel := f.String(); sel != "" {
 		dumpName += " (" + sel + ")"
 	}
-	u.view = &view{filter: f, protect: u.ProtectThreshold, reconcile: reconcile, pub: upstreams.NewPublisher(log, dumpName)}
+	u.view = &view{filter: f, protect: u.ProtectThreshold, reconcile: reconcile, pub: u.Publish(log, "nacos", dumpName)}
 	u.watch = w
 	w.addView(u.view)
-	u.unregister = upstreams.Register("nacos", dumpName, u.view.pub.Cell())
-	app.track(c, w)
+	u.OnCleanup(func() { w.removeView(u.view) })
+	app.Add(c.start, w.start)
 	return nil
 }
 
@@ -284,47 +271,11 @@ func (u *NacosUpstreams) filter() (filter, error) {
 	if p := u.ProtectThreshold; p < 0 || p > 1 || math.IsNaN(p) {
 		return f, fmt.Errorf("protect_threshold: %v is not a fraction from 0 to 1", p)
 	}
-	if u.ServerName != "" {
-		if err := upstreams.CheckName("server", u.ServerName); err != nil {
-			return f, fmt.Errorf("server: %w", err)
-		}
-		if u.Server.connectionSet() {
-			return f, fmt.Errorf("server %q is named and connection fields are set too; define the connection in the nacos app's server %q, or remove the server name",
-				u.ServerName, u.ServerName)
-		}
+	if err := servers.CheckSource(u.ServerName, u.Server); err != nil {
+		return f, err
 	}
 	f = filter{clusters: slices.Clone(u.Clusters), metadata: u.Metadata}
 	return f, nil
-}
-
-// GetUpstreams returns the service's current instances from memory.
-func (u *NacosUpstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error) {
-	if u.view == nil {
-		return nil, errors.New("nacos upstream source is not provisioned")
-	}
-	return u.view.pub.Load().Upstreams()
-}
-
-// Cleanup leaves the subscription and the client; the last user of each
-// ends it.
-func (u *NacosUpstreams) Cleanup() error {
-	if u.unregister != nil {
-		u.unregister()
-		u.unregister = nil
-	}
-	if u.view != nil {
-		u.watch.removeView(u.view)
-	}
-	var errs []error
-	// the subscription's key comes after its client's: release it first,
-	// while the client is still there to unsubscribe
-	for _, k := range slices.Backward(u.keys) {
-		if _, err := pool.Delete(k); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	u.keys = nil
-	return errors.Join(errs...)
 }
 
 // Interface guards

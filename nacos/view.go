@@ -8,7 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/nacos-group/nacos-sdk-go/v2/model"
+	"go.uber.org/zap"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
@@ -100,10 +102,13 @@ func (f filter) targets(list []model.Instance) ([]upstreams.Target, skipped) {
 }
 
 // view is one source's selection from a shared watch: its filter, and
-// protect_threshold's memory of what it last published. The watch feeds it
-// lists and publishes what it selects through the view's publisher, which
-// GetUpstreams reads. The watch's lock serializes its use.
+// protect_threshold's memory of what it last published. The watch's fanout
+// hands it lists and trouble, and it publishes what it selects through the
+// source's publisher, which GetUpstreams reads. The fanout serializes its
+// use.
 type view struct {
+	w *watch // set when added to it
+
 	filter  filter
 	protect float64 // protect_threshold; 0: off
 	// reconcile is the source's reconcile_interval; 0: off. Set before
@@ -140,3 +145,21 @@ func (v *view) choose(list []model.Instance, protecting bool) choice {
 	v.last = targets
 	return choice{targets: targets, skipped: skip, update: len(targets)}
 }
+
+// Receive publishes what the view selects from the service's new list.
+func (v *view) Receive(list []model.Instance) {
+	c := v.choose(list, v.w.c.protecting())
+	if c.started {
+		caddy.Log().Named("nacos").Warn("keeping the last known instances: the update would leave too few while the nacos connection is unhealthy or just restored (protect_threshold)",
+			zap.String("service", v.w.ref.String()), zap.Int("kept", len(c.targets)), zap.Int("update", c.update),
+			zap.Float64("protect_threshold", v.protect))
+	}
+	var why error
+	if len(c.targets) == 0 {
+		why = v.w.noTargets(v.filter, c.skipped)
+	}
+	v.pub.List(c.targets, why)
+}
+
+// Trouble publishes what keeps the service's list from being current.
+func (v *view) Trouble(err error) { v.pub.Trouble(err) }

@@ -18,10 +18,10 @@ import (
 
 // watch is one pooled subscription to one service (group and name) through
 // one client, shared by every source that references the service, whatever
-// their cluster and metadata filters: each source filters the shared
-// instance list itself. The SDK subscribes without clusters too (it filters
-// clusters client-side), and subscribing twice to one service with different
-// clusters breaks the first subscription (nacos-sdk-go #803).
+// their cluster and metadata filters: each source's view selects from the
+// shared instance list itself. The SDK subscribes without clusters too (it
+// filters clusters client-side), and subscribing twice to one service with
+// different clusters breaks the first subscription (nacos-sdk-go #803).
 type watch struct {
 	c     *client
 	ref   Reference // Namespace is the client's; Group is never ""
@@ -48,15 +48,15 @@ type watch struct {
 
 	sub *upstreams.Condition // the latest Subscribe failure
 	// silence is set when a Subscribe succeeded but no list followed in
-	// time, as when the server refuses it; set with mu held.
+	// time, as when the server refuses it.
 	silence   *upstreams.Condition
 	diagnosis atomic.Pointer[problem] // why the service has no instances
 
-	mu        sync.Mutex // serializes publishing, so an older list never overwrites a newer one
-	instances []model.Instance
-	have      bool // a list has arrived
-	views     map[*view]struct{}
-	holding   atomic.Bool // some view keeps an older set under protect_threshold
+	// mu pairs a list's arrival with the end of silence, so that a late
+	// noList never marks a service that has its list.
+	mu sync.Mutex
+	// fan hands the lists and the trouble to every source's view.
+	fan *upstreams.Fanout[[]model.Instance]
 }
 
 func newWatch(c *client, ref Reference) *watch {
@@ -68,11 +68,15 @@ func newWatch(c *client, ref Reference) *watch {
 		cancel: cancel,
 		kickCh: make(chan struct{}, 1),
 		diagCh: make(chan struct{}, 1),
-		views:  make(map[*view]struct{}),
 	}
 	log, svc := caddy.Log().Named("nacos"), zap.String("service", ref.String())
 	w.sub = upstreams.NewCondition(log, "subscribing to nacos service failed; retrying with backoff", "subscribed to nacos service", svc)
 	w.silence = upstreams.NewCondition(log, "nacos service sent no instance list; retrying", "received the first instance list of nacos service", svc)
+	// The trouble: the connection's problem, a failing subscription, a
+	// subscription that no list followed, or the first list still awaited.
+	w.fan = upstreams.NewFanout[[]model.Instance](
+		upstreams.Pending(fmt.Errorf("%s: waiting for the first instance list of service %s", c.where, ref)),
+		c.problem, w.sub, w.silence)
 	// Unsubscribe finds the callback by &param.SubscribeCallback, so this
 	// very value is used for every Subscribe and Unsubscribe.
 	w.param = &vo.SubscribeParam{ServiceName: ref.Service, GroupName: ref.Group, SubscribeCallback: w.onPush}
@@ -90,14 +94,12 @@ func newWatch(c *client, ref Reference) *watch {
 func (w *watch) onPush(instances []model.Instance, _ error) {
 	start := time.Now()
 	list := slices.Clone(instances)
-	w.mu.Lock()
-	w.instances, w.have = list, true
 	if len(list) > 0 {
 		w.diagnosis.Store(nil)
 	}
+	w.mu.Lock()
 	w.silence.Set(nil)
-	w.listLocked()
-	w.troubledLocked()
+	w.fan.List(list) // hands the trouble on too: the list may have ended it
 	w.mu.Unlock()
 	if len(list) == 0 {
 		select {
@@ -108,88 +110,19 @@ func (w *watch) onPush(instances []model.Instance, _ error) {
 	w.c.link.Observe(time.Since(start))
 }
 
-// relist publishes the current list to every view again, e.g. once
-// protect_threshold's grace is over or an empty list has been diagnosed.
-func (w *watch) relist() {
-	w.mu.Lock()
-	w.listLocked()
-	w.mu.Unlock()
-}
-
-// listLocked publishes what each view selects from the current list. The
-// caller holds w.mu.
-func (w *watch) listLocked() {
-	if !w.have {
-		return
-	}
-	protecting := w.c.protecting()
-	holding := false
-	for v := range w.views {
-		holding = w.listTo(v, protecting) || holding
-	}
-	w.holding.Store(holding)
-}
-
-// listTo publishes v's selection from the current list and reports whether
-// protect_threshold keeps v's last targets. The caller holds w.mu.
-func (w *watch) listTo(v *view, protecting bool) (held bool) {
-	c := v.choose(w.instances, protecting)
-	if c.started {
-		caddy.Log().Named("nacos").Warn("keeping the last known instances: the update would leave too few while the nacos connection is unhealthy or just restored (protect_threshold)",
-			zap.String("service", w.ref.String()), zap.Int("kept", len(c.targets)), zap.Int("update", c.update),
-			zap.Float64("protect_threshold", v.protect))
-	}
-	var why error
-	if len(c.targets) == 0 {
-		why = w.noTargets(v.filter, c.skipped)
-	}
-	v.pub.List(c.targets, why)
-	return c.held
-}
-
-// troubled publishes the service's current trouble to every view.
-func (w *watch) troubled() {
-	w.mu.Lock()
-	w.troubledLocked()
-	w.mu.Unlock()
-}
-
-func (w *watch) troubledLocked() {
-	t := w.troubleLocked()
-	for v := range w.views {
-		v.pub.Trouble(t)
-	}
-}
-
-// troubleLocked is what keeps the service's list from being current: the
-// connection's problem, a failing subscription, a subscription that no list
-// followed, or the first list still awaited. The caller holds w.mu.
-func (w *watch) troubleLocked() error {
-	for _, err := range []error{w.c.connProblem(), w.sub.Err(), w.silence.Err()} {
-		if err != nil {
-			return err
-		}
-	}
-	if !w.have {
-		return upstreams.Pending(fmt.Errorf("%s: waiting for the first instance list of service %s", w.c.where, w.ref))
-	}
-	return nil
-}
-
+// addView makes v one of the subscription's sources; it gets the current
+// list and trouble at once.
 func (w *watch) addView(v *view) {
-	w.mu.Lock()
-	w.views[v] = struct{}{}
-	v.pub.Trouble(w.troubleLocked())
-	if w.have && w.listTo(v, w.c.protecting()) {
-		w.holding.Store(true)
-	}
-	w.mu.Unlock()
+	v.w = w
+	w.fan.Add(v)
 }
 
-func (w *watch) removeView(v *view) {
-	w.mu.Lock()
-	delete(w.views, v)
-	w.mu.Unlock()
+func (w *watch) removeView(v *view) { w.fan.Remove(v) }
+
+// holding reports whether protect_threshold keeps some view's last targets.
+func (w *watch) holding() (held bool) {
+	w.fan.Each(func(r upstreams.Receiver[[]model.Instance]) { held = held || r.(*view).holding })
+	return held
 }
 
 // kick asks for an immediate re-read of the service.
@@ -200,123 +133,135 @@ func (w *watch) kick() {
 	}
 }
 
+// plan is when run subscribes next, and its backoffs.
+type plan struct {
+	next time.Time // zero: not planned
+	// again is set when the next Subscribe makes up for a failed one or a
+	// lost connection, not a routine reconcile: once established, such a
+	// Subscribe is a restart for the metrics.
+	again                bool
+	backoff, connBackoff time.Duration
+}
+
 // run subscribes once the client exists, retries failed subscriptions with
 // backoff, and re-reads the service every reconcile interval and after every
 // reconnect: a new Subscribe after Unsubscribe always fetches the list from
 // the server and always calls back, so a push the SDK missed can never leave
 // a stale set for longer than that.
-//
-// A Subscribe that fails for want of a connection is the connection's
-// matter, reported by the client: it is neither logged nor shown as the
-// subscription's problem. It is retried once the client reaches the server
-// again (the client kicks), and while the server is reachable, soon and
-// often, since only a request tells whether the SDK's gRPC connection is up.
 func (w *watch) run() {
 	defer w.leave()
-	select {
-	case <-w.c.ready:
-	case <-w.ctx.Done():
+	if !w.waitForClient() {
 		return
 	}
-	if w.c.nc == nil {
-		return // the client's creation error is shown by the client
-	}
-	if w.after != nil {
-		select {
-		case <-w.after:
-		case <-w.ctx.Done():
-			return
-		}
-	}
 	tn := w.c.tuning
-	backoff, connBackoff := tn.retryMin, tn.connRetry
-	next := time.Now() // when to (re)subscribe; zero: not planned
-	// again is set when the next Subscribe makes up for a failed one or a
-	// lost connection, not a routine reconcile: once established, such a
-	// Subscribe is a restart for the metrics.
-	again := false
+	p := plan{next: time.Now(), backoff: tn.retryMin, connBackoff: tn.connRetry}
 	tick := time.NewTicker(tn.healthInterval)
 	defer tick.Stop()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var silent <-chan time.Time // fires when a successful Subscribe got no list in time
 	for {
-		if !next.IsZero() && !time.Now().Before(next) {
-			next = time.Time{}
-			started := time.Now().UnixNano()
-			switch err := w.subscribe(); {
-			case err != nil && w.c.lacksConnection(err):
-				w.subscribed = 0
-				again = true
-				if w.c.reachable.Load() {
-					next = time.Now().Add(connBackoff)
-					connBackoff = min(2*connBackoff, tn.healthInterval)
-				}
-			case err != nil:
-				w.subscribed = 0
-				again = true
-				w.setSubProblem(w.explain(err))
-				next = time.Now().Add(backoff)
-				backoff = min(2*backoff, tn.retryMax)
-			default:
-				w.c.gotThrough()
-				connBackoff = tn.connRetry
-				w.subscribed = started
-				if w.established && again {
-					w.c.link.WatchRestarted()
-				}
-				w.established, again = true, false
-				w.clearSubProblem()
-				w.mu.Lock()
-				if !w.have {
-					// A refused request (credentials, namespace) can end with
-					// a nil error and no list: SDK v2.3.5 drops the server's
-					// typed refusal. Give the list the server's timeout.
-					silent = time.After(w.c.timeout())
-				}
-				w.mu.Unlock()
-				backoff = tn.retryMin
-				if r := w.reconcileInterval(); r > 0 {
-					next = time.Now().Add(r)
-				}
-			}
+		if !p.next.IsZero() && !time.Now().Before(p.next) && w.subscribeNow(&p) && !w.fan.Listed() {
+			// A refused request (credentials, namespace) can end with a nil
+			// error and no list: SDK v2.3.5 drops the server's typed
+			// refusal. Give the list the server's timeout.
+			silent = time.After(w.c.timeout())
 		}
-		if !next.IsZero() {
-			timer.Reset(time.Until(next))
+		if !p.next.IsZero() {
+			timer.Reset(time.Until(p.next))
 		}
 		select {
 		case <-w.ctx.Done():
 			return
 		case <-w.kickCh:
-			if w.subscribed != 0 && w.subscribed >= w.c.connected.Load() {
-				break // already subscribed over the connection that came up
+			if w.subscribed == 0 || w.subscribed < w.c.connected.Load() {
+				p.next, p.again = time.Now(), true // not yet subscribed over the connection that came up
 			}
-			next, again = time.Now(), true
 		case <-silent:
 			silent = nil
 			w.noList()
 		case <-w.diagCh:
 			w.diagnose()
 		case <-tick.C:
-			if w.holding.Load() && !w.c.protecting() {
-				w.relist() // protect_threshold's grace is over
+			if w.holding() && !w.c.protecting() {
+				w.fan.Relist() // protect_threshold's grace is over
 			}
 		case <-timer.C:
 		}
 	}
 }
 
-// reconcileInterval is the smallest reconcile_interval among the sources
-// that use the subscription; 0 (off) only if every one of them turned it off.
-func (w *watch) reconcileInterval() time.Duration {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var r time.Duration
-	for v := range w.views {
-		if v.reconcile > 0 && (r == 0 || v.reconcile < r) {
-			r = v.reconcile
+// waitForClient waits until the client exists and the previous
+// subscription to the service has left, and reports whether the watch can
+// subscribe: not after Destruct, nor without an SDK client (whose creation
+// error the client shows).
+func (w *watch) waitForClient() bool {
+	select {
+	case <-w.c.ready:
+	case <-w.ctx.Done():
+		return false
+	}
+	if w.c.nc == nil {
+		return false
+	}
+	if w.after != nil {
+		select {
+		case <-w.after:
+		case <-w.ctx.Done():
+			return false
 		}
 	}
+	return true
+}
+
+// subscribeNow (re)subscribes, plans the next attempt in p, and reports
+// whether Subscribe succeeded.
+//
+// A Subscribe that fails for want of a connection is the connection's
+// matter, reported by the client: it is neither logged nor shown as the
+// subscription's problem. It is retried once the client reaches the server
+// again (the client kicks), and while the server is reachable, soon and
+// often, since only a request tells whether the SDK's gRPC connection is up.
+func (w *watch) subscribeNow(p *plan) bool {
+	tn := w.c.tuning
+	p.next = time.Time{}
+	started := time.Now().UnixNano()
+	switch err := w.subscribe(); {
+	case err != nil && w.c.lacksConnection(err):
+		w.subscribed, p.again = 0, true
+		if w.c.reachable.Load() {
+			p.next = time.Now().Add(p.connBackoff)
+			p.connBackoff = min(2*p.connBackoff, tn.healthInterval)
+		}
+		return false
+	case err != nil:
+		w.subscribed, p.again = 0, true
+		w.fan.Set(w.sub, w.explain(err))
+		p.next = time.Now().Add(p.backoff)
+		p.backoff = min(2*p.backoff, tn.retryMax)
+		return false
+	}
+	w.c.gotThrough()
+	if w.established && p.again {
+		w.c.link.WatchRestarted()
+	}
+	w.established, w.subscribed = true, started
+	*p = plan{backoff: tn.retryMin, connBackoff: tn.connRetry}
+	w.fan.Set(w.sub, nil)
+	if r := w.reconcileInterval(); r > 0 {
+		p.next = time.Now().Add(r)
+	}
+	return true
+}
+
+// reconcileInterval is the smallest reconcile_interval among the sources
+// that use the subscription; 0 (off) only if every one of them turned it off.
+func (w *watch) reconcileInterval() (r time.Duration) {
+	w.fan.Each(func(rc upstreams.Receiver[[]model.Instance]) {
+		if v := rc.(*view); v.reconcile > 0 && (r == 0 || v.reconcile < r) {
+			r = v.reconcile
+		}
+	})
 	return r
 }
 
@@ -338,14 +283,6 @@ func (w *watch) subscribe() error {
 	return guard("subscribing", func() error { return w.c.nc.Subscribe(w.param) })
 }
 
-func (w *watch) setSubProblem(err error) {
-	if w.sub.Set(err) {
-		w.troubled()
-	}
-}
-
-func (w *watch) clearSubProblem() { w.setSubProblem(nil) }
-
 // noList reports a successful Subscribe that no instance list followed
 // within the server's timeout, which is what a refused one looks like; the
 // first list clears it.
@@ -355,8 +292,8 @@ func (w *watch) noList() {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.have && w.silence.Set(w.silentRefusal()) {
-		w.troubledLocked()
+	if !w.fan.Listed() {
+		w.fan.Set(w.silence, w.silentRefusal())
 	}
 }
 
@@ -398,14 +335,8 @@ func (w *watch) Destruct() error {
 	return nil
 }
 
-// acquireWatch returns the pooled subscription to ref through c (whose key is
-// clientKey), creating it if needed. The caller must release it with
-// pool.Delete(key).
-func acquireWatch(c *client, clientKey string, ref Reference) (w *watch, key string, err error) {
-	key = clientKey + "/watch/" + ref.Group + "@@" + ref.Service
-	v, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) { return newWatch(c, ref), nil })
-	if err != nil {
-		return nil, "", err
-	}
-	return v.(*watch), key, nil
+// acquireWatch returns the pooled subscription to ref through c, creating
+// it if needed, and holds it for src.
+func acquireWatch(src *upstreams.Source, c *client, ref Reference) (*watch, error) {
+	return upstreams.Acquire(src, c.key+"/watch/"+ref.Group+"@@"+ref.Service, func() (*watch, error) { return newWatch(c, ref), nil })
 }

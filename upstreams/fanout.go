@@ -116,9 +116,15 @@ func (f *Fanout[L]) troubledLocked() {
 
 // Listed reports whether a list has arrived.
 func (f *Fanout[L]) Listed() bool {
+	_, ok := f.Last()
+	return ok
+}
+
+// Last returns the last list, and whether one has arrived.
+func (f *Fanout[L]) Last() (L, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.listed
+	return f.last, f.listed
 }
 
 // Each calls fn on every receiver, with the fanout's lock held.
