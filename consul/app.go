@@ -18,26 +18,11 @@ import (
 // connection pool), and sources that ask the same question through it share
 // one long-poll; both are kept across config reloads and stopped when the
 // last source using them is unloaded.
-type App struct {
-	// Named server connections, e.g. "default", "dc2". A source with
-	// `server dc2` uses the one named "dc2".
-	Servers map[string]*Server `json:"servers,omitempty"`
-
-	upstreams.Starts
-}
-
-var servers = upstreams.Connections[Server]{App: "consul", Kind: "server", Field: "server", Named: "consul server %q"}
+type App struct{ upstreams.ServerApp[Server] }
 
 // CaddyModule returns the Caddy module information.
 func (*App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "consul", New: func() caddy.Module { return new(App) }}
 }
 
-// Provision checks the servers.
-func (a *App) Provision(caddy.Context) error { return servers.Check(a.Servers) }
-
-// Interface guards
-var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
-)
+var _ caddy.App = (*App)(nil)

@@ -689,7 +689,7 @@ func TestValidateDoesNoIO(t *testing.T) {
 		_ = u.Cleanup()
 	}
 	// a named server that does not exist
-	err := (&ConsulUpstreams{Service: "web", ServerName: "prod"}).provision(caddy.Log(), &App{Servers: map[string]*Server{"dc2": {}}})
+	err := (&ConsulUpstreams{Service: "web", ServerName: "prod"}).provision(caddy.Log(), &App{upstreams.ServerApp[Server]{Servers: map[string]*Server{"dc2": {}}}})
 	if err == nil || !strings.Contains(err.Error(), `server: "prod" is not defined in the consul app; defined servers: [dc2]`) {
 		t.Errorf("undefined server: %v", err)
 	}

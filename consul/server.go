@@ -23,6 +23,9 @@ const defaultPort = 8500
 // to ask.
 const defaultAddress = "127.0.0.1:8500"
 
+// servers are the named connections of the consul app.
+var servers = upstreams.Connections[Server]{App: "consul", Kind: "server", Field: "server", Named: "consul server %q"}
+
 // Server says how to reach and authenticate to one Consul agent or server
 // cluster.
 //

@@ -17,26 +17,11 @@ import (
 // Sources that end up with the same connection share one copy of the
 // registry and one poller, kept across config reloads and stopped when the
 // last source using it is unloaded.
-type App struct {
-	// Named server connections, e.g. "default", "prod". A source with
-	// `server prod` uses the one named "prod".
-	Servers map[string]*Server `json:"servers,omitempty"`
-
-	upstreams.Starts
-}
-
-var servers = upstreams.Connections[Server]{App: "eureka", Kind: "server", Field: "server", Named: "eureka server %q"}
+type App struct{ upstreams.ServerApp[Server] }
 
 // CaddyModule returns the Caddy module information.
 func (*App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "eureka", New: func() caddy.Module { return new(App) }}
 }
 
-// Provision checks the servers.
-func (a *App) Provision(caddy.Context) error { return servers.Check(a.Servers) }
-
-// Interface guards
-var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
-)
+var _ caddy.App = (*App)(nil)

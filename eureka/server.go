@@ -16,6 +16,9 @@ import (
 // read: a local Spring Cloud Eureka server.
 const defaultURL = "http://127.0.0.1:8761/eureka"
 
+// servers are the named connections of the eureka app.
+var servers = upstreams.Connections[Server]{App: "eureka", Kind: "server", Field: "server", Named: "eureka server %q"}
+
 // Server is a connection to a set of Eureka servers: the registry's API
 // URLs, tried in order, and how to talk to them.
 type Server struct {

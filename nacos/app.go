@@ -18,26 +18,11 @@ import (
 // naming client (one gRPC connection), and sources that reference the same
 // service through it share one subscription; both are kept across config
 // reloads and closed when the last source using them is unloaded.
-type App struct {
-	// Named server connections, e.g. "default", "prod". A source with
-	// `server prod` uses the one named "prod".
-	Servers map[string]*Server `json:"servers,omitempty"`
-
-	upstreams.Starts
-}
-
-var servers = upstreams.Connections[Server]{App: "nacos", Kind: "server", Field: "server", Named: "nacos server %q"}
+type App struct{ upstreams.ServerApp[Server] }
 
 // CaddyModule returns the Caddy module information.
 func (*App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "nacos", New: func() caddy.Module { return new(App) }}
 }
 
-// Provision checks the servers.
-func (a *App) Provision(caddy.Context) error { return servers.Check(a.Servers) }
-
-// Interface guards
-var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
-)
+var _ caddy.App = (*App)(nil)

@@ -331,7 +331,7 @@ func TestServerValidateAndParam(t *testing.T) {
 // field, not its value, and that no error repeats a password.
 func TestSecretsStayOutOfErrors(t *testing.T) {
 	t.Setenv("NACOS_TEST_PW", "hunter2")
-	app := &App{Servers: map[string]*Server{"default": {Username: "u", Password: "{env.NACOS_TEST_PW}", Addresses: []string{"{env.NACOS_TEST_MISSING}"}}}}
+	app := &App{upstreams.ServerApp[Server]{Servers: map[string]*Server{"default": {Username: "u", Password: "{env.NACOS_TEST_PW}", Addresses: []string{"{env.NACOS_TEST_MISSING}"}}}}}
 	_, _, err := servers.Resolve(app.Servers, "", Server{})
 	if err == nil || !strings.Contains(err.Error(), "addresses") || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("err = %v", err)

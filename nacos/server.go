@@ -26,6 +26,9 @@ const (
 	defaultReconcileInterval = 30 * time.Second
 )
 
+// servers are the named connections of the nacos app.
+var servers = upstreams.Connections[Server]{App: "nacos", Kind: "server", Field: "server", Named: "nacos server %q"}
+
 // Server says how to reach and authenticate to one Nacos server or cluster.
 //
 // Every string field accepts placeholders such as {env.NACOS_PASSWORD};

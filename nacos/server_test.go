@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // TestServerErrorsHideCredentials: an address written with credentials in
@@ -53,7 +55,7 @@ func TestErrorsNameWhatTheUserWrote(t *testing.T) {
 	}
 
 	named := &NacosUpstreams{Service: "shop", ServerName: "prod"}
-	err = named.provision(caddy.Log(), &App{Servers: map[string]*Server{"prod": {Addresses: []string{"http://10.0.0.1:64999/nacos"}}}})
+	err = named.provision(caddy.Log(), &App{upstreams.ServerApp[Server]{Servers: map[string]*Server{"prod": {Addresses: []string{"http://10.0.0.1:64999/nacos"}}}}})
 	want = `nacos server "prod": addresses: "http://10.0.0.1:64999/nacos": the gRPC port 65999 (port + 1000) is out of range; set grpc_port`
 	if err == nil || err.Error() != want {
 		t.Errorf("named server: error = %v, want %q", err, want)

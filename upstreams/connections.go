@@ -204,3 +204,19 @@ func Expand(repl *caddy.Replacer, v string) (_ string, ok bool, _ error) {
 	s, err := repl.ReplaceOrErr(v, true, true)
 	return s, err == nil, err
 }
+
+// ServerApp is the part of an app whose connections its JSON calls servers
+// (consul, eureka, nacos): embedded in the app, it holds them, checks them
+// at Provision, and gives the app its Start and Stop (see Starts).
+type ServerApp[T Connection[T]] struct {
+	// Named server connections, e.g. "default", "prod". A source with
+	// `server prod` uses the one named "prod".
+	Servers map[string]*T `json:"servers,omitempty"`
+
+	Starts
+}
+
+// Provision checks the servers.
+func (s *ServerApp[T]) Provision(caddy.Context) error {
+	return CheckNamed("server", "empty server", s.Servers)
+}
