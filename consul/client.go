@@ -59,10 +59,7 @@ type client struct {
 	problem *upstreams.Condition
 	link    *upstreams.Link
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	start  func()
-	done   sync.WaitGroup
+	upstreams.Runner // probes the connection and checks the token file
 
 	mu      sync.Mutex
 	watches map[*watch]struct{}
@@ -71,15 +68,12 @@ type client struct {
 // newClient makes the client of e, without any I/O: start runs its token
 // check, if it has a token file.
 func newClient(name string, e endpoint) (*client, error) {
-	ctx, cancel := context.WithCancel(context.Background())
 	c := &client{
 		name:    name,
 		where:   e.where(name),
 		conn:    e.connectionName(name),
 		addrs:   e.addrs,
 		token:   e.token != "" || e.tokenFile != "",
-		ctx:     ctx,
-		cancel:  cancel,
 		watches: make(map[*watch]struct{}),
 	}
 	base := http.DefaultTransport.(*http.Transport).Clone()
@@ -100,23 +94,23 @@ func newClient(name string, e endpoint) (*client, error) {
 		}
 		ac, err := api.NewClient(&api.Config{Address: a.host, Scheme: scheme, PathPrefix: a.pathPrefix, HttpClient: hc})
 		if err != nil {
-			cancel()
 			return nil, fmt.Errorf("%s: creating the client: %w", c.where, err)
 		}
 		c.apis = append(c.apis, ac)
 	}
 	c.link = upstreams.NewLink("consul", c.conn, publishSeconds)
 	c.problem = upstreams.NewCondition(caddy.Log().Named("consul"), "consul connection problem", "connected to consul", zap.String("server", c.where))
-	c.start = sync.OnceFunc(func() {
-		if c.ctx.Err() != nil {
-			return
-		}
-		c.done.Go(c.probe)
-		if c.file != nil {
-			c.done.Go(c.checkToken)
-		}
-	})
+	c.Init()
 	return c, nil
+}
+
+// start starts probing the connection and, with a token file, checking it.
+func (c *client) start() {
+	if c.file != nil {
+		c.Start(c.probe, c.checkToken)
+	} else {
+		c.Start(c.probe)
+	}
 }
 
 // api returns the active address's index and client.
@@ -161,16 +155,16 @@ func (c *client) probe() {
 	defer t.Stop()
 	for {
 		select {
-		case <-c.ctx.Done():
+		case <-c.Ctx.Done():
 			return
 		case <-t.C:
 		}
 		i, ac := c.api()
-		ctx, cancel := context.WithTimeout(c.ctx, probeTimeout)
+		ctx, cancel := context.WithTimeout(c.Ctx, probeTimeout)
 		_, err := ac.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
 		cancel()
 		switch {
-		case c.ctx.Err() != nil:
+		case c.Ctx.Err() != nil:
 			return
 		case err == nil:
 			c.reached()
@@ -211,7 +205,7 @@ func (c *client) checkToken() {
 	defer t.Stop()
 	for {
 		select {
-		case <-c.ctx.Done():
+		case <-c.Ctx.Done():
 			return
 		case <-t.C:
 		}
@@ -250,8 +244,7 @@ func (c *client) each(f func(*watch)) {
 
 // Destruct stops the client once the last long-poll through it is gone.
 func (c *client) Destruct() error {
-	c.cancel()
-	c.done.Wait()
+	c.Stop()
 	c.link.Close()
 	c.base.CloseIdleConnections()
 	return nil

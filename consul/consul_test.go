@@ -399,7 +399,7 @@ func TestSharedAcrossSources(t *testing.T) {
 		}
 		return nil
 	})
-	if u2.watch.ctx.Err() != nil {
+	if u2.watch.Ctx.Err() != nil {
 		t.Error("the shared long-poll stopped with the old config")
 	}
 	if got := testGauge(t, "caddy_discovery_consul_long_polls", u2.watch.c.conn); got != 2 {

@@ -140,7 +140,7 @@ func (w *watch) diagnose(ac *api.Client, filtered bool) error {
 		return w.aclHides(false)
 	}
 	plain := upstreams.Problem(upstreams.KindNoBackends, fmt.Errorf("%s: %s has no passing instance%s", w.c.where, w.q.subject(), w.selecting()))
-	ctx, cancel := context.WithTimeout(w.ctx, diagnoseTimeout)
+	ctx, cancel := context.WithTimeout(w.Ctx, diagnoseTimeout)
 	defer cancel()
 	opts := (&api.QueryOptions{Datacenter: w.q.datacenter}).WithContext(withScope(ctx, scope{namespace: w.q.namespace, partition: w.q.partition}))
 	all, meta, err := ac.Health().Service(w.q.service, "", false, opts)

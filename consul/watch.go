@@ -56,10 +56,7 @@ type watch struct {
 	q       query
 	limiter *rate.Limiter
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	start  func()
-	done   sync.WaitGroup
+	upstreams.Runner // runs the long-poll
 
 	reqMu     sync.Mutex
 	reqCancel context.CancelCauseFunc // of the ongoing request; nil between requests
@@ -78,13 +75,10 @@ type watch struct {
 }
 
 func newWatch(c *client, q query) *watch {
-	ctx, cancel := context.WithCancel(context.Background())
 	w := &watch{
 		c:       c,
 		q:       q,
 		limiter: rate.NewLimiter(rate.Every(rateEvery), rateBurst),
-		ctx:     ctx,
-		cancel:  cancel,
 		kickCh:  make(chan struct{}, 1),
 	}
 	log, svc := caddy.Log().Named("consul"), zap.String("service", q.name())
@@ -96,14 +90,13 @@ func newWatch(c *client, q query) *watch {
 	w.fan = upstreams.NewFanout[upstreams.Listing](
 		upstreams.Pending(fmt.Errorf("%s: waiting for the first answer about %s", c.where, q.subject())),
 		c.problem, w.problem, w.hidden)
-	w.start = sync.OnceFunc(func() {
-		if w.ctx.Err() == nil { // not after Destruct
-			w.done.Go(w.run)
-		}
-	})
+	w.Init()
 	c.addWatch(w)
 	return w
 }
+
+// start starts the long-poll.
+func (w *watch) start() { w.Start(w.run) }
 
 // run is the long-poll: a blocking query at the latest index, again and
 // again. It handles the index as Consul's blocking query docs say: an index
@@ -118,14 +111,14 @@ func (w *watch) run() {
 	established, failed := false, false
 	backoff := retryMin
 	for {
-		if err := w.limiter.Wait(w.ctx); err != nil {
+		if err := w.limiter.Wait(w.Ctx); err != nil {
 			return
 		}
 		i, ac := w.c.api()
 		entries, meta, err := w.poll(ac, index)
 		received := time.Now()
 		switch {
-		case w.ctx.Err() != nil:
+		case w.Ctx.Err() != nil:
 			return
 		case errors.Is(err, errRestart):
 			select {
@@ -137,7 +130,7 @@ func (w *watch) run() {
 			failed, index = true, 0
 			w.fail(i, err)
 			select {
-			case <-w.ctx.Done():
+			case <-w.Ctx.Done():
 				return
 			case <-w.kickCh:
 				backoff = retryMin // a new token: try it now
@@ -177,7 +170,7 @@ func nextIndex(prev, got uint64) uint64 {
 
 // poll sends one blocking query at index (0: answer at once) to ac.
 func (w *watch) poll(ac *api.Client, index uint64) ([]*api.ServiceEntry, *api.QueryMeta, error) {
-	ctx, cancel := context.WithCancelCause(w.ctx)
+	ctx, cancel := context.WithCancelCause(w.Ctx)
 	defer cancel(nil)
 	ctx, stop := context.WithTimeout(ctx, pollTimeout())
 	defer stop()
@@ -261,8 +254,7 @@ func (w *watch) publish(ac *api.Client, entries []*api.ServiceEntry, meta *api.Q
 // request is cancelled, so it returns at once.
 func (w *watch) Destruct() error {
 	w.c.removeWatch(w)
-	w.cancel()
-	w.done.Wait()
+	w.Stop()
 	return nil
 }
 

@@ -1,10 +1,8 @@
 package eureka
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -24,10 +22,7 @@ type feed struct {
 	problem *upstreams.Condition
 	link    *upstreams.Link
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	start  func()
-	done   sync.WaitGroup
+	upstreams.Runner // runs the poller
 }
 
 func newFeed(where string, srv Server) (*feed, error) {
@@ -41,7 +36,6 @@ func newFeed(where string, srv Server) (*feed, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	f := &feed{
 		where: where,
 		poller: NewPoller(client, PollerOptions{
@@ -51,18 +45,15 @@ func newFeed(where string, srv Server) (*feed, error) {
 		}),
 		problem: upstreams.NewCondition(log, "eureka connection problem", "connected to eureka",
 			zap.String("server", where)),
-		link:   upstreams.NewLink("eureka", where, nil),
-		ctx:    ctx,
-		cancel: cancel,
+		link: upstreams.NewLink("eureka", where, nil),
 	}
 	f.problem.Set(upstreams.Pending(fmt.Errorf("eureka %s: waiting for the first answer", where)))
-	f.start = sync.OnceFunc(func() {
-		if f.ctx.Err() == nil {
-			f.done.Go(func() { f.poller.Run(f.ctx) })
-		}
-	})
+	f.Init()
 	return f, nil
 }
+
+// start starts polling.
+func (f *feed) start() { f.Start(func() { f.poller.Run(f.Ctx) }) }
 
 // observe takes in the outcome of a poll, as an update tells it, and
 // returns the connection's trouble. Every subscriber's update carries the
@@ -78,8 +69,7 @@ func (f *feed) observe(err error) error {
 
 // Destruct stops polling once the last source is gone.
 func (f *feed) Destruct() error {
-	f.cancel()
-	f.done.Wait()
+	f.Stop()
 	f.link.Close()
 	return nil
 }

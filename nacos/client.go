@@ -1,7 +1,6 @@
 package nacos
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -93,10 +92,7 @@ type client struct {
 	auth      string // "username", "access_key" or "", for messages
 	tuning    *tuning
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	start  func()
-	done   sync.WaitGroup
+	upstreams.Runner // creates the SDK client, then follows its connection
 	// leaving counts destructed subscriptions whose goroutine (final
 	// Unsubscribe included) may still run.
 	leaving sync.WaitGroup
@@ -134,7 +130,6 @@ type client struct {
 type problem struct{ err error }
 
 func newClient(name string, param vo.NacosClientParam, tn *tuning) *client {
-	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make([]string, len(param.ServerConfigs))
 	for i, s := range param.ServerConfigs {
 		addrs[i] = fmt.Sprintf("%s:%d (gRPC %d)", s.IpAddr, s.Port, s.GrpcPort)
@@ -153,8 +148,6 @@ func newClient(name string, param vo.NacosClientParam, tn *tuning) *client {
 		namespace: ns,
 		param:     param,
 		tuning:    tn,
-		ctx:       ctx,
-		cancel:    cancel,
 		ready:     make(chan struct{}),
 		watches:   make(map[*watch]struct{}),
 		gone:      make(map[Reference]chan struct{}),
@@ -168,9 +161,12 @@ func newClient(name string, param vo.NacosClientParam, tn *tuning) *client {
 	}
 	c.problem = upstreams.NewCondition(caddy.Log().Named("nacos"), "nacos connection problem", "connected to nacos server", zap.String("server", where))
 	c.problem.Set(upstreams.Pending(fmt.Errorf("%s: connecting", where)))
-	c.start = sync.OnceFunc(func() { c.done.Go(c.run) })
+	c.Init()
 	return c
 }
+
+// start creates the SDK client in the background.
+func (c *client) start() { c.Start(c.run) }
 
 // run creates the SDK client, then watches its connection.
 func (c *client) run() {
@@ -194,7 +190,7 @@ func (c *client) run() {
 	// kick of a healthy first check does not repeat it.
 	c.checkHealth(true)
 	close(c.ready)
-	if c.ctx.Err() != nil {
+	if c.Ctx.Err() != nil {
 		return
 	}
 
@@ -202,7 +198,7 @@ func (c *client) run() {
 	defer t.Stop()
 	for {
 		select {
-		case <-c.ctx.Done():
+		case <-c.Ctx.Done():
 			return
 		case <-t.C:
 		}
@@ -376,8 +372,7 @@ func (c *client) Destruct() error {
 	go func() {
 		defer close(closed)
 		c.leaving.Wait() // the final Unsubscribes, while the client still runs
-		c.cancel()
-		c.done.Wait()
+		c.Stop()
 		if c.nc != nil {
 			_ = guard("closing the client", func() error { c.nc.CloseClient(); return nil })
 		}
@@ -385,7 +380,7 @@ func (c *client) Destruct() error {
 	select {
 	case <-c.ready:
 	default:
-		c.cancel() // the subscriptions wait for a client that will not serve them
+		c.Cancel() // the subscriptions wait for a client that will not serve them
 		return nil
 	}
 	t := time.NewTimer(c.tuning.closeTimeout)

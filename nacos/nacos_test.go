@@ -585,7 +585,7 @@ func TestSharedLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if w.ctx.Err() != nil {
+	if w.Ctx.Err() != nil {
 		t.Fatal("the subscription must survive the reload")
 	}
 	// an empty push is followed, and explained

@@ -1,7 +1,6 @@
 package nacos
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -27,12 +26,9 @@ type watch struct {
 	ref   Reference // Namespace is the client's; Group is never ""
 	param *vo.SubscribeParam
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	start  func()
-	done   sync.WaitGroup
-	kickCh chan struct{} // re-subscribe now
-	diagCh chan struct{} // explain an empty list
+	upstreams.Runner               // subscribes and re-subscribes
+	kickCh           chan struct{} // re-subscribe now
+	diagCh           chan struct{} // explain an empty list
 
 	attempted bool // Subscribe was called; owned by run
 	// established is set once a Subscribe succeeded; owned by run.
@@ -60,12 +56,9 @@ type watch struct {
 }
 
 func newWatch(c *client, ref Reference) *watch {
-	ctx, cancel := context.WithCancel(context.Background())
 	w := &watch{
 		c:      c,
 		ref:    ref,
-		ctx:    ctx,
-		cancel: cancel,
 		kickCh: make(chan struct{}, 1),
 		diagCh: make(chan struct{}, 1),
 	}
@@ -80,11 +73,7 @@ func newWatch(c *client, ref Reference) *watch {
 	// Unsubscribe finds the callback by &param.SubscribeCallback, so this
 	// very value is used for every Subscribe and Unsubscribe.
 	w.param = &vo.SubscribeParam{ServiceName: ref.Service, GroupName: ref.Group, SubscribeCallback: w.onPush}
-	w.start = sync.OnceFunc(func() {
-		if w.ctx.Err() == nil { // not after Destruct
-			w.done.Go(w.run)
-		}
-	})
+	w.Init()
 	w.after = c.addWatch(w)
 	return w
 }
@@ -143,6 +132,9 @@ type plan struct {
 	backoff, connBackoff time.Duration
 }
 
+// start starts subscribing.
+func (w *watch) start() { w.Start(w.run) }
+
 // run subscribes once the client exists, retries failed subscriptions with
 // backoff, and re-reads the service every reconcile interval and after every
 // reconnect: a new Subscribe after Unsubscribe always fetches the list from
@@ -171,7 +163,7 @@ func (w *watch) run() {
 			timer.Reset(time.Until(p.next))
 		}
 		select {
-		case <-w.ctx.Done():
+		case <-w.Ctx.Done():
 			return
 		case <-w.kickCh:
 			if w.subscribed == 0 || w.subscribed < w.c.connected.Load() {
@@ -198,7 +190,7 @@ func (w *watch) run() {
 func (w *watch) waitForClient() bool {
 	select {
 	case <-w.c.ready:
-	case <-w.ctx.Done():
+	case <-w.Ctx.Done():
 		return false
 	}
 	if w.c.nc == nil {
@@ -207,7 +199,7 @@ func (w *watch) waitForClient() bool {
 	if w.after != nil {
 		select {
 		case <-w.after:
-		case <-w.ctx.Done():
+		case <-w.Ctx.Done():
 			return false
 		}
 	}
@@ -307,7 +299,7 @@ func (w *watch) leave() {
 	if !w.attempted || w.c.nc == nil {
 		return
 	}
-	if w.c.ctx.Err() != nil || !w.c.healthy.Load() && w.c.watchCount() == 0 {
+	if w.c.Ctx.Err() != nil || !w.c.healthy.Load() && w.c.watchCount() == 0 {
 		return
 	}
 	w.c.sdk.Lock()
@@ -327,9 +319,9 @@ func (w *watch) leave() {
 // closing.
 func (w *watch) Destruct() error {
 	exited := w.c.removeWatch(w)
-	w.cancel()
+	w.Cancel()
 	w.c.leaving.Go(func() {
-		w.done.Wait()
+		w.Wait()
 		w.c.left(w.ref, exited)
 	})
 	return nil

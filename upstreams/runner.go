@@ -1,0 +1,51 @@
+package upstreams
+
+import (
+	"context"
+	"sync"
+)
+
+// Runner is the background work of a pooled client or watch: it starts
+// when the app starts, never at Provision (which `caddy validate` runs
+// too), once however many sources and configs share it, and stops when the
+// last source using it is cleaned up (its Destruct), never to start again.
+// Embed it and call Init in the constructor.
+type Runner struct {
+	// Ctx ends when the runner stops: the background work returns, and
+	// its requests are cancelled.
+	Ctx    context.Context
+	cancel context.CancelFunc
+	once   sync.Once
+	done   sync.WaitGroup
+}
+
+// Init readies the runner; nothing runs yet.
+func (r *Runner) Init() { r.Ctx, r.cancel = context.WithCancel(context.Background()) }
+
+// Start runs each of fns on a goroutine of its own, the first time it is
+// called and unless the runner stopped before: an app's Start calls it for
+// every source, and after a reload for what the previous config started.
+func (r *Runner) Start(fns ...func()) {
+	r.once.Do(func() {
+		if r.Ctx.Err() != nil {
+			return
+		}
+		for _, f := range fns {
+			r.done.Go(f)
+		}
+	})
+}
+
+// Cancel ends Ctx without waiting for the goroutines to return.
+func (r *Runner) Cancel() { r.cancel() }
+
+// Wait waits for the goroutines that Start ran to return.
+func (r *Runner) Wait() { r.done.Wait() }
+
+// Stop ends Ctx and waits for the goroutines to return: what Start runs
+// must return promptly once Ctx ends, so that a reload never waits on a
+// registry.
+func (r *Runner) Stop() {
+	r.cancel()
+	r.done.Wait()
+}
