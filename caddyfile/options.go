@@ -204,3 +204,35 @@ func NamedBlocks[T interface{ Validate() error }](d *caddyfile.Dispenser, existi
 	}
 	return httpcaddyfile.App{Name: appName, Value: caddyconfig.JSON(app, nil)}, nil
 }
+
+// Source reads the tokens of `dynamic <source> <arg> { … }`: the one
+// argument into arg (without one, the error is need, which shows how to
+// write it), each subdirective through option, which reports false for one
+// it does not know (the error then lists known), and last checks the
+// result with validate, so that what can be known before placeholders are
+// replaced is reported at adapt time.
+func Source(d *caddyfile.Dispenser, source string, arg *string, need string,
+	option func(*caddyfile.Dispenser) (bool, error), validate func() error, known ...string,
+) error {
+	d.Next() // the source's name
+	if !d.NextArg() {
+		return d.Err(need)
+	}
+	*arg = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		ok, err := option(d)
+		if !ok {
+			return Unknown(d, source, known...)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := validate(); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}

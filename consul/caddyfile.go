@@ -43,51 +43,36 @@ var sourceOptions = append([]string{
 // filter `Service.Meta.version == "v2"`. An address is host[:port] or
 // http[s]://host[:port][/path-prefix].
 func (u *ConsulUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume upstream source name
-	if !d.NextArg() {
-		return d.Errf("dynamic consul needs a service, e.g. dynamic consul web")
-	}
-	u.Service = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		var err error
-		switch d.Val() {
-		case "datacenter":
-			err = cf.String(d, &u.Datacenter)
-		case "tags":
-			err = cf.Strings(d, &u.Tags)
-		case "filter":
-			if u.Filter != "" {
-				return d.Errf("filter has already been specified")
-			}
-			args := d.RemainingArgs()
-			if len(args) != 1 {
-				return d.Errf("filter takes one expression, not %d arguments: quote it with backticks, e.g. filter `Service.Meta.version == \"v2\"`", len(args))
-			}
-			u.Filter = args[0]
-		case "namespace":
-			err = cf.String(d, &u.Namespace)
-		case "partition":
-			err = cf.String(d, &u.Partition)
-		case "server":
-			err = cf.String(d, &u.ServerName)
-		default:
-			var ok bool
-			if ok, err = u.Server.unmarshalOption(d); !ok {
-				return cf.Unknown(d, "consul", sourceOptions...)
-			}
+	return cf.Source(d, "consul", &u.Service, "dynamic consul needs a service, e.g. dynamic consul web",
+		u.unmarshalOption, u.Validate, sourceOptions...)
+}
+
+// unmarshalOption reads one subdirective of the source; ok is false for an
+// unknown one.
+func (u *ConsulUpstreams) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error) {
+	switch d.Val() {
+	case "datacenter":
+		return true, cf.String(d, &u.Datacenter)
+	case "tags":
+		return true, cf.Strings(d, &u.Tags)
+	case "filter":
+		if u.Filter != "" {
+			return true, d.Errf("filter has already been specified")
 		}
-		if err != nil {
-			return err
+		args := d.RemainingArgs()
+		if len(args) != 1 {
+			return true, d.Errf("filter takes one expression, not %d arguments: quote it with backticks, e.g. filter `Service.Meta.version == \"v2\"`", len(args))
 		}
+		u.Filter = args[0]
+		return true, nil
+	case "namespace":
+		return true, cf.String(d, &u.Namespace)
+	case "partition":
+		return true, cf.String(d, &u.Partition)
+	case "server":
+		return true, cf.String(d, &u.ServerName)
 	}
-	// Report at adapt time what can be known before placeholders are replaced.
-	if err := u.Validate(); err != nil {
-		return d.Err(err.Error())
-	}
-	return nil
+	return u.Server.unmarshalOption(d)
 }
 
 // unmarshalOption reads one connection subdirective; ok is false for any

@@ -33,39 +33,22 @@ var sourceOptions = append([]string{"secure_port", "metadata", "server"}, connec
 // metadata may be given once per key. A URL is the base of the Eureka API,
 // such as http://eureka:8761/eureka.
 func (u *EurekaUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume upstream source name
-	if !d.NextArg() {
-		return d.Errf("dynamic eureka needs an application name, e.g. dynamic eureka ORDERS")
+	return cf.Source(d, "eureka", &u.App, "dynamic eureka needs an application name, e.g. dynamic eureka ORDERS",
+		u.unmarshalOption, u.Validate, sourceOptions...)
+}
+
+// unmarshalOption reads one subdirective of the source; ok is false for an
+// unknown one.
+func (u *EurekaUpstreams) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error) {
+	switch d.Val() {
+	case "secure_port":
+		return true, cf.Flag(d, &u.SecurePort)
+	case "metadata":
+		return true, cf.Map(d, &u.Metadata, "metadata zone east")
+	case "server":
+		return true, cf.String(d, &u.ServerName)
 	}
-	u.App = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		var err error
-		switch d.Val() {
-		case "secure_port":
-			err = cf.Flag(d, &u.SecurePort)
-		case "metadata":
-			err = cf.Map(d, &u.Metadata, "metadata zone east")
-		case "server":
-			err = cf.String(d, &u.ServerName)
-		default:
-			var ok bool
-			ok, err = u.Server.unmarshalOption(d)
-			if !ok {
-				return cf.Unknown(d, "eureka", sourceOptions...)
-			}
-		}
-		if err != nil {
-			return err
-		}
-	}
-	// Report at adapt time what can be known before placeholders are replaced.
-	if err := u.Validate(); err != nil {
-		return d.Err(err.Error())
-	}
-	return nil
+	return u.Server.unmarshalOption(d)
 }
 
 // unmarshalOption reads one connection subdirective; ok is false for any

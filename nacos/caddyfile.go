@@ -50,53 +50,48 @@ var sourceOptions = append([]string{
 // metadata may be given once per key. An address is host[:port] or
 // http[s]://host[:port][/context-path].
 func (u *NacosUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume upstream source name
-	if !d.NextArg() {
-		return d.Errf("dynamic nacos needs a service, e.g. dynamic nacos DEFAULT_GROUP@@orders")
-	}
-	u.Service = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
 	thresholdSet := false // 0 is a valid value, so the field cannot tell
-	for d.NextBlock(0) {
-		var err error
-		switch d.Val() {
-		case "namespace":
-			err = cf.String(d, &u.Namespace)
-		case "group":
-			err = cf.String(d, &u.Group)
-		case "clusters":
-			err = cf.Strings(d, &u.Clusters)
-		case "metadata":
-			err = cf.Map(d, &u.Metadata, "metadata version v2")
-		case "protect_threshold":
-			var s string
-			if err = cf.String(d, &s); err == nil {
-				if thresholdSet {
-					return d.Errf("protect_threshold has already been specified")
-				}
-				thresholdSet = true
-				u.ProtectThreshold, err = strconv.ParseFloat(s, 64)
-				if err != nil || u.ProtectThreshold < 0 || u.ProtectThreshold > 1 || math.IsNaN(u.ProtectThreshold) {
-					return d.Errf("protect_threshold takes a fraction from 0 to 1, not %q", s)
-				}
+	return cf.Source(d, "nacos", &u.Service, "dynamic nacos needs a service, e.g. dynamic nacos DEFAULT_GROUP@@orders",
+		func(d *caddyfile.Dispenser) (bool, error) {
+			if d.Val() != "protect_threshold" {
+				return u.unmarshalOption(d)
 			}
-		case "server":
-			err = cf.String(d, &u.ServerName)
-		default:
-			var ok bool
-			if ok, err = u.Server.unmarshalOption(d, false); !ok {
-				return cf.Unknown(d, "nacos", sourceOptions...)
+			if thresholdSet {
+				return true, d.Errf("protect_threshold has already been specified")
 			}
-		}
-		if err != nil {
-			return err
-		}
+			thresholdSet = true
+			return true, u.unmarshalThreshold(d)
+		}, u.Validate, sourceOptions...)
+}
+
+// unmarshalOption reads one subdirective of the source, but for
+// protect_threshold; ok is false for an unknown one.
+func (u *NacosUpstreams) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error) {
+	switch d.Val() {
+	case "namespace":
+		return true, cf.String(d, &u.Namespace)
+	case "group":
+		return true, cf.String(d, &u.Group)
+	case "clusters":
+		return true, cf.Strings(d, &u.Clusters)
+	case "metadata":
+		return true, cf.Map(d, &u.Metadata, "metadata version v2")
+	case "server":
+		return true, cf.String(d, &u.ServerName)
 	}
-	// Report at adapt time what can be known before placeholders are replaced.
-	if err := u.Validate(); err != nil {
-		return d.Err(err.Error())
+	return u.Server.unmarshalOption(d, false)
+}
+
+// unmarshalThreshold reads protect_threshold's fraction.
+func (u *NacosUpstreams) unmarshalThreshold(d *caddyfile.Dispenser) error {
+	var s string
+	if err := cf.String(d, &s); err != nil {
+		return err
+	}
+	var err error
+	u.ProtectThreshold, err = strconv.ParseFloat(s, 64)
+	if err != nil || u.ProtectThreshold < 0 || u.ProtectThreshold > 1 || math.IsNaN(u.ProtectThreshold) {
+		return d.Errf("protect_threshold takes a fraction from 0 to 1, not %q", s)
 	}
 	return nil
 }
