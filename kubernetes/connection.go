@@ -1,8 +1,6 @@
 package kubernetes
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -16,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/caddy-discovery/caddy-discovery/redact"
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // Connection says how to reach and authenticate to one Kubernetes API server.
@@ -59,8 +58,9 @@ type Connection struct {
 	InsecureSkipVerify bool `json:"insecure_skip_verify,omitempty"`
 }
 
-// IsZero reports whether no connection field is set.
-func (c Connection) IsZero() bool { return c == Connection{} }
+// IsSet reports whether any connection field is set, i.e. whether a source
+// brings a connection of its own.
+func (c Connection) IsSet() bool { return c != Connection{} }
 
 // Validate checks that the fields fit together; field names in the errors are
 // those of the config.
@@ -88,8 +88,8 @@ func (c Connection) Validate() error {
 	return nil
 }
 
-// expand replaces placeholders such as {env.X} in every field.
-func (c Connection) expand(repl *caddy.Replacer) (Connection, error) {
+// Expand replaces placeholders such as {env.X} in every field.
+func (c Connection) Expand(repl *caddy.Replacer) (Connection, error) {
 	fields := []*string{&c.Kubeconfig, &c.Context, &c.Server, &c.Token, &c.TokenFile, &c.CAFile}
 	names := []string{"kubeconfig", "context", "server", "token", "token_file", "ca_file"}
 	for i, f := range fields {
@@ -102,16 +102,17 @@ func (c Connection) expand(repl *caddy.Replacer) (Connection, error) {
 	return c, nil
 }
 
-// restConfig builds the client configuration and its fingerprint. It reads
-// files (kubeconfig, in-cluster CA) but makes no request.
-func (c Connection) restConfig() (*rest.Config, string, error) {
+// restConfig builds the client configuration of the cluster named cluster
+// and its fingerprint. It reads files (kubeconfig, in-cluster CA) but makes
+// no request.
+func (c Connection) restConfig(cluster string) (*rest.Config, string, error) {
 	cfg, err := c.baseConfig()
 	if err != nil {
 		return nil, "", err
 	}
-	fp := fingerprint(cfg)
+	fp := fingerprint(cluster, cfg)
 	if path := cfg.BearerTokenFile; path != "" {
-		// Read the token again whenever the file changes (see tokenFile).
+		// Read the token again whenever the file changes (see newTokenFile).
 		cfg.BearerTokenFile, cfg.BearerToken = "", ""
 		file := newTokenFile(path)
 		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &tokenFileTransport{file: file, next: rt} })
@@ -212,29 +213,26 @@ func (c Connection) namespace(saFile string) (string, error) {
 	return ns, nil
 }
 
-// fingerprint identifies the API server and identity that cfg connects as,
-// without holding any secret: configs with equal fingerprints share informers.
+// fingerprint identifies the cluster named cluster, the API server and the
+// identity that cfg connects as (see upstreams.Fingerprint): sources with
+// equal fingerprints share informers, which are named after their own
+// cluster.
 //
 // With a token file, the file's path is the identity, not the token it held
 // when the config was loaded (in-cluster and kubeconfig tokenFile configs have
 // both): otherwise every reload after a rotation of a projected token would
 // open a second set of watches.
-func fingerprint(cfg *rest.Config) string {
+func fingerprint(cluster string, cfg *rest.Config) string {
 	token := cfg.BearerToken
 	if cfg.BearerTokenFile != "" {
 		token = ""
 	}
-	h := sha256.New()
-	for _, s := range []string{
+	exec := ""
+	if cfg.ExecProvider != nil {
+		exec = fmt.Sprintf("%s %v %v", cfg.ExecProvider.Command, cfg.ExecProvider.Args, cfg.ExecProvider.Env)
+	}
+	return upstreams.Fingerprint(cluster,
 		cfg.Host, cfg.APIPath, token, cfg.BearerTokenFile, cfg.Username, cfg.Password,
 		cfg.CAFile, string(cfg.CAData), cfg.CertFile, string(cfg.CertData), cfg.KeyFile, string(cfg.KeyData),
-		cfg.ServerName, fmt.Sprint(cfg.Insecure), cfg.Impersonate.UserName, fmt.Sprint(cfg.ExecProvider != nil),
-	} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
-	}
-	if cfg.ExecProvider != nil {
-		fmt.Fprintf(h, "%s %v %v", cfg.ExecProvider.Command, cfg.ExecProvider.Args, cfg.ExecProvider.Env)
-	}
-	return hex.EncodeToString(h.Sum(nil))
+		cfg.ServerName, fmt.Sprint(cfg.Insecure), cfg.Impersonate.UserName, exec)
 }

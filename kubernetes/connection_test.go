@@ -36,22 +36,22 @@ func TestConnectionSources(t *testing.T) {
 
 	// Nothing configured: kubectl's rules, here $KUBECONFIG.
 	t.Setenv("KUBECONFIG", kubeconfig)
-	cfg, _, err := Connection{}.restConfig()
+	cfg, _, err := Connection{}.restConfig("")
 	if err != nil || cfg.Host != "https://10.0.0.1:6443" || cfg.BearerToken != "kubeconfig-secret" {
 		t.Fatalf("from $KUBECONFIG: %+v, %v", cfg, err)
 	}
 	// An explicit file and context.
-	cfg, _, err = Connection{Kubeconfig: kubeconfig, Context: "ctx-b"}.restConfig()
+	cfg, _, err = Connection{Kubeconfig: kubeconfig, Context: "ctx-b"}.restConfig("")
 	if err != nil || cfg.Host != "https://10.0.0.2:6443" {
 		t.Fatalf("kubeconfig with context ctx-b: %+v, %v", cfg, err)
 	}
-	if _, _, err := (Connection{Kubeconfig: kubeconfig, Context: "nope"}).restConfig(); err == nil || !strings.Contains(err.Error(), "nope") ||
+	if _, _, err := (Connection{Kubeconfig: kubeconfig, Context: "nope"}).restConfig(""); err == nil || !strings.Contains(err.Error(), "nope") ||
 		strings.Contains(err.Error(), "kubeconfig-secret") {
 		t.Fatalf("unknown context: %v (must name it, and show no token)", err)
 	}
 	// Nothing at all.
 	t.Setenv("KUBECONFIG", "")
-	if _, _, err := (Connection{}).restConfig(); err == nil || !strings.Contains(err.Error(), "no Kubernetes connection configured") {
+	if _, _, err := (Connection{}).restConfig(""); err == nil || !strings.Contains(err.Error(), "no Kubernetes connection configured") {
 		t.Fatalf("no connection anywhere: %v", err)
 	}
 	// Explicit server: TLS verified unless asked otherwise; token_file read
@@ -60,11 +60,11 @@ func TestConnectionSources(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("t"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, _, err = Connection{Server: "https://10.0.0.3:6443", TokenFile: tokenFile}.restConfig()
+	cfg, _, err = Connection{Server: "https://10.0.0.3:6443", TokenFile: tokenFile}.restConfig("")
 	if err != nil || cfg.Insecure || cfg.BearerTokenFile != "" || cfg.WrapTransport == nil {
 		t.Fatalf("server with token_file: %+v, %v", cfg, err)
 	}
-	if _, _, err := (Connection{Server: "https://10.0.0.3:6443", TokenFile: filepath.Join(dir, "missing")}).restConfig(); err == nil || !strings.Contains(err.Error(), "token_file") {
+	if _, _, err := (Connection{Server: "https://10.0.0.3:6443", TokenFile: filepath.Join(dir, "missing")}).restConfig(""); err == nil || !strings.Contains(err.Error(), "token_file") {
 		t.Fatalf("missing token_file: %v", err)
 	}
 }
@@ -89,7 +89,7 @@ current-context: a
 		if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, fp, err := Connection{Kubeconfig: kubeconfig}.restConfig()
+		_, fp, err := Connection{Kubeconfig: kubeconfig}.restConfig("")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,8 +99,8 @@ current-context: a
 		t.Fatal("a rotated token in the same token file must keep the fingerprint (and the shared watches)")
 	}
 	if fp1, fp2 := (Connection{Server: "https://10.0.0.1:6443", Token: "a"}), (Connection{Server: "https://10.0.0.1:6443", Token: "b"}); func() bool {
-		_, a, _ := fp1.restConfig()
-		_, b, _ := fp2.restConfig()
+		_, a, _ := fp1.restConfig("")
+		_, b, _ := fp2.restConfig("")
 		return a == b
 	}() {
 		t.Fatal("different inline tokens are different identities")

@@ -273,7 +273,7 @@ func FuzzJSON(f *testing.F) {
 				app = new(App)
 			}
 		}
-		name, conn, err := app.connection(ref.Cluster, u.Connection)
+		name, conn, err := clusters.Resolve(app.Clusters, ref.Cluster, u.Connection)
 		if err != nil {
 			check(err, sourceFields...)
 			return

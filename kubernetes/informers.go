@@ -26,11 +26,6 @@ import (
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
-// watchPool shares informer sets between all upstream sources of all loaded
-// configs: a reload provisions the new config (which finds the running sets
-// here) before it cleans up the old one, so watches survive reloads.
-var watchPool = caddy.NewUsagePool()
-
 // resource is one kind of object an informer set lists and watches.
 type resource struct {
 	group, name string // as in RBAC rules: "discovery.k8s.io", "endpointslices"
@@ -429,14 +424,4 @@ func (s *informerSet) indexer(r resource) cache.Indexer {
 		}
 	}
 	return nil
-}
-
-// acquire returns the pooled informer set for key, creating it if needed. The
-// caller must release it with watchPool.Delete(key).
-func acquire(key string, create func() (*informerSet, error)) (*informerSet, error) {
-	v, _, err := watchPool.LoadOrNew(key, func() (caddy.Destructor, error) { return create() })
-	if err != nil {
-		return nil, err
-	}
-	return v.(*informerSet), nil
 }

@@ -97,8 +97,8 @@ func TestSecretsStayOutOfErrors(t *testing.T) {
 	if err := c.Validate(); err == nil || strings.Contains(err.Error(), "s3cr3t") {
 		t.Fatalf("error %v must exist and not contain the token", err)
 	}
-	_, a, _ := Connection{Server: "https://10.0.0.1:6443", Token: "s3cr3t-token"}.restConfig()
-	_, b, _ := Connection{Server: "https://10.0.0.1:6443", Token: "other"}.restConfig()
+	_, a, _ := Connection{Server: "https://10.0.0.1:6443", Token: "s3cr3t-token"}.restConfig("")
+	_, b, _ := Connection{Server: "https://10.0.0.1:6443", Token: "other"}.restConfig("")
 	if a == b || strings.Contains(a, "s3cr3t") {
 		t.Fatalf("fingerprints %q and %q must differ and hold no secret", a, b)
 	}

@@ -4,9 +4,9 @@
 package kubernetes
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -99,9 +99,8 @@ type KubernetesUpstreams struct {
 	// app's clusters for the fields.
 	Connection
 
-	sub        *subscription
-	keys       []string
-	unregister func()
+	upstreams.Source
+	sub *subscription // the source's view of the Service
 }
 
 // CaddyModule returns the Caddy module information.
@@ -117,26 +116,20 @@ func (KubernetesUpstreams) CaddyModule() caddy.ModuleInfo {
 // config starts (which `caddy validate` never does).
 func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
 	redirectKlog()
-	// in this config's registry, which the admin API's /metrics (also
-	// registered by the admin module) and any metrics handler serve
-	if err := upstreams.RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
-		return err
-	}
-	appVal, err := ctx.App("k8s")
+	app, err := upstreams.Open[*App](ctx, "k8s")
 	if err != nil {
 		return err
 	}
-	app := appVal.(*App)
-
 	ref, sel, err := u.parse(caddy.NewReplacer())
 	if err != nil {
 		return err
 	}
-	name, conn, err := app.connection(ref.Cluster, u.Connection)
+	name, conn, err := clusters.Resolve(app.Clusters, ref.Cluster, u.Connection)
 	if err != nil {
 		return err
 	}
-	cfg, fp, err := conn.restConfig()
+	name = cmp.Or(name, upstreams.DefaultName) // the source's own connection, or the built-in one
+	cfg, fp, err := conn.restConfig(name)
 	if err != nil {
 		return fmt.Errorf("kubernetes cluster %q: %w", name, err)
 	}
@@ -214,10 +207,7 @@ func (u *KubernetesUpstreams) reference(service string) (Reference, error) {
 		}
 		ref.Cluster = u.Cluster
 	}
-	if ref.Cluster != "" && !u.Connection.IsZero() {
-		return ref, fmt.Errorf("cluster %q is named and connection fields are set too; define the connection in the k8s app's cluster %q, or remove the cluster name", ref.Cluster, ref.Cluster)
-	}
-	return ref, nil
+	return ref, clusters.CheckSource(ref.Cluster, u.Connection)
 }
 
 // selection checks what to proxy to.
@@ -246,69 +236,38 @@ func (u *KubernetesUpstreams) selection() (selection, error) {
 	return sel, nil
 }
 
-// subscribe joins (or creates) the informer sets the reference needs.
+// subscribe joins (or creates) the informer sets the reference needs, of
+// the cluster named cluster, whose connection has the fingerprint fp.
 func (u *KubernetesUpstreams) subscribe(log *zap.Logger, app *App, cluster, fp string, client kubernetes.Interface, ref Reference, sel selection) error {
-	nsKey := "k8s/" + fp + "/namespace/" + ref.Namespace
-	ns, err := acquire(nsKey, func() (*informerSet, error) {
+	ns, err := upstreams.Acquire(&u.Source, "k8s/"+fp+"/namespace/"+ref.Namespace, func() (*informerSet, error) {
 		return newInformerSet(cluster, ref.Namespace, client, services, endpointSlices)
 	})
 	if err != nil {
 		return err
 	}
-	u.keys = append(u.keys, nsKey)
-	sub := &subscription{ref: ref, sel: sel, ns: ns, pub: upstreams.NewPublisher(log, ref.String())}
-	sets := []*informerSet{ns}
+	sub := &subscription{ref: ref, sel: sel, ns: ns}
 	if sel.target == targetNodePort {
-		nodesKey := "k8s/" + fp + "/nodes"
-		sub.nodes, err = acquire(nodesKey, func() (*informerSet, error) {
+		sub.nodes, err = upstreams.Acquire(&u.Source, "k8s/"+fp+"/nodes", func() (*informerSet, error) {
 			return newInformerSet(cluster, "", client, nodes)
 		})
 		if err != nil {
 			return err
 		}
-		u.keys = append(u.keys, nodesKey)
-		sets = append(sets, sub.nodes)
 	}
-	for _, s := range sets {
+	sub.pub = u.Publish(log, "k8s", ref.String())
+	for _, s := range sub.sets() {
 		s.subscribe(sub)
+		app.Add(s.start)
 	}
+	u.OnCleanup(func() {
+		for _, s := range sub.sets() {
+			s.unsubscribe(sub)
+		}
+	})
 	sub.troubled()
 	sub.refresh()
 	u.sub = sub
-	u.unregister = upstreams.Register("k8s", ref.String(), sub.pub.Cell())
-	app.track(sets...)
 	return nil
-}
-
-// GetUpstreams returns the Service's current backends from memory.
-func (u *KubernetesUpstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error) {
-	if u.sub == nil {
-		return nil, errors.New("kubernetes upstream source is not provisioned")
-	}
-	return u.sub.pub.Load().Upstreams()
-}
-
-// Cleanup leaves the informer sets; the last user of a set stops it.
-func (u *KubernetesUpstreams) Cleanup() error {
-	if u.unregister != nil {
-		u.unregister()
-		u.unregister = nil
-	}
-	if u.sub != nil {
-		for _, s := range []*informerSet{u.sub.ns, u.sub.nodes} {
-			if s != nil {
-				s.unsubscribe(u.sub)
-			}
-		}
-	}
-	var errs []error
-	for _, k := range u.keys {
-		if _, err := watchPool.Delete(k); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	u.keys = nil
-	return errors.Join(errs...)
 }
 
 // Interface guards
