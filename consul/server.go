@@ -132,25 +132,13 @@ func (s Server) tlsWanted() bool {
 
 // Expand replaces placeholders such as {env.X} in every string field.
 func (s Server) Expand(repl *caddy.Replacer) (Server, error) {
-	s.Addresses = append([]string(nil), s.Addresses...)
-	for i := range s.Addresses {
-		v, err := repl.ReplaceOrErr(s.Addresses[i], true, true)
-		if err != nil {
-			return s, fmt.Errorf("addresses: %w", err)
-		}
-		s.Addresses[i] = v
+	err := upstreams.ExpandList(repl, "addresses", &s.Addresses)
+	if err == nil {
+		err = upstreams.ExpandFields(repl, upstreams.Field{Name: "token", Value: &s.Token}, upstreams.Field{Name: "token_file", Value: &s.TokenFile},
+			upstreams.Field{Name: "ca_file", Value: &s.CAFile}, upstreams.Field{Name: "cert_file", Value: &s.CertFile},
+			upstreams.Field{Name: "key_file", Value: &s.KeyFile}, upstreams.Field{Name: "tls_server_name", Value: &s.TLSServerName})
 	}
-	fields := []*string{&s.Token, &s.TokenFile, &s.CAFile, &s.CertFile, &s.KeyFile, &s.TLSServerName}
-	names := []string{"token", "token_file", "ca_file", "cert_file", "key_file", "tls_server_name"}
-	for i, f := range fields {
-		v, err := repl.ReplaceOrErr(*f, true, true)
-		if err != nil {
-			// the error names the placeholder, never the value
-			return s, fmt.Errorf("%s: %w", names[i], err)
-		}
-		*f = v
-	}
-	return s, nil
+	return s, err
 }
 
 // address is one parsed entry of Addresses.

@@ -84,30 +84,15 @@ func (s Server) Validate() error {
 // Expand replaces placeholders, and sets the default URL where there is
 // none.
 func (s Server) Expand(repl *caddy.Replacer) (Server, error) {
-	out := s
-	out.URLs = make([]string, len(s.URLs))
-	for i, u := range s.URLs {
-		v, err := repl.ReplaceOrErr(u, true, true)
-		if err != nil {
-			return s, fmt.Errorf("urls: %w", err)
-		}
-		out.URLs[i] = v
+	err := upstreams.ExpandList(repl, "urls", &s.URLs)
+	if err == nil {
+		err = upstreams.ExpandFields(repl, upstreams.Field{Name: "username", Value: &s.Username},
+			upstreams.Field{Name: "password", Value: &s.Password}, upstreams.Field{Name: "ca_file", Value: &s.CAFile})
 	}
-	for _, f := range []struct {
-		name string
-		dst  *string
-	}{{"username", &out.Username}, {"password", &out.Password}, {"ca_file", &out.CAFile}} {
-		v, err := repl.ReplaceOrErr(*f.dst, true, true)
-		if err != nil {
-			// a password's placeholder is shown, never its value
-			return s, fmt.Errorf("%s: %w", f.name, err)
-		}
-		*f.dst = v
+	if len(s.URLs) == 0 {
+		s.URLs = []string{defaultURL}
 	}
-	if len(out.URLs) == 0 {
-		out.URLs = []string{defaultURL}
-	}
-	return out, nil
+	return s, err
 }
 
 // config turns the (expanded, validated) fields into a client config; it

@@ -142,25 +142,13 @@ func (s Server) Validate() error {
 
 // Expand replaces placeholders such as {env.X} in every string field.
 func (s Server) Expand(repl *caddy.Replacer) (Server, error) {
-	s.Addresses = append([]string(nil), s.Addresses...)
-	for i := range s.Addresses {
-		v, err := repl.ReplaceOrErr(s.Addresses[i], true, true)
-		if err != nil {
-			return s, fmt.Errorf("addresses: %w", err)
-		}
-		s.Addresses[i] = v
+	err := upstreams.ExpandList(repl, "addresses", &s.Addresses)
+	if err == nil {
+		err = upstreams.ExpandFields(repl, upstreams.Field{Name: "namespace", Value: &s.Namespace}, upstreams.Field{Name: "username", Value: &s.Username},
+			upstreams.Field{Name: "password", Value: &s.Password}, upstreams.Field{Name: "access_key", Value: &s.AccessKey},
+			upstreams.Field{Name: "secret_key", Value: &s.SecretKey}, upstreams.Field{Name: "ca_file", Value: &s.CAFile})
 	}
-	fields := []*string{&s.Namespace, &s.Username, &s.Password, &s.AccessKey, &s.SecretKey, &s.CAFile}
-	names := []string{"namespace", "username", "password", "access_key", "secret_key", "ca_file"}
-	for i, f := range fields {
-		v, err := repl.ReplaceOrErr(*f, true, true)
-		if err != nil {
-			// the error names the placeholder, never the value
-			return s, fmt.Errorf("%s: %w", names[i], err)
-		}
-		*f = v
-	}
-	return s, nil
+	return s, err
 }
 
 // address is one parsed entry of Addresses.

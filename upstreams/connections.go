@@ -220,3 +220,36 @@ type ServerApp[T Connection[T]] struct {
 func (s *ServerApp[T]) Provision(caddy.Context) error {
 	return CheckNamed("server", "empty server", s.Servers)
 }
+
+// Field is a string field of a config, by the name its errors give it.
+type Field struct {
+	Name  string
+	Value *string
+}
+
+// ExpandFields replaces the placeholders in each field, in order: what a
+// connection's Expand does. An error names the field and the placeholder,
+// never the field's value, which may be a secret.
+func ExpandFields(repl *caddy.Replacer, fields ...Field) error {
+	for _, f := range fields {
+		v, err := repl.ReplaceOrErr(*f.Value, true, true)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.Name, err)
+		}
+		*f.Value = v
+	}
+	return nil
+}
+
+// ExpandList replaces the placeholders in each element of the list field
+// named name, in a copy of the list, so that the config's own list keeps
+// them.
+func ExpandList(repl *caddy.Replacer, name string, list *[]string) error {
+	*list = slices.Clone(*list)
+	for i := range *list {
+		if err := ExpandFields(repl, Field{name, &(*list)[i]}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
