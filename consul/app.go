@@ -10,9 +10,9 @@ import (
 // sources refer to, so that addresses, token and TLS settings are written
 // once. Its module ID is `consul`.
 //
-// A source without a `server` name uses the server named "default" if there
-// is one, else the connection fields set in the source itself, else the
-// local Consul agent at 127.0.0.1:8500 without a token.
+// A source without a `server` name uses the connection fields set in the
+// source itself, if any; else the server named "default", if the app has
+// one; else the local Consul agent at 127.0.0.1:8500 without a token.
 //
 // Sources that end up with the same connection share one client (one
 // connection pool), and sources that ask the same question through it share

@@ -73,8 +73,9 @@ type ConsulUpstreams struct {
 	Partition string `json:"partition,omitempty"`
 
 	// The name of a server defined in the `consul` app. Default: the
-	// server named "default" if the app defines one, else the connection
-	// fields below, else the local agent at 127.0.0.1:8500 without a token.
+	// connection fields below, if any are set; else the server named
+	// "default", if the app defines one; else the local agent at
+	// 127.0.0.1:8500 without a token.
 	ServerName string `json:"server,omitempty"`
 
 	// A connection of its own, when no `server` is named: see the `consul`

@@ -10,9 +10,10 @@ import (
 // upstream sources refer to, so that connection settings are written once.
 // Its module ID is `eureka`.
 //
-// A source without a `server` name uses the server named "default" if there
-// is one, else the connection fields set in the source itself, else a Eureka
-// server at http://127.0.0.1:8761/eureka without authentication.
+// A source without a `server` name uses the connection fields set in the
+// source itself, if any; else the server named "default", if the app has
+// one; else a Eureka server at http://127.0.0.1:8761/eureka without
+// authentication.
 //
 // Sources that end up with the same connection share one copy of the
 // registry and one poller, kept across config reloads and stopped when the

@@ -49,9 +49,10 @@ type EurekaUpstreams struct {
 	// values are used. Default: no condition.
 	Metadata map[string]string `json:"metadata,omitempty"`
 
-	// The name of a server defined in the `eureka` app. Default: the server
-	// named "default" if the app defines one, else the connection fields
-	// below, else a Eureka server at http://127.0.0.1:8761/eureka.
+	// The name of a server defined in the `eureka` app. Default: the
+	// connection fields below, if any are set; else the server named
+	// "default", if the app defines one; else a Eureka server at
+	// http://127.0.0.1:8761/eureka.
 	ServerName string `json:"server,omitempty"`
 
 	// A connection of its own, when no `server` is named: see the `eureka`

@@ -10,9 +10,9 @@ import (
 // `k8s` upstream sources refer to, so that connection settings are written
 // once. Its module ID is `k8s`.
 //
-// A Service reference without a cluster name uses the cluster named
-// "default" if there is one, else the connection set in the upstream source
-// itself, else the in-cluster service account or kubectl's kubeconfig.
+// A Service reference without a cluster name uses the connection set in the
+// upstream source itself, if any; else the cluster named "default", if the
+// app has one; else the in-cluster service account or kubectl's kubeconfig.
 //
 // Sources that end up with the same cluster and connection share one set of
 // watches per namespace (and one of the Nodes); they are kept across config

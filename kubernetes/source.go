@@ -63,9 +63,10 @@ type KubernetesUpstreams struct {
 	Port Port `json:"port,omitempty"`
 
 	// The name of a cluster defined in the `k8s` app, when `service` does
-	// not name one. Default: the cluster named "default" if the app defines
-	// one, else the connection fields below, else the in-cluster service
-	// account or the kubeconfig found by kubectl's rules.
+	// not name one. Default: the connection fields below, if any are set;
+	// else the cluster named "default", if the app defines one; else the
+	// in-cluster service account or the kubeconfig found by kubectl's
+	// rules.
 	Cluster string `json:"cluster,omitempty"`
 
 	// What to proxy to:

@@ -10,9 +10,9 @@ import (
 // upstream sources refer to, so that connection settings are written once.
 // Its module ID is `nacos`.
 //
-// A source without a `server` name uses the server named "default" if there
-// is one, else the connection fields set in the source itself, else a Nacos
-// server at 127.0.0.1:8848 without authentication.
+// A source without a `server` name uses the connection fields set in the
+// source itself, if any; else the server named "default", if the app has
+// one; else a Nacos server at 127.0.0.1:8848 without authentication.
 //
 // Sources that end up with the same connection and namespace share one
 // naming client (one gRPC connection), and sources that reference the same

@@ -85,9 +85,10 @@ type NacosUpstreams struct {
 	// Default: 0
 	ProtectThreshold float64 `json:"protect_threshold,omitempty"`
 
-	// The name of a server defined in the `nacos` app. Default: the server
-	// named "default" if the app defines one, else the connection fields
-	// below, else 127.0.0.1:8848 without authentication.
+	// The name of a server defined in the `nacos` app. Default: the
+	// connection fields below, if any are set; else the server named
+	// "default", if the app defines one; else 127.0.0.1:8848 without
+	// authentication.
 	ServerName string `json:"server,omitempty"`
 
 	// A connection of its own, when no `server` is named: see the `nacos`
