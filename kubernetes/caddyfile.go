@@ -42,46 +42,31 @@ var sourceOptions = append([]string{
 // name.namespace[.svc[.cluster.local]][:port], or name[:port] in the
 // connection's namespace (in a Pod: the service account's).
 func (u *KubernetesUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume upstream source name
-	if !d.NextArg() {
-		return d.Errf("dynamic k8s needs a service, e.g. dynamic k8s shop/web:http")
+	return cf.Source(d, "k8s", &u.Service, "dynamic k8s needs a service, e.g. dynamic k8s shop/web:http",
+		u.unmarshalOption, u.Validate, sourceOptions...)
+}
+
+// unmarshalOption reads one subdirective of the source; ok is false for an
+// unknown one.
+func (u *KubernetesUpstreams) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error) {
+	switch d.Val() {
+	case "port":
+		p := string(u.Port)
+		err = cf.String(d, &p)
+		u.Port = Port(p)
+		return true, err
+	case "cluster":
+		return true, cf.String(d, &u.Cluster)
+	case "target":
+		return true, cf.String(d, &u.Target)
+	case "node_address":
+		return true, cf.String(d, &u.NodeAddress)
+	case "prefer_zone":
+		return true, cf.String(d, &u.PreferZone)
+	case "fallback_to_terminating":
+		return true, cf.Flag(d, &u.FallbackToTerminating)
 	}
-	u.Service = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		var err error
-		switch d.Val() {
-		case "port":
-			p := string(u.Port)
-			err = cf.String(d, &p)
-			u.Port = Port(p)
-		case "cluster":
-			err = cf.String(d, &u.Cluster)
-		case "target":
-			err = cf.String(d, &u.Target)
-		case "node_address":
-			err = cf.String(d, &u.NodeAddress)
-		case "prefer_zone":
-			err = cf.String(d, &u.PreferZone)
-		case "fallback_to_terminating":
-			err = cf.Flag(d, &u.FallbackToTerminating)
-		default:
-			var ok bool
-			if ok, err = u.Connection.unmarshalOption(d); !ok {
-				return cf.Unknown(d, "k8s", sourceOptions...)
-			}
-		}
-		if err != nil {
-			return err
-		}
-	}
-	// Report at adapt time what can be known before placeholders are replaced.
-	if err := u.Validate(); err != nil {
-		return d.Err(err.Error())
-	}
-	return nil
+	return u.Connection.unmarshalOption(d)
 }
 
 // unmarshalOption reads one connection subdirective; ok is false for any

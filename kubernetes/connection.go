@@ -90,16 +90,10 @@ func (c Connection) Validate() error {
 
 // Expand replaces placeholders such as {env.X} in every field.
 func (c Connection) Expand(repl *caddy.Replacer) (Connection, error) {
-	fields := []*string{&c.Kubeconfig, &c.Context, &c.Server, &c.Token, &c.TokenFile, &c.CAFile}
-	names := []string{"kubeconfig", "context", "server", "token", "token_file", "ca_file"}
-	for i, f := range fields {
-		v, err := repl.ReplaceOrErr(*f, true, true)
-		if err != nil {
-			return c, fmt.Errorf("%s: %w", names[i], err)
-		}
-		*f = v
-	}
-	return c, nil
+	err := upstreams.ExpandFields(repl, upstreams.Field{Name: "kubeconfig", Value: &c.Kubeconfig}, upstreams.Field{Name: "context", Value: &c.Context},
+		upstreams.Field{Name: "server", Value: &c.Server}, upstreams.Field{Name: "token", Value: &c.Token},
+		upstreams.Field{Name: "token_file", Value: &c.TokenFile}, upstreams.Field{Name: "ca_file", Value: &c.CAFile})
+	return c, err
 }
 
 // restConfig builds the client configuration of the cluster named cluster

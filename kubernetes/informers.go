@@ -124,10 +124,7 @@ type informerSet struct {
 	linkMu  sync.Mutex
 	created time.Time // change triggers before it are the initial list's
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	start  func()
-	done   sync.WaitGroup
+	upstreams.Runner // runs the informers
 
 	synced atomic.Bool
 
@@ -136,13 +133,10 @@ type informerSet struct {
 }
 
 func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs ...resource) (*informerSet, error) {
-	ctx, cancel := context.WithCancel(context.Background())
 	s := &informerSet{
 		cluster:   cluster,
 		namespace: namespace,
 		resources: rs,
-		ctx:       ctx,
-		cancel:    cancel,
 		subs:      make(map[*subscription]struct{}),
 		problems:  make([]*upstreams.Condition, len(rs)),
 		watched:   make([]atomic.Bool, len(rs)),
@@ -199,7 +193,6 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 		inf := cache.NewSharedIndexInformerWithOptions(lw, r.object, opts)
 		if err := inf.SetTransform(r.transform); err != nil {
 			s.link.Close()
-			cancel()
 			return nil, err
 		}
 		if err := inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, _ *cache.Reflector, err error) {
@@ -209,17 +202,15 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 			s.setProblem(i, explainWatchError(cluster, namespace, r, err))
 		}); err != nil {
 			s.link.Close()
-			cancel()
 			return nil, err
 		}
 		if _, err := inf.AddEventHandler(s.handler(r)); err != nil {
 			s.link.Close()
-			cancel()
 			return nil, err
 		}
 		s.informers = append(s.informers, inf)
 	}
-	s.start = sync.OnceFunc(s.run)
+	s.Init()
 	return s, nil
 }
 
@@ -293,31 +284,35 @@ func (s *informerSet) handler(r resource) cache.ResourceEventHandler {
 	}
 }
 
-// run starts the informers, then refreshes every subscription once all of
+// start starts the informers, and refreshes every subscription once all of
 // them have listed their objects.
-func (s *informerSet) run() {
+func (s *informerSet) start() {
+	fns := make([]func(), 0, len(s.informers)+1)
 	for _, inf := range s.informers {
-		s.done.Go(func() { inf.RunWithContext(s.ctx) })
+		fns = append(fns, func() { inf.RunWithContext(s.Ctx) })
 	}
-	s.done.Go(func() {
-		hasSynced := make([]cache.InformerSynced, len(s.informers))
-		for i, inf := range s.informers {
-			hasSynced[i] = inf.HasSynced
-		}
-		if !cache.WaitForCacheSync(s.ctx.Done(), hasSynced...) {
-			return
-		}
-		s.synced.Store(true)
-		s.reportConnected()
-		s.each(func(sub *subscription) bool { return true }, (*subscription).troubled)
-		s.changed("")
-	})
+	s.Start(append(fns, s.awaitSync)...)
+}
+
+// awaitSync refreshes every subscription once every informer has listed
+// its objects.
+func (s *informerSet) awaitSync() {
+	hasSynced := make([]cache.InformerSynced, len(s.informers))
+	for i, inf := range s.informers {
+		hasSynced[i] = inf.HasSynced
+	}
+	if !cache.WaitForCacheSync(s.Ctx.Done(), hasSynced...) {
+		return
+	}
+	s.synced.Store(true)
+	s.reportConnected()
+	s.each(func(sub *subscription) bool { return true }, (*subscription).troubled)
+	s.changed("")
 }
 
 // Destruct stops the watches once the last subscription is gone.
 func (s *informerSet) Destruct() error {
-	s.cancel()
-	s.done.Wait()
+	s.Stop()
 	s.link.Close()
 	return nil
 }

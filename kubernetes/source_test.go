@@ -83,13 +83,13 @@ func TestSharedWatchLifecycle(t *testing.T) {
 	if err := a.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
-	if set.ctx.Err() != nil {
+	if set.Ctx.Err() != nil {
 		t.Fatal("the set must keep running while b uses it")
 	}
 	if err := b.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
-	if set.ctx.Err() == nil {
+	if set.Ctx.Err() == nil {
 		t.Fatal("the last Cleanup must stop the set")
 	}
 }
