@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,20 +60,18 @@ type client struct {
 
 	upstreams.Runner // probes the connection and checks the token file
 
-	mu      sync.Mutex
-	watches map[*watch]struct{}
+	watches upstreams.Members[*watch] // the long-polls through the client
 }
 
 // newClient makes the client of e, without any I/O: start runs its token
 // check, if it has a token file.
 func newClient(name string, e endpoint) (*client, error) {
 	c := &client{
-		name:    name,
-		where:   e.where(name),
-		conn:    e.connectionName(name),
-		addrs:   e.addrs,
-		token:   e.token != "" || e.tokenFile != "",
-		watches: make(map[*watch]struct{}),
+		name:  name,
+		where: e.where(name),
+		conn:  e.connectionName(name),
+		addrs: e.addrs,
+		token: e.token != "" || e.tokenFile != "",
 	}
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.TLSClientConfig = e.tls
@@ -169,7 +166,7 @@ func (c *client) probe() {
 		case err == nil:
 			c.reached()
 		case c.unreached(i, err, probeTimeout) && int(c.active.Load()) != i:
-			c.each((*watch).restart)
+			c.watches.Each(nil, (*watch).restart)
 		}
 		if c.connProblem() != nil {
 			t.Reset(probeRetry)
@@ -189,7 +186,7 @@ func (c *client) reached() {
 // condition logs it once, and the long-polls show it as their trouble.
 func (c *client) setProblem(err error) {
 	if c.problem.Set(err) {
-		c.each(func(w *watch) { w.fan.Troubled() })
+		c.watches.Each(nil, func(w *watch) { w.fan.Troubled() })
 	}
 }
 
@@ -213,32 +210,8 @@ func (c *client) checkToken() {
 			last = tok
 			caddy.Log().Named("consul").Info("consul token file changed; restarting the long-polls with the new token",
 				zap.String("server", c.where), zap.String("token_file", c.file.Path))
-			c.each((*watch).restart)
+			c.watches.Each(nil, (*watch).restart)
 		}
-	}
-}
-
-func (c *client) addWatch(w *watch) {
-	c.mu.Lock()
-	c.watches[w] = struct{}{}
-	c.mu.Unlock()
-}
-
-func (c *client) removeWatch(w *watch) {
-	c.mu.Lock()
-	delete(c.watches, w)
-	c.mu.Unlock()
-}
-
-func (c *client) each(f func(*watch)) {
-	c.mu.Lock()
-	ws := make([]*watch, 0, len(c.watches))
-	for w := range c.watches {
-		ws = append(ws, w)
-	}
-	c.mu.Unlock()
-	for _, w := range ws {
-		f(w)
 	}
 }
 

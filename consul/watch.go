@@ -91,7 +91,7 @@ func newWatch(c *client, q query) *watch {
 		upstreams.Pending(fmt.Errorf("%s: waiting for the first answer about %s", c.where, q.subject())),
 		c.problem, w.problem, w.hidden)
 	w.Init()
-	c.addWatch(w)
+	c.watches.Add(w)
 	return w
 }
 
@@ -253,7 +253,7 @@ func (w *watch) publish(ac *api.Client, entries []*api.ServiceEntry, meta *api.Q
 // Destruct ends the long-poll once its last source is gone. The ongoing
 // request is cancelled, so it returns at once.
 func (w *watch) Destruct() error {
-	w.c.removeWatch(w)
+	w.c.watches.Remove(w)
 	w.Stop()
 	return nil
 }

@@ -128,8 +128,7 @@ type informerSet struct {
 
 	synced atomic.Bool
 
-	mu   sync.Mutex
-	subs map[*subscription]struct{}
+	subs upstreams.Members[*subscription]
 }
 
 func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs ...resource) (*informerSet, error) {
@@ -137,7 +136,6 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 		cluster:   cluster,
 		namespace: namespace,
 		resources: rs,
-		subs:      make(map[*subscription]struct{}),
 		problems:  make([]*upstreams.Condition, len(rs)),
 		watched:   make([]atomic.Bool, len(rs)),
 		broken:    make([]atomic.Bool, len(rs)),
@@ -306,7 +304,7 @@ func (s *informerSet) awaitSync() {
 	}
 	s.synced.Store(true)
 	s.reportConnected()
-	s.each(func(sub *subscription) bool { return true }, (*subscription).troubled)
+	s.subs.Each(nil, (*subscription).troubled)
 	s.changed("")
 }
 
@@ -317,17 +315,8 @@ func (s *informerSet) Destruct() error {
 	return nil
 }
 
-func (s *informerSet) subscribe(sub *subscription) {
-	s.mu.Lock()
-	s.subs[sub] = struct{}{}
-	s.mu.Unlock()
-}
-
-func (s *informerSet) unsubscribe(sub *subscription) {
-	s.mu.Lock()
-	delete(s.subs, sub)
-	s.mu.Unlock()
-}
+func (s *informerSet) subscribe(sub *subscription)   { s.subs.Add(sub) }
+func (s *informerSet) unsubscribe(sub *subscription) { s.subs.Remove(sub) }
 
 // changed refreshes the subscriptions to the named service, or all of them
 // for "".
@@ -340,7 +329,7 @@ func (s *informerSet) changedAt(service string, trigger time.Time) {
 	if !s.synced.Load() {
 		return // the first sync refreshes everything
 	}
-	n := s.each(func(sub *subscription) bool { return service == "" || sub.ref.Name == service }, (*subscription).refresh)
+	n := s.subs.Each(func(sub *subscription) bool { return service == "" || sub.ref.Name == service }, (*subscription).refresh)
 	if n > 0 && !trigger.IsZero() {
 		s.link.Observe(time.Since(trigger))
 	}
@@ -390,25 +379,8 @@ func (s *informerSet) setProblem(i int, err error) {
 	changed := s.problems[i].Set(err)
 	s.reportConnected()
 	if changed {
-		s.each(func(*subscription) bool { return true }, (*subscription).troubled)
+		s.subs.Each(nil, (*subscription).troubled)
 	}
-}
-
-// each calls f on the subscriptions that match, outside the lock, and
-// returns how many there were.
-func (s *informerSet) each(match func(*subscription) bool, f func(*subscription)) int {
-	s.mu.Lock()
-	var todo []*subscription
-	for sub := range s.subs {
-		if match(sub) {
-			todo = append(todo, sub)
-		}
-	}
-	s.mu.Unlock()
-	for _, sub := range todo {
-		f(sub)
-	}
-	return len(todo)
 }
 
 // indexer is the local cache of r, or nil if the set does not watch r.

@@ -119,8 +119,8 @@ type client struct {
 	// link reports the connection state to the server's metrics.
 	link *upstreams.Link
 
+	watches upstreams.Members[*watch] // the subscriptions through the client
 	mu      sync.Mutex
-	watches map[*watch]struct{}
 	// gone holds, per service, the channel that the latest subscription to
 	// leave closes once it has: see addWatch.
 	gone map[Reference]chan struct{}
@@ -149,7 +149,6 @@ func newClient(name string, param vo.NacosClientParam, tn *tuning) *client {
 		param:     param,
 		tuning:    tn,
 		ready:     make(chan struct{}),
-		watches:   make(map[*watch]struct{}),
 		gone:      make(map[Reference]chan struct{}),
 		link:      upstreams.NewLink("nacos", connectionName(name, param), publishSeconds),
 	}
@@ -285,7 +284,7 @@ func (c *client) protecting() bool {
 // condition logs it once, and the subscriptions show it as their trouble.
 func (c *client) setProblem(err error) {
 	if c.problem.Set(err) {
-		c.each(func(w *watch) { w.fan.Troubled() })
+		c.watches.Each(nil, func(w *watch) { w.fan.Troubled() })
 	}
 }
 
@@ -308,9 +307,9 @@ func (c *client) connProblem() error {
 // closed once the previous subscription to the same service has left, or
 // nil if none is leaving.
 func (c *client) addWatch(w *watch) (after <-chan struct{}) {
+	c.watches.Add(w)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.watches[w] = struct{}{}
 	if ch, ok := c.gone[w.ref]; ok {
 		return ch
 	}
@@ -322,9 +321,9 @@ func (c *client) addWatch(w *watch) (after <-chan struct{}) {
 // same service waits for it.
 func (c *client) removeWatch(w *watch) (exited chan struct{}) {
 	exited = make(chan struct{})
+	c.watches.Remove(w)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.watches, w)
 	c.gone[w.ref] = exited
 	return exited
 }
@@ -339,25 +338,7 @@ func (c *client) left(ref Reference, exited chan struct{}) {
 	}
 }
 
-func (c *client) watchCount() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.watches)
-}
-
-func (c *client) each(f func(*watch)) {
-	c.mu.Lock()
-	ws := make([]*watch, 0, len(c.watches))
-	for w := range c.watches {
-		ws = append(ws, w)
-	}
-	c.mu.Unlock()
-	for _, w := range ws {
-		f(w)
-	}
-}
-
-func (c *client) kickAll() { c.each((*watch).kick) }
+func (c *client) kickAll() { c.watches.Each(nil, (*watch).kick) }
 
 // Destruct stops the client once the last subscription through it is gone:
 // it waits for the subscriptions still leaving (their final Unsubscribes),

@@ -299,7 +299,7 @@ func (w *watch) leave() {
 	if !w.attempted || w.c.nc == nil {
 		return
 	}
-	if w.c.Ctx.Err() != nil || !w.c.healthy.Load() && w.c.watchCount() == 0 {
+	if w.c.Ctx.Err() != nil || !w.c.healthy.Load() && w.c.watches.Len() == 0 {
 		return
 	}
 	w.c.sdk.Lock()
