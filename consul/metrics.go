@@ -13,11 +13,9 @@ import (
 // published it. Consul's side (its index moving, the answer's round trip)
 // comes before it; the one extra query that explains an empty list is left
 // out too.
-var publishSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-	Name:    "caddy_discovery_consul_publish_seconds",
-	Help:    "Time from a Consul blocking query's answer to Caddy publishing the new upstreams of every source of the service.",
-	Buckets: []float64{0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.1, 1},
-}, []string{"connection"})
+var publishSeconds = upstreams.NewConnectionHistogram("caddy_discovery_consul_publish_seconds",
+	"Time from a Consul blocking query's answer to Caddy publishing the new upstreams of every source of the service.",
+	upstreams.PublishBuckets)
 
 // longPolls counts the running long-polls by connection: one per query
 // however many sites and configs share it.
@@ -27,7 +25,6 @@ var longPolls = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 }, []string{"connection"})
 
 func init() {
-	upstreams.AddCollector(publishSeconds)
 	upstreams.AddCollector(longPolls)
 }
 

@@ -3,7 +3,6 @@ package kubernetes
 import (
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -19,15 +18,9 @@ import (
 // annotation comes from Pod condition times, which have whole seconds once
 // written as JSON: the figures can then be up to 1 s high. The buckets are
 // kube-proxy's, thinned out.
-var propagationSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-	Name:    "caddy_discovery_k8s_propagation_seconds",
-	Help:    "Time from the change behind an EndpointSlice update (its endpoints.kubernetes.io/last-change-trigger-time) to Caddy publishing the new upstreams.",
-	Buckets: []float64{0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300},
-}, []string{"connection"})
-
-func init() {
-	upstreams.AddCollector(propagationSeconds)
-}
+var propagationSeconds = upstreams.NewConnectionHistogram("caddy_discovery_k8s_propagation_seconds",
+	"Time from the change behind an EndpointSlice update (its endpoints.kubernetes.io/last-change-trigger-time) to Caddy publishing the new upstreams.",
+	[]float64{0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300})
 
 // triggerTime is the time of the change behind an EndpointSlice's add or
 // update, as kube-proxy takes it: its last-change-trigger-time annotation,

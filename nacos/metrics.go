@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
@@ -15,15 +14,9 @@ import (
 // the SDK handing over an instance list (its push callback) to every source
 // of the service having published it. The server's push and the SDK's
 // delivery come before it and are not seen by Caddy.
-var publishSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-	Name:    "caddy_discovery_nacos_publish_seconds",
-	Help:    "Time from the Nacos SDK's push callback to Caddy publishing the new upstreams of every source of the service.",
-	Buckets: []float64{0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.1, 1},
-}, []string{"connection"})
-
-func init() {
-	upstreams.AddCollector(publishSeconds)
-}
+var publishSeconds = upstreams.NewConnectionHistogram("caddy_discovery_nacos_publish_seconds",
+	"Time from the Nacos SDK's push callback to Caddy publishing the new upstreams of every source of the service.",
+	upstreams.PublishBuckets)
 
 // connectionName is the connection label of a client's metrics: the name of
 // its server in the nacos app, else its addresses as host:port, as errors

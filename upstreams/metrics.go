@@ -83,6 +83,19 @@ func AddCollector(c prometheus.Collector) {
 	sourceCollectors.mu.Unlock()
 }
 
+// PublishBuckets are the buckets of a source's publish_seconds, Caddy's own
+// share of a change's propagation: from 10 µs to 1 s.
+var PublishBuckets = []float64{0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.1, 1}
+
+// NewConnectionHistogram returns a source's histogram of seconds by
+// connection (the label "connection", as Link's series have it), which
+// RegisterMetrics registers (see AddCollector).
+func NewConnectionHistogram(name, help string, buckets []float64) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, []string{"connection"})
+	AddCollector(h)
+	return h
+}
+
 // RegisterMetrics registers the discovery metrics in reg, normally a
 // config's registry (caddy.Context.GetMetricsRegistry). Registering them
 // again in the same registry does nothing, so every module of a config may
