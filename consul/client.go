@@ -60,7 +60,7 @@ type client struct {
 
 	upstreams.Runner // probes the connection and checks the token file
 
-	watches upstreams.Members[*watch] // the long-polls through the client
+	polls upstreams.Members[*longPoll] // the long-polls through the client
 }
 
 // newClient makes the client of e, without any I/O: start runs its token
@@ -166,7 +166,7 @@ func (c *client) probe() {
 		case err == nil:
 			c.reached()
 		case c.unreached(i, err, probeTimeout) && int(c.active.Load()) != i:
-			c.watches.Each(nil, (*watch).restart)
+			c.polls.Each(nil, (*longPoll).restart)
 		}
 		if c.connProblem() != nil {
 			t.Reset(probeRetry)
@@ -186,7 +186,7 @@ func (c *client) reached() {
 // condition logs it once, and the long-polls show it as their trouble.
 func (c *client) setProblem(err error) {
 	if c.problem.Set(err) {
-		c.watches.Each(nil, func(w *watch) { w.fan.Troubled() })
+		c.polls.Each(nil, func(w *longPoll) { w.fan.Troubled() })
 	}
 }
 
@@ -210,7 +210,7 @@ func (c *client) checkToken() {
 			last = tok
 			caddy.Log().Named("consul").Info("consul token file changed; restarting the long-polls with the new token",
 				zap.String("server", c.where), zap.String("token_file", c.file.Path))
-			c.watches.Each(nil, (*watch).restart)
+			c.polls.Each(nil, (*longPoll).restart)
 		}
 	}
 }

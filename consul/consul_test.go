@@ -382,7 +382,7 @@ func TestSharedAcrossSources(t *testing.T) {
 	app2 := new(App)
 	u2 := testSource(t, app2, &ConsulUpstreams{Service: "web", Tags: []string{"b", "a", "a"}, Server: conn})
 	u3 := testSource(t, app2, &ConsulUpstreams{Service: "web", Tags: []string{"b"}, Server: conn})
-	if u2.watch != u1.watch || u3.watch == u1.watch {
+	if u2.longPoll != u1.longPoll || u3.longPoll == u1.longPoll {
 		t.Fatal("same question, different long-polls; or different questions, one long-poll")
 	}
 	expectDials(t, u2, "10.0.0.1:80") // at once, from the running long-poll
@@ -399,10 +399,10 @@ func TestSharedAcrossSources(t *testing.T) {
 		}
 		return nil
 	})
-	if u2.watch.Ctx.Err() != nil {
+	if u2.longPoll.Ctx.Err() != nil {
 		t.Error("the shared long-poll stopped with the old config")
 	}
-	if got := testGauge(t, "caddy_discovery_consul_long_polls", u2.watch.c.conn); got != 2 {
+	if got := testGauge(t, "caddy_discovery_consul_long_polls", u2.longPoll.c.conn); got != 2 {
 		t.Errorf("caddy_discovery_consul_long_polls = %v, want 2", got)
 	}
 }
@@ -445,7 +445,7 @@ func TestOutage(t *testing.T) {
 	u := testSource(t, app, &ConsulUpstreams{Service: "web", Server: Server{Addresses: []string{f.addr()}}})
 	_ = app.Start()
 	expectDials(t, u, "10.0.0.1:80")
-	conn := u.watch.c.conn
+	conn := u.longPoll.c.conn
 	restarts := testGauge(t, "caddy_discovery_watch_restarts_total", conn)
 
 	f.failNext(1000, 500, "rpc error making call: No cluster leader")

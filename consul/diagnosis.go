@@ -70,7 +70,7 @@ func (c *client) connectionError(err error, timeout time.Duration) error {
 
 // explain turns a query that Consul refused or failed into an error that
 // says what to fix.
-func (w *watch) explain(err error) error {
+func (w *longPoll) explain(err error) error {
 	var se api.StatusError
 	if !errors.As(err, &se) {
 		// Not an answer Consul gives: a decoding error, or other JSON.
@@ -109,7 +109,7 @@ func (w *watch) explain(err error) error {
 }
 
 // policyHint says what the token's policy needs to read the service.
-func (w *watch) policyHint() string {
+func (w *longPoll) policyHint() string {
 	hint := fmt.Sprintf(`give the token a policy with service %q { policy = "read" } and node_prefix "" { policy = "read" }`, w.q.service)
 	if w.q.namespace != "" || w.q.partition != "" {
 		hint += " in the service's namespace and partition"
@@ -123,7 +123,7 @@ func (w *watch) policyHint() string {
 // aclHides is the problem of an answer that ACLs filtered: the token may
 // not read the service, or some of its nodes (Consul lists an instance
 // only to a token that may read both).
-func (w *watch) aclHides(some bool) error {
+func (w *longPoll) aclHides(some bool) error {
 	what := "the instances"
 	if some {
 		what = "some instances"
@@ -135,7 +135,7 @@ func (w *watch) aclHides(some bool) error {
 // diagnose says why the query found no passing instance. Unless ACLs
 // filtered the answer, it asks Consul once for all the service's instances,
 // whatever their health, tags and the filter, and tells them apart.
-func (w *watch) diagnose(ac *api.Client, filtered bool) error {
+func (w *longPoll) diagnose(ac *api.Client, filtered bool) error {
 	if filtered {
 		return w.aclHides(false)
 	}
@@ -210,7 +210,7 @@ func (w *watch) diagnose(ac *api.Client, filtered bool) error {
 }
 
 // selecting is " (selecting tags ..., filter ...)", or "".
-func (w *watch) selecting() string {
+func (w *longPoll) selecting() string {
 	if sel := w.q.selection(); sel != "" {
 		return " (selecting " + sel + ")"
 	}

@@ -83,7 +83,7 @@ type ConsulUpstreams struct {
 	Server
 
 	upstreams.Source
-	watch *watch // the long-poll the source reads
+	longPoll *longPoll // the long-poll the source reads
 }
 
 // CaddyModule returns the Caddy module information.
@@ -123,11 +123,11 @@ func (u *ConsulUpstreams) provision(log *zap.Logger, app *App) error {
 	if err != nil {
 		return err
 	}
-	w, err := acquireWatch(&u.Source, c, q)
+	w, err := acquireLongPoll(&u.Source, c, q)
 	if err != nil {
 		return err
 	}
-	u.watch = w
+	u.longPoll = w
 	pub := u.Publish(log, "consul", q.name())
 	w.fan.Add(pub)
 	u.OnCleanup(func() { w.fan.Remove(pub) })

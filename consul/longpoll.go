@@ -46,12 +46,12 @@ var (
 // with the same index: the token changed.
 var errRestart = errors.New("restarting the long-poll")
 
-// watch is one pooled long-poll: Consul's blocking query on the passing
+// longPoll is one pooled long-poll: Consul's blocking query on the passing
 // instances of one query (service, datacenter, tags, filter, namespace,
 // partition) through one client, shared by every source that asks the same
 // query, whatever config it belongs to. Each of those sources has its own
-// publisher, to which the watch publishes the same targets.
-type watch struct {
+// publisher, to which the long-poll's fanout hands the same targets.
+type longPoll struct {
 	c       *client
 	q       query
 	limiter *rate.Limiter
@@ -74,8 +74,8 @@ type watch struct {
 	fan *upstreams.Fanout[upstreams.Listing]
 }
 
-func newWatch(c *client, q query) *watch {
-	w := &watch{
+func newLongPoll(c *client, q query) *longPoll {
+	w := &longPoll{
 		c:       c,
 		q:       q,
 		limiter: rate.NewLimiter(rate.Every(rateEvery), rateBurst),
@@ -91,12 +91,12 @@ func newWatch(c *client, q query) *watch {
 		upstreams.Pending(fmt.Errorf("%s: waiting for the first answer about %s", c.where, q.subject())),
 		c.problem, w.problem, w.hidden)
 	w.Init()
-	c.watches.Add(w)
+	c.polls.Add(w)
 	return w
 }
 
 // start starts the long-poll.
-func (w *watch) start() { w.Start(w.run) }
+func (w *longPoll) start() { w.Start(w.run) }
 
 // run is the long-poll: a blocking query at the latest index, again and
 // again. It handles the index as Consul's blocking query docs say: an index
@@ -104,7 +104,7 @@ func (w *watch) start() { w.Start(w.run) }
 // from 0, a full read; an index of 0 becomes 1, which always blocks. After
 // a failure it starts over from 0 too, since the server that answers next
 // may not be the one that gave the index.
-func (w *watch) run() {
+func (w *longPoll) run() {
 	pollRunning(w.c.conn, 1)
 	defer pollRunning(w.c.conn, -1)
 	var index uint64
@@ -169,7 +169,7 @@ func nextIndex(prev, got uint64) uint64 {
 }
 
 // poll sends one blocking query at index (0: answer at once) to ac.
-func (w *watch) poll(ac *api.Client, index uint64) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+func (w *longPoll) poll(ac *api.Client, index uint64) ([]*api.ServiceEntry, *api.QueryMeta, error) {
 	ctx, cancel := context.WithCancelCause(w.Ctx)
 	defer cancel(nil)
 	ctx, stop := context.WithTimeout(ctx, pollTimeout())
@@ -196,7 +196,7 @@ func (w *watch) poll(ac *api.Client, index uint64) ([]*api.ServiceEntry, *api.Qu
 
 // restart ends the ongoing long-poll, or the wait before a retry, and
 // queries again at once.
-func (w *watch) restart() {
+func (w *longPoll) restart() {
 	w.reqMu.Lock()
 	defer w.reqMu.Unlock()
 	if w.reqCancel != nil {
@@ -214,7 +214,7 @@ func pollTimeout() time.Duration { return waitTime + waitTime/16 + requestGrace 
 
 // fail reports a failed query to address i: a failure to reach Consul is
 // the connection's problem, anything else the long-poll's own.
-func (w *watch) fail(i int, err error) {
+func (w *longPoll) fail(i int, err error) {
 	if w.c.unreached(i, err, pollTimeout()) {
 		return
 	}
@@ -223,7 +223,7 @@ func (w *watch) fail(i int, err error) {
 
 // publish turns an answer into targets and publishes them to every source.
 // Without targets it finds out why first.
-func (w *watch) publish(ac *api.Client, entries []*api.ServiceEntry, meta *api.QueryMeta, received time.Time) {
+func (w *longPoll) publish(ac *api.Client, entries []*api.ServiceEntry, meta *api.QueryMeta, received time.Time) {
 	targets, skip := targetsOf(entries)
 	var why error
 	took := time.Duration(0) // the diagnosis's round trip, which is Consul's share
@@ -252,14 +252,14 @@ func (w *watch) publish(ac *api.Client, entries []*api.ServiceEntry, meta *api.Q
 
 // Destruct ends the long-poll once its last source is gone. The ongoing
 // request is cancelled, so it returns at once.
-func (w *watch) Destruct() error {
-	w.c.watches.Remove(w)
+func (w *longPoll) Destruct() error {
+	w.c.polls.Remove(w)
 	w.Stop()
 	return nil
 }
 
-// acquireWatch returns the pooled long-poll of q through c, creating it if
+// acquireLongPoll returns the pooled long-poll of q through c, creating it if
 // needed, and holds it for src.
-func acquireWatch(src *upstreams.Source, c *client, q query) (*watch, error) {
-	return upstreams.Acquire(src, c.key+"/watch/"+q.key(), func() (*watch, error) { return newWatch(c, q), nil })
+func acquireLongPoll(src *upstreams.Source, c *client, q query) (*longPoll, error) {
+	return upstreams.Acquire(src, c.key+"/long-poll/"+q.key(), func() (*longPoll, error) { return newLongPoll(c, q), nil })
 }
