@@ -44,7 +44,7 @@ func benchNacosSource(b *testing.B, n int) reverseproxy.UpstreamSource {
 	}
 	// the sources of all sizes share one pooled client, made by the first
 	// with its tuning and fake
-	c := u.watch.c
+	c := u.subscription.c
 	<-c.ready
 	fake := c.nc.(*fakeNaming)
 	list := make([]model.Instance, n)

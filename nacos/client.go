@@ -119,10 +119,10 @@ type client struct {
 	// link reports the connection state to the server's metrics.
 	link *upstreams.Link
 
-	watches upstreams.Members[*watch] // the subscriptions through the client
-	mu      sync.Mutex
+	subscriptions upstreams.Members[*subscription] // the subscriptions through the client
+	mu            sync.Mutex
 	// gone holds, per service, the channel that the latest subscription to
-	// leave closes once it has: see addWatch.
+	// leave closes once it has: see addSubscription.
 	gone map[Reference]chan struct{}
 }
 
@@ -284,7 +284,7 @@ func (c *client) protecting() bool {
 // condition logs it once, and the subscriptions show it as their trouble.
 func (c *client) setProblem(err error) {
 	if c.problem.Set(err) {
-		c.watches.Each(nil, func(w *watch) { w.fan.Troubled() })
+		c.subscriptions.Each(nil, func(w *subscription) { w.fan.Troubled() })
 	}
 }
 
@@ -303,11 +303,11 @@ func (c *client) connProblem() error {
 	return c.problem.Err()
 }
 
-// addWatch adds w to the client's subscriptions and returns a channel
+// addSubscription adds w to the client's subscriptions and returns a channel
 // closed once the previous subscription to the same service has left, or
 // nil if none is leaving.
-func (c *client) addWatch(w *watch) (after <-chan struct{}) {
-	c.watches.Add(w)
+func (c *client) addSubscription(w *subscription) (after <-chan struct{}) {
+	c.subscriptions.Add(w)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ch, ok := c.gone[w.ref]; ok {
@@ -316,19 +316,19 @@ func (c *client) addWatch(w *watch) (after <-chan struct{}) {
 	return nil
 }
 
-// removeWatch removes w from the client's subscriptions and returns the
+// removeSubscription removes w from the client's subscriptions and returns the
 // channel to close once it has left: until then, a new subscription to the
 // same service waits for it.
-func (c *client) removeWatch(w *watch) (exited chan struct{}) {
+func (c *client) removeSubscription(w *subscription) (exited chan struct{}) {
 	exited = make(chan struct{})
-	c.watches.Remove(w)
+	c.subscriptions.Remove(w)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gone[w.ref] = exited
 	return exited
 }
 
-// left notes that a subscription that removeWatch removed has left.
+// left notes that a subscription that removeSubscription removed has left.
 func (c *client) left(ref Reference, exited chan struct{}) {
 	close(exited)
 	c.mu.Lock()
@@ -338,7 +338,7 @@ func (c *client) left(ref Reference, exited chan struct{}) {
 	}
 }
 
-func (c *client) kickAll() { c.watches.Each(nil, (*watch).kick) }
+func (c *client) kickAll() { c.subscriptions.Each(nil, (*subscription).kick) }
 
 // Destruct stops the client once the last subscription through it is gone:
 // it waits for the subscriptions still leaving (their final Unsubscribes),

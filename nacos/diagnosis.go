@@ -18,7 +18,7 @@ import (
 // explain turns a failed subscription into an error that says what to fix,
 // marked with its kind for the metrics. Server errors do not echo
 // credentials.
-func (w *watch) explain(err error) error {
+func (w *subscription) explain(err error) error {
 	msg := strings.ToLower(err.Error())
 	ns := w.c.namespace
 	if ns == "" {
@@ -60,8 +60,8 @@ func (w *watch) explain(err error) error {
 
 // diagnose finds out why the service has no instances at all: it does not
 // exist in the group, or the namespace or group holds no service (a wrong
-// namespace ID). It runs on the watch's goroutine, never in the callback.
-func (w *watch) diagnose() {
+// namespace ID). It runs on the subscription's goroutine, never in the callback.
+func (w *subscription) diagnose() {
 	if list, ok := w.fan.Last(); !ok || len(list) > 0 || !w.c.healthy.Load() {
 		return
 	}
@@ -101,7 +101,7 @@ func (w *watch) diagnose() {
 // list followed within the server's timeout: the SDK (v2.3.5) drops the
 // server's typed refusal of a request (credentials, namespace) and reports
 // success.
-func (w *watch) silentRefusal() error {
+func (w *subscription) silentRefusal() error {
 	ns := w.c.namespace
 	if ns == "" {
 		ns = "public"
@@ -121,7 +121,7 @@ func (w *watch) silentRefusal() error {
 
 // noTargets says why the service has no usable instance among skip.total
 // that f selected from.
-func (w *watch) noTargets(f filter, skip skipped) error {
+func (w *subscription) noTargets(f filter, skip skipped) error {
 	if skip.total > 0 {
 		sel := ""
 		if s := f.String(); s != "" {

@@ -410,7 +410,7 @@ func checkInstances(t *testing.T, tn *tuning, ipList, clusterList, metaList stri
 			}
 		}
 
-		u.watch.param.SubscribeCallback(l, nil) // as the SDK calls back
+		u.subscription.param.SubscribeCallback(l, nil) // as the SDK calls back
 		ups, err := u.GetUpstreams(nil)
 		if err != nil {
 			if len(ups) > 0 {

@@ -39,7 +39,7 @@ func TestExplainKinds(t *testing.T) {
 		{"username", "namespace dev does not exist", upstreams.KindNotFound},
 		{"username", "request timeout", upstreams.KindOther},
 	} {
-		w := &watch{c: &client{where: "nacos server at 127.0.0.1:8848", auth: tc.auth, namespace: "dev"}, ref: Reference{Group: "DEFAULT_GROUP", Service: "orders"}}
+		w := &subscription{c: &client{where: "nacos server at 127.0.0.1:8848", auth: tc.auth, namespace: "dev"}, ref: Reference{Group: "DEFAULT_GROUP", Service: "orders"}}
 		err := w.explain(errors.New(tc.msg))
 		if got := upstreams.ProblemKinds(err); !slices.Equal(got, []upstreams.ProblemKind{tc.want}) {
 			t.Errorf("%s with %q credentials: kinds %v, want %v (%v)", tc.msg, tc.auth, got, tc.want, err)
@@ -85,7 +85,7 @@ func TestMetricsFollowInstances(t *testing.T) {
 	upstreamstest.Eventually(t, 5*time.Second, func() error {
 		fake.mu.Lock()
 		defer fake.mu.Unlock()
-		if n := fake.subs[u.watch.param]; n < 3 {
+		if n := fake.subs[u.subscription.param]; n < 3 {
 			return fmt.Errorf("%d Subscribe calls, want reconciles", n)
 		}
 		return nil

@@ -529,7 +529,7 @@ func TestSharedLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if a.watch != b.watch {
+	if a.subscription != b.subscription {
 		t.Fatal("sources of the same service must share one subscription")
 	}
 	if _, err := a.GetUpstreams(nil); err == nil || !strings.Contains(err.Error(), "connecting") {
@@ -549,7 +549,7 @@ func TestSharedLifecycle(t *testing.T) {
 	// the first connect coming up does not repeat the first Subscribe
 	time.Sleep(5 * tn.healthInterval)
 	fake.mu.Lock()
-	n := fake.subs[a.watch.param]
+	n := fake.subs[a.subscription.param]
 	fake.mu.Unlock()
 	if n != 1 {
 		t.Errorf("subscribed %d times on the first connect, want 1", n)
@@ -579,7 +579,7 @@ func TestSharedLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(c, "10.0.0.1:80", "10.0.0.2:80")) // served at once from the shared list
-	w := a.watch
+	w := a.subscription
 	for _, u := range []*NacosUpstreams{a, b} {
 		if err := u.Cleanup(); err != nil {
 			t.Fatal(err)
@@ -638,17 +638,17 @@ func TestReconcileIntervalSharesClient(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = u.Cleanup() })
 	}
-	if fast.watch.c != other.watch.c {
+	if fast.subscription.c != other.subscription.c {
 		t.Fatal("sources with the same connection must share one client, whatever their reconcile_interval")
 	}
-	if got := fast.watch.reconcileInterval(); got != time.Second {
+	if got := fast.subscription.reconcileInterval(); got != time.Second {
 		t.Errorf("shared subscription re-reads every %v, want the smallest, 1s", got)
 	}
-	if got := other.watch.reconcileInterval(); got != defaultReconcileInterval {
+	if got := other.subscription.reconcileInterval(); got != defaultReconcileInterval {
 		t.Errorf("default interval = %v", got)
 	}
 	_ = app.Start()
-	<-fast.watch.c.ready
+	<-fast.subscription.c.ready
 	if *created != 1 {
 		t.Errorf("%d naming clients created, want 1", *created)
 	}
@@ -682,7 +682,7 @@ func TestReconcileAndOutage(t *testing.T) {
 	fake.healthy = false
 	fake.mu.Unlock()
 	upstreamstest.Eventually(t, 5*time.Second, func() error {
-		if plain.watch.c.connProblem() == nil {
+		if plain.subscription.c.connProblem() == nil {
 			return errors.New("outage not noticed")
 		}
 		return nil
@@ -786,7 +786,7 @@ func TestDestructIsBounded(t *testing.T) {
 	fake.healthy = false
 	fake.mu.Unlock()
 	upstreamstest.Eventually(t, 5*time.Second, func() error {
-		if us[1].watch.c.connProblem() == nil {
+		if us[1].subscription.c.connProblem() == nil {
 			return errors.New("outage not noticed")
 		}
 		return nil
@@ -867,7 +867,7 @@ func TestResubscribeAfterLeaving(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = second.Cleanup() })
-	second.watch.start()
+	second.subscription.start()
 	time.Sleep(200 * time.Millisecond)
 	if n := subscribed(); n != 1 {
 		t.Fatalf("the new subscription subscribed while the old one's Unsubscribe was pending: %d Subscribes", n)
@@ -978,7 +978,7 @@ func TestSubscribeBeforeGRPC(t *testing.T) {
 
 	// the connection is lost and comes back; the first Subscribe after it
 	// still finds no gRPC connection
-	w := u.watch
+	w := u.subscription
 	fake.mu.Lock()
 	fake.healthy = false
 	fake.mu.Unlock()
@@ -1049,7 +1049,7 @@ func TestGRPCNeverComesUp(t *testing.T) {
 	fails.Store(0)
 	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(u, "10.0.0.1:80"))
 	upstreamstest.Eventually(t, 5*time.Second, func() error {
-		if err := u.watch.c.connProblem(); err != nil {
+		if err := u.subscription.c.connProblem(); err != nil {
 			return err
 		}
 		return nil
@@ -1145,7 +1145,7 @@ func TestNoListAfterSubscribe(t *testing.T) {
 	})
 	fake.push("DEFAULT_GROUP@@orders", inst("10.0.0.1", 80))
 	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(u, "10.0.0.1:80"))
-	if u.watch.silence.Err() != nil {
+	if u.subscription.silence.Err() != nil {
 		t.Error("the first list must clear the problem")
 	}
 
@@ -1159,7 +1159,7 @@ func TestNoListAfterSubscribe(t *testing.T) {
 	_ = app2.Start()
 	upstreamstest.Eventually(t, 5*time.Second, upstreamstest.ExpectDials(v, "10.0.0.1:80"))
 	time.Sleep(150 * time.Millisecond) // well past the timeout
-	if err := upstreamstest.ExpectDials(v, "10.0.0.1:80")(); err != nil || v.watch.silence.Err() != nil {
+	if err := upstreamstest.ExpectDials(v, "10.0.0.1:80")(); err != nil || v.subscription.silence.Err() != nil {
 		t.Fatalf("false alarm: %v", err)
 	}
 }

@@ -96,8 +96,8 @@ type NacosUpstreams struct {
 	Server
 
 	upstreams.Source
-	view  *view
-	watch *watch
+	view         *view
+	subscription *subscription
 	// tuning is what the client this source creates runs on; nil:
 	// defaultTuning. Tests inject fakes and shorter timings here.
 	tuning *tuning
@@ -154,7 +154,7 @@ func (u *NacosUpstreams) provision(log *zap.Logger, app *App) error {
 	if err != nil {
 		return err
 	}
-	w, err := acquireWatch(&u.Source, c, ref)
+	w, err := acquireSubscription(&u.Source, c, ref)
 	if err != nil {
 		return err
 	}
@@ -163,7 +163,7 @@ func (u *NacosUpstreams) provision(log *zap.Logger, app *App) error {
 		dumpName += " (" + sel + ")"
 	}
 	u.view = &view{filter: f, protect: u.ProtectThreshold, reconcile: reconcile, pub: u.Publish(log, "nacos", dumpName)}
-	u.watch = w
+	u.subscription = w
 	w.addView(u.view)
 	u.OnCleanup(func() { w.removeView(u.view) })
 	app.Add(c.start, w.start)

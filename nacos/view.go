@@ -101,18 +101,18 @@ func (f filter) targets(list []model.Instance) ([]upstreams.Target, skipped) {
 	return out, s
 }
 
-// view is one source's selection from a shared watch: its filter, and
-// protect_threshold's memory of what it last published. The watch's fanout
+// view is one source's selection from a shared subscription: its filter, and
+// protect_threshold's memory of what it last published. The subscription's fanout
 // hands it lists and trouble, and it publishes what it selects through the
 // source's publisher, which GetUpstreams reads. The fanout serializes its
 // use.
 type view struct {
-	w *watch // set when added to it
+	w *subscription // set when added to it
 
 	filter  filter
 	protect float64 // protect_threshold; 0: off
 	// reconcile is the source's reconcile_interval; 0: off. Set before
-	// the view is added to its watch.
+	// the view is added to its subscription.
 	reconcile time.Duration
 
 	pub *upstreams.Publisher

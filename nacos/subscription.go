@@ -15,13 +15,13 @@ import (
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
-// watch is one pooled subscription to one service (group and name) through
+// subscription is one pooled subscription to one service (group and name) through
 // one client, shared by every source that references the service, whatever
 // their cluster and metadata filters: each source's view selects from the
 // shared instance list itself. The SDK subscribes without clusters too (it
 // filters clusters client-side), and subscribing twice to one service with
 // different clusters breaks the first subscription (nacos-sdk-go #803).
-type watch struct {
+type subscription struct {
 	c     *client
 	ref   Reference // Namespace is the client's; Group is never ""
 	param *vo.SubscribeParam
@@ -55,8 +55,8 @@ type watch struct {
 	fan *upstreams.Fanout[[]model.Instance]
 }
 
-func newWatch(c *client, ref Reference) *watch {
-	w := &watch{
+func newSubscription(c *client, ref Reference) *subscription {
+	w := &subscription{
 		c:      c,
 		ref:    ref,
 		kickCh: make(chan struct{}, 1),
@@ -74,13 +74,13 @@ func newWatch(c *client, ref Reference) *watch {
 	// very value is used for every Subscribe and Unsubscribe.
 	w.param = &vo.SubscribeParam{ServiceName: ref.Service, GroupName: ref.Group, SubscribeCallback: w.onPush}
 	w.Init()
-	w.after = c.addWatch(w)
+	w.after = c.addSubscription(w)
 	return w
 }
 
 // onPush is the SDK callback. It runs on the SDK's push goroutine, so it only
 // copies the list and publishes it: no I/O, no waiting.
-func (w *watch) onPush(instances []model.Instance, _ error) {
+func (w *subscription) onPush(instances []model.Instance, _ error) {
 	start := time.Now()
 	list := slices.Clone(instances)
 	if len(list) > 0 {
@@ -101,21 +101,21 @@ func (w *watch) onPush(instances []model.Instance, _ error) {
 
 // addView makes v one of the subscription's sources; it gets the current
 // list and trouble at once.
-func (w *watch) addView(v *view) {
+func (w *subscription) addView(v *view) {
 	v.w = w
 	w.fan.Add(v)
 }
 
-func (w *watch) removeView(v *view) { w.fan.Remove(v) }
+func (w *subscription) removeView(v *view) { w.fan.Remove(v) }
 
 // holding reports whether protect_threshold keeps some view's last targets.
-func (w *watch) holding() (held bool) {
+func (w *subscription) holding() (held bool) {
 	w.fan.Each(func(r upstreams.Receiver[[]model.Instance]) { held = held || r.(*view).holding })
 	return held
 }
 
 // kick asks for an immediate re-read of the service.
-func (w *watch) kick() {
+func (w *subscription) kick() {
 	select {
 	case w.kickCh <- struct{}{}:
 	default:
@@ -133,14 +133,14 @@ type plan struct {
 }
 
 // start starts subscribing.
-func (w *watch) start() { w.Start(w.run) }
+func (w *subscription) start() { w.Start(w.run) }
 
 // run subscribes once the client exists, retries failed subscriptions with
 // backoff, and re-reads the service every reconcile interval and after every
 // reconnect: a new Subscribe after Unsubscribe always fetches the list from
 // the server and always calls back, so a push the SDK missed can never leave
 // a stale set for longer than that.
-func (w *watch) run() {
+func (w *subscription) run() {
 	defer w.leave()
 	if !w.waitForClient() {
 		return
@@ -184,10 +184,10 @@ func (w *watch) run() {
 }
 
 // waitForClient waits until the client exists and the previous
-// subscription to the service has left, and reports whether the watch can
+// subscription to the service has left, and reports whether the subscription can
 // subscribe: not after Destruct, nor without an SDK client (whose creation
 // error the client shows).
-func (w *watch) waitForClient() bool {
+func (w *subscription) waitForClient() bool {
 	select {
 	case <-w.c.ready:
 	case <-w.Ctx.Done():
@@ -214,7 +214,7 @@ func (w *watch) waitForClient() bool {
 // subscription's problem. It is retried once the client reaches the server
 // again (the client kicks), and while the server is reachable, soon and
 // often, since only a request tells whether the SDK's gRPC connection is up.
-func (w *watch) subscribeNow(p *plan) bool {
+func (w *subscription) subscribeNow(p *plan) bool {
 	tn := w.c.tuning
 	p.next = time.Time{}
 	started := time.Now().UnixNano()
@@ -248,7 +248,7 @@ func (w *watch) subscribeNow(p *plan) bool {
 
 // reconcileInterval is the smallest reconcile_interval among the sources
 // that use the subscription; 0 (off) only if every one of them turned it off.
-func (w *watch) reconcileInterval() (r time.Duration) {
+func (w *subscription) reconcileInterval() (r time.Duration) {
 	w.fan.Each(func(rc upstreams.Receiver[[]model.Instance]) {
 		if v := rc.(*view); v.reconcile > 0 && (r == 0 || v.reconcile < r) {
 			r = v.reconcile
@@ -265,7 +265,7 @@ func (w *watch) reconcileInterval() (r time.Duration) {
 // list and our callback, and a list the SDK processed between the two calls
 // would be cached with no callback to call, so the Subscribe after it would
 // find nothing new and the change would wait for the next re-read.
-func (w *watch) subscribe() error {
+func (w *subscription) subscribe() error {
 	w.c.sdk.Lock()
 	defer w.c.sdk.Unlock()
 	if w.attempted {
@@ -278,7 +278,7 @@ func (w *watch) subscribe() error {
 // noList reports a successful Subscribe that no instance list followed
 // within the server's timeout, which is what a refused one looks like; the
 // first list clears it.
-func (w *watch) noList() {
+func (w *subscription) noList() {
 	if w.c.connProblem() != nil {
 		return // the connection problem explains it
 	}
@@ -289,17 +289,17 @@ func (w *watch) noList() {
 	}
 }
 
-// leave ends the subscription on the watch's own goroutine, after its last
+// leave ends the subscription on its own goroutine, after its last
 // Subscribe, so that the two can never cross. While the server is
 // unreachable, Unsubscribe waits for the request timeout (the SDK drops the
 // callback at once, before asking the server); when the client is being
 // closed anyway, or is unreachable and this was its last subscription, the
 // round-trip is skipped. Nobody waits for it, so a failure is logged.
-func (w *watch) leave() {
+func (w *subscription) leave() {
 	if !w.attempted || w.c.nc == nil {
 		return
 	}
-	if w.c.Ctx.Err() != nil || !w.c.healthy.Load() && w.c.watches.Len() == 0 {
+	if w.c.Ctx.Err() != nil || !w.c.healthy.Load() && w.c.subscriptions.Len() == 0 {
 		return
 	}
 	w.c.sdk.Lock()
@@ -317,8 +317,8 @@ func (w *watch) leave() {
 // timeout, runs in the background. A new subscription to the same service
 // waits for it before subscribing, and the client for all of them before
 // closing.
-func (w *watch) Destruct() error {
-	exited := w.c.removeWatch(w)
+func (w *subscription) Destruct() error {
+	exited := w.c.removeSubscription(w)
 	w.Cancel()
 	w.c.leaving.Go(func() {
 		w.Wait()
@@ -327,8 +327,8 @@ func (w *watch) Destruct() error {
 	return nil
 }
 
-// acquireWatch returns the pooled subscription to ref through c, creating
+// acquireSubscription returns the pooled subscription to ref through c, creating
 // it if needed, and holds it for src.
-func acquireWatch(src *upstreams.Source, c *client, ref Reference) (*watch, error) {
-	return upstreams.Acquire(src, c.key+"/watch/"+ref.Group+"@@"+ref.Service, func() (*watch, error) { return newWatch(c, ref), nil })
+func acquireSubscription(src *upstreams.Source, c *client, ref Reference) (*subscription, error) {
+	return upstreams.Acquire(src, c.key+"/subscription/"+ref.Group+"@@"+ref.Service, func() (*subscription, error) { return newSubscription(c, ref), nil })
 }
