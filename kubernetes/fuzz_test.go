@@ -451,7 +451,7 @@ func FuzzEndpointSlices(f *testing.F) {
 		must(ns.indexer(services).Replace([]any{svc}, ""))
 		must(ns.indexer(endpointSlices).Replace(esObjs, ""))
 		must(nodeSet.indexer(nodes).Replace(nodeObjs, ""))
-		sub := &subscription{ref: Reference{Namespace: "shop", Name: "web", Port: portRef}, sel: sel, ns: ns}
+		sub := &view{ref: Reference{Namespace: "shop", Name: "web", Port: portRef}, sel: sel, ns: ns}
 		if sel.target == targetNodePort {
 			sub.nodes = nodeSet
 		}

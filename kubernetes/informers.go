@@ -105,7 +105,7 @@ const serviceIndex = "service"
 
 // informerSet lists and watches some resources of one cluster, in one
 // namespace (Services and EndpointSlices) or cluster-wide (Nodes), for every
-// subscription that needs them. It is created without any request to the API
+// view that needs them. It is created without any request to the API
 // server; start begins the watches.
 type informerSet struct {
 	cluster   string // the cluster's name, for messages
@@ -128,7 +128,7 @@ type informerSet struct {
 
 	synced atomic.Bool
 
-	subs upstreams.Members[*subscription]
+	views upstreams.Members[*view]
 }
 
 func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs ...resource) (*informerSet, error) {
@@ -282,7 +282,7 @@ func (s *informerSet) handler(r resource) cache.ResourceEventHandler {
 	}
 }
 
-// start starts the informers, and refreshes every subscription once all of
+// start starts the informers, and refreshes every view once all of
 // them have listed their objects.
 func (s *informerSet) start() {
 	fns := make([]func(), 0, len(s.informers)+1)
@@ -292,7 +292,7 @@ func (s *informerSet) start() {
 	s.Start(append(fns, s.awaitSync)...)
 }
 
-// awaitSync refreshes every subscription once every informer has listed
+// awaitSync refreshes every view once every informer has listed
 // its objects.
 func (s *informerSet) awaitSync() {
 	hasSynced := make([]cache.InformerSynced, len(s.informers))
@@ -304,32 +304,32 @@ func (s *informerSet) awaitSync() {
 	}
 	s.synced.Store(true)
 	s.reportConnected()
-	s.subs.Each(nil, (*subscription).troubled)
+	s.views.Each(nil, (*view).troubled)
 	s.changed("")
 }
 
-// Destruct stops the watches once the last subscription is gone.
+// Destruct stops the watches once the last view is gone.
 func (s *informerSet) Destruct() error {
 	s.Stop()
 	s.link.Close()
 	return nil
 }
 
-func (s *informerSet) subscribe(sub *subscription)   { s.subs.Add(sub) }
-func (s *informerSet) unsubscribe(sub *subscription) { s.subs.Remove(sub) }
+func (s *informerSet) addView(v *view)    { s.views.Add(v) }
+func (s *informerSet) removeView(v *view) { s.views.Remove(v) }
 
-// changed refreshes the subscriptions to the named service, or all of them
+// changed refreshes the views of the named service, or all of them
 // for "".
 func (s *informerSet) changed(service string) { s.changedAt(service, time.Time{}) }
 
 // changedAt is changed for a change that trigger (if not zero) caused: once
-// the subscriptions to the service have published it, the time since then
+// the views of the service have published it, the time since then
 // is its propagation delay.
 func (s *informerSet) changedAt(service string, trigger time.Time) {
 	if !s.synced.Load() {
 		return // the first sync refreshes everything
 	}
-	n := s.subs.Each(func(sub *subscription) bool { return service == "" || sub.ref.Name == service }, (*subscription).refresh)
+	n := s.views.Each(func(sub *view) bool { return service == "" || sub.ref.Name == service }, (*view).refresh)
 	if n > 0 && !trigger.IsZero() {
 		s.link.Observe(time.Since(trigger))
 	}
@@ -373,13 +373,13 @@ func (s *informerSet) reportConnected() {
 }
 
 // setProblem records a list or watch failure of resource i, or its end
-// (nil). Its condition logs it once, not on every retry; the subscriptions
+// (nil). Its condition logs it once, not on every retry; the views
 // show it as their trouble.
 func (s *informerSet) setProblem(i int, err error) {
 	changed := s.problems[i].Set(err)
 	s.reportConnected()
 	if changed {
-		s.subs.Each(nil, (*subscription).troubled)
+		s.views.Each(nil, (*view).troubled)
 	}
 }
 

@@ -26,7 +26,7 @@ const (
 	nodeExternal = "external"
 )
 
-// selection is how a subscription turns a Service into targets.
+// selection is how a view turns a Service into targets.
 type selection struct {
 	target            string // targetEndpoints, targetClusterIP or targetNodePort
 	nodeAddress       string // nodeInternal or nodeExternal

@@ -101,7 +101,7 @@ type KubernetesUpstreams struct {
 	Connection
 
 	upstreams.Source
-	sub *subscription // the source's view of the Service
+	sub *view // the source's view of the Service
 }
 
 // CaddyModule returns the Caddy module information.
@@ -246,7 +246,7 @@ func (u *KubernetesUpstreams) subscribe(log *zap.Logger, app *App, cluster, fp s
 	if err != nil {
 		return err
 	}
-	sub := &subscription{ref: ref, sel: sel, ns: ns}
+	sub := &view{ref: ref, sel: sel, ns: ns}
 	if sel.target == targetNodePort {
 		sub.nodes, err = upstreams.Acquire(&u.Source, "k8s/"+fp+"/nodes", func() (*informerSet, error) {
 			return newInformerSet(cluster, "", client, nodes)
@@ -257,12 +257,12 @@ func (u *KubernetesUpstreams) subscribe(log *zap.Logger, app *App, cluster, fp s
 	}
 	sub.pub = u.Publish(log, "k8s", ref.String())
 	for _, s := range sub.sets() {
-		s.subscribe(sub)
+		s.addView(sub)
 		app.Add(s.start)
 	}
 	u.OnCleanup(func() {
 		for _, s := range sub.sets() {
-			s.unsubscribe(sub)
+			s.removeView(sub)
 		}
 	})
 	sub.troubled()

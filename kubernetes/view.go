@@ -10,11 +10,11 @@ import (
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
-// subscription is one upstream source's view of one Service port. Its
+// view is one upstream source's view of one Service port. Its
 // informer sets push into its publisher: a new list computed from their
 // caches when an object of the Service changes, and their trouble (the
 // first list awaited, a failing watch) when it begins or ends.
-type subscription struct {
+type view struct {
 	ref   Reference
 	sel   selection
 	ns    *informerSet // Services and EndpointSlices of ref.Namespace
@@ -25,8 +25,8 @@ type subscription struct {
 	mu sync.Mutex // serializes refresh, so an older list never overwrites a newer one
 }
 
-// sets lists the subscription's informer sets.
-func (s *subscription) sets() []*informerSet {
+// sets lists the view's informer sets.
+func (s *view) sets() []*informerSet {
 	if s.nodes == nil {
 		return []*informerSet{s.ns}
 	}
@@ -35,7 +35,7 @@ func (s *subscription) sets() []*informerSet {
 
 // refresh recomputes the targets from the informers' caches and publishes
 // them, once every set has listed its objects.
-func (s *subscription) refresh() {
+func (s *view) refresh() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, set := range s.sets() {
@@ -47,7 +47,7 @@ func (s *subscription) refresh() {
 }
 
 // troubled publishes the sets' current trouble: the first that has one.
-func (s *subscription) troubled() {
+func (s *view) troubled() {
 	var trouble error
 	for _, set := range s.sets() {
 		if _, problem := set.state(); problem != nil {
@@ -59,7 +59,7 @@ func (s *subscription) troubled() {
 }
 
 // compute selects the targets from the caches, or says why there are none.
-func (s *subscription) compute() ([]upstreams.Target, error) {
+func (s *view) compute() ([]upstreams.Target, error) {
 	svc, err := s.service()
 	if err != nil {
 		return nil, err
@@ -83,11 +83,11 @@ func (s *subscription) compute() ([]upstreams.Target, error) {
 	return targets, nil
 }
 
-func (s *subscription) inCluster(err error) error {
+func (s *view) inCluster(err error) error {
 	return fmt.Errorf("kubernetes cluster %q: %w", s.ns.cluster, err)
 }
 
-func (s *subscription) service() (*corev1.Service, error) {
+func (s *view) service() (*corev1.Service, error) {
 	obj, ok, err := s.ns.indexer(services).GetByKey(s.ref.Namespace + "/" + s.ref.Name)
 	if err == nil && ok {
 		if svc, isSvc := obj.(*corev1.Service); isSvc {
@@ -108,7 +108,7 @@ func (s *subscription) service() (*corev1.Service, error) {
 	return nil, s.inCluster(upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("service %s/%s not found (services in namespace %q: %v%s)",
 		s.ref.Namespace, s.ref.Name, s.ref.Namespace, names, more)))
 }
-func (s *subscription) slices() []*discoveryv1.EndpointSlice {
+func (s *view) slices() []*discoveryv1.EndpointSlice {
 	objs, err := s.ns.indexer(endpointSlices).ByIndex(serviceIndex, s.ref.Name)
 	if err != nil {
 		return nil
@@ -122,7 +122,7 @@ func (s *subscription) slices() []*discoveryv1.EndpointSlice {
 	return out
 }
 
-func (s *subscription) listNodes() []*corev1.Node {
+func (s *view) listNodes() []*corev1.Node {
 	if s.nodes == nil {
 		return nil
 	}
