@@ -1,6 +1,8 @@
 package kubernetes
 
 import (
+	"fmt"
+
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
@@ -38,7 +40,15 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 // Provision checks the cluster names and connection fields. Connections
 // are checked here too, so that `caddy validate` also refuses a cluster no
 // source uses yet; placeholders are checked once replaced.
-func (a *App) Provision(caddy.Context) error { return clusters.Check(a.Clusters) }
+func (a *App) Provision(ctx caddy.Context) error {
+	if err := clusters.Check(a.Clusters); err != nil {
+		return err
+	}
+	for name, c := range a.Clusters {
+		c.warnFormerNames(ctx.Logger(), fmt.Sprintf("cluster %q", name))
+	}
+	return nil
+}
 
 // Interface guards
 var (

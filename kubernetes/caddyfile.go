@@ -12,7 +12,7 @@ func init() {
 }
 
 var connectionOptions = []string{
-	"kubeconfig", "context", "server", "token", "token_file", "ca_file", "insecure_skip_verify",
+	"kubeconfig", "context", "api_server", "token", "token_file", "ca_file", "insecure_skip_verify",
 }
 
 var sourceOptions = append([]string{
@@ -31,7 +31,7 @@ var sourceOptions = append([]string{
 //
 //		kubeconfig              <path>
 //		context                 <name>
-//		server                  <url>
+//		api_server              <url>
 //		token                   <token>
 //		token_file              <path>
 //		ca_file                 <path>
@@ -77,7 +77,9 @@ func (c *Connection) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error
 		return true, cf.String(d, &c.Kubeconfig)
 	case "context":
 		return true, cf.String(d, &c.Context)
-	case "server":
+	case "api_server":
+		return true, cf.String(d, &c.APIServer)
+	case "server": // the former name of api_server
 		return true, cf.String(d, &c.Server)
 	case "token":
 		return true, cf.Secret(d, &c.Token)
@@ -98,7 +100,7 @@ func (c *Connection) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error
 //			cluster <name> {
 //				kubeconfig           <path>
 //				context              <name>
-//				server               <url>
+//				api_server           <url>
 //				token                <token>
 //				token_file           <path>
 //				ca_file              <path>

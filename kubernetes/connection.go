@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -22,7 +23,7 @@ import (
 // With no field set, Caddy uses the in-cluster service account when it runs in
 // a Pod, and otherwise kubectl's loading rules: the files in $KUBECONFIG, then
 // ~/.kube/config. Set either `kubeconfig` (and optionally `context`), or
-// `server` with `token`, `token_file` or neither (anonymous).
+// `api_server` with `token`, `token_file` or neither (anonymous).
 //
 // Every field accepts placeholders such as {env.KUBE_TOKEN}.
 type Connection struct {
@@ -36,14 +37,19 @@ type Connection struct {
 	// URL of the API server, e.g. https://10.0.0.1:6443. Used with
 	// `token` or `token_file`, and `ca_file` unless the server's certificate
 	// is signed by a CA in the system trust store.
+	APIServer string `json:"api_server,omitempty"`
+
+	// The former name of `api_server`, still read: `server` names a
+	// connection in the other sources. Caddy logs a warning asking for
+	// `api_server` instead.
 	Server string `json:"server,omitempty"`
 
-	// A bearer token for `server`. Prefer `token_file` or a placeholder such
+	// A bearer token for `api_server`. Prefer `token_file` or a placeholder such
 	// as {env.KUBE_TOKEN} over writing the token into the config. The token
 	// is never logged.
 	Token string `json:"token,omitempty"`
 
-	// A file holding a bearer token for `server`, such as a projected
+	// A file holding a bearer token for `api_server`, such as a projected
 	// service account token. It is read again as soon as it changes, so
 	// rotated tokens are used without a reload.
 	TokenFile string `json:"token_file,omitempty"`
@@ -65,33 +71,54 @@ func (c Connection) IsSet() bool { return c != Connection{} }
 // Validate checks that the fields fit together; field names in the errors are
 // those of the config.
 func (c Connection) Validate() error {
-	if c.Token != "" && c.TokenFile != "" {
+	server, field := c.apiServer()
+	switch {
+	case c.Server != "" && c.APIServer != "":
+		return errors.New("server and api_server are both set; server is the former name of api_server: keep only api_server")
+	case c.Token != "" && c.TokenFile != "":
 		return errors.New("token and token_file are both set; set only one")
+	case server == "" && (c.Token != "" || c.TokenFile != "" || c.CAFile != "" || c.InsecureSkipVerify):
+		return errors.New("token, token_file, ca_file and insecure_skip_verify go with server or api_server; set api_server to the API server's URL")
+	case server != "" && (c.Kubeconfig != "" || c.Context != ""):
+		return fmt.Errorf("%s is set together with kubeconfig/context; use one way to connect", field)
 	}
-	if c.Server == "" && (c.Token != "" || c.TokenFile != "" || c.CAFile != "" || c.InsecureSkipVerify) {
-		return errors.New("token, token_file, ca_file and insecure_skip_verify go with server; set server to the API server's URL")
-	}
-	if c.Server != "" && (c.Kubeconfig != "" || c.Context != "") {
-		return errors.New("server is set together with kubeconfig/context; use one way to connect")
-	}
-	if c.Server != "" && !strings.Contains(c.Server, "{") { // placeholders are checked once replaced
+	if server != "" && !strings.Contains(server, "{") { // placeholders are checked once replaced
 		// url.Parse's error would repeat the URL, credentials included
-		shown := redact.Address(c.Server)
-		u, err := url.Parse(c.Server)
+		shown := redact.Address(server)
+		u, err := url.Parse(server)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return fmt.Errorf("server %q is not a URL such as https://10.0.0.1:6443", shown)
+			return fmt.Errorf("%s %q is not a URL such as https://10.0.0.1:6443", field, shown)
 		}
 		if u.User != nil {
-			return fmt.Errorf("server %q: credentials are not allowed in the URL; use token or token_file", shown)
+			return fmt.Errorf("%s %q: credentials are not allowed in the URL; use token or token_file", field, shown)
 		}
 	}
 	return nil
 }
 
+// apiServer is the API server's URL, and the field that gives it:
+// api_server, or server, its former name.
+func (c Connection) apiServer() (url, field string) {
+	if c.Server != "" && c.APIServer == "" {
+		return c.Server, "server"
+	}
+	return c.APIServer, "api_server"
+}
+
+// warnFormerNames logs a warning for each field set under its former name;
+// where says where it is set (`cluster "east"`, `service shop/web`).
+func (c Connection) warnFormerNames(log *zap.Logger, where string) {
+	if c.Server != "" {
+		log.Warn("k8s: the connection field server is now api_server; the old name still works, but write api_server (server names a connection in the other sources)",
+			zap.String("in", where))
+	}
+}
+
 // Expand replaces placeholders such as {env.X} in every field.
 func (c Connection) Expand(repl *caddy.Replacer) (Connection, error) {
 	err := upstreams.ExpandFields(repl, upstreams.Field{Name: "kubeconfig", Value: &c.Kubeconfig}, upstreams.Field{Name: "context", Value: &c.Context},
-		upstreams.Field{Name: "server", Value: &c.Server}, upstreams.Field{Name: "token", Value: &c.Token},
+		upstreams.Field{Name: "api_server", Value: &c.APIServer}, upstreams.Field{Name: "server", Value: &c.Server},
+		upstreams.Field{Name: "token", Value: &c.Token},
 		upstreams.Field{Name: "token_file", Value: &c.TokenFile}, upstreams.Field{Name: "ca_file", Value: &c.CAFile})
 	return c, err
 }
@@ -119,10 +146,10 @@ func (c Connection) baseConfig() (*rest.Config, error) {
 		cfg *rest.Config
 		err error
 	)
-	switch {
-	case c.Server != "":
+	switch server, _ := c.apiServer(); {
+	case server != "":
 		cfg = &rest.Config{
-			Host:            c.Server,
+			Host:            server,
 			BearerToken:     c.Token,
 			BearerTokenFile: c.TokenFile,
 			TLSClientConfig: rest.TLSClientConfig{CAFile: c.CAFile, Insecure: c.InsecureSkipVerify},
@@ -165,7 +192,8 @@ func (c Connection) baseConfig() (*rest.Config, error) {
 // neither server nor kubeconfig nor context set, and running in a Pod
 // (KUBERNETES_SERVICE_HOST is set).
 func (c Connection) inCluster() bool {
-	return c.Server == "" && c.Kubeconfig == "" && c.Context == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != ""
+	server, _ := c.apiServer()
+	return server == "" && c.Kubeconfig == "" && c.Context == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != ""
 }
 
 // serviceAccountNamespace is the file that holds the namespace of the Pod's
@@ -176,10 +204,10 @@ const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/n
 // as kubectl chooses it: in a Pod, $POD_NAMESPACE or else the service
 // account's namespace, read from saFile (serviceAccountNamespace but in
 // tests); with a kubeconfig, its context's namespace or else "default"; with
-// server, "default".
+// api_server, "default".
 func (c Connection) namespace(saFile string) (string, error) {
-	switch {
-	case c.Server != "":
+	switch server, _ := c.apiServer(); {
+	case server != "":
 		return metav1.NamespaceDefault, nil
 	case c.inCluster():
 		if ns := os.Getenv("POD_NAMESPACE"); ns != "" {

@@ -5,6 +5,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 const twoContexts = `apiVersion: v1
@@ -170,4 +174,42 @@ func TestConnectionNamespace(t *testing.T) {
 	check("in a Pod with $POD_NAMESPACE", Connection{}, "team-b", "")
 	check("in a Pod, with a kubeconfig", Connection{Kubeconfig: kubeconfig, Context: "ctx-shop"}, "shop", "")
 	check("in a Pod, with a server", Connection{Server: "https://10.0.0.1:6443"}, "default", "")
+}
+
+// TestAPIServerFormerName: `server`, the former name of `api_server`, still
+// connects to the same API server (with a warning naming the new field); the
+// two together are refused; errors name the field as written.
+func TestAPIServerFormerName(t *testing.T) {
+	old, now := Connection{Server: "https://10.0.0.1:6443", Token: "t"}, Connection{APIServer: "https://10.0.0.1:6443", Token: "t"}
+	for _, c := range []Connection{old, now} {
+		if err := c.Validate(); err != nil {
+			t.Fatalf("%+v: %v", c, err)
+		}
+		cfg, _, err := c.restConfig("default")
+		if err != nil || cfg.Host != "https://10.0.0.1:6443" {
+			t.Fatalf("%+v: host %v, %v", c, cfg, err)
+		}
+	}
+	_, fpOld, _ := old.restConfig("default")
+	_, fpNow, _ := now.restConfig("default")
+	if fpOld != fpNow {
+		t.Error("the former name must share the watches of the new one")
+	}
+	if err := (Connection{Server: "https://a:1", APIServer: "https://a:1"}).Validate(); err == nil || !strings.Contains(err.Error(), "keep only api_server") {
+		t.Errorf("both names: %v", err)
+	}
+	for c, want := range map[Connection]string{
+		{Server: "10.0.0.1:6443"}:    `server "10.0.0.1:6443" is not a URL`,
+		{APIServer: "10.0.0.1:6443"}: `api_server "10.0.0.1:6443" is not a URL`,
+	} {
+		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%+v: %v, want %q", c, err, want)
+		}
+	}
+	core, logs := observer.New(zapcore.WarnLevel)
+	old.warnFormerNames(zap.New(core), `cluster "east"`)
+	now.warnFormerNames(zap.New(core), `cluster "west"`)
+	if got := logs.All(); len(got) != 1 || !strings.Contains(got[0].Message, "write api_server") {
+		t.Errorf("warnings: %v", got)
+	}
 }

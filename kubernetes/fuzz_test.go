@@ -32,7 +32,7 @@ import (
 // configuration starts with one of them.
 var sourceFields = []string{
 	"service", "port", "cluster", "target", "node_address", "prefer_zone", "fallback_to_terminating",
-	"kubeconfig", "context", "server", "token", "token_file", "ca_file", "insecure_skip_verify",
+	"kubeconfig", "context", "api_server", "server", "token", "token_file", "ca_file", "insecure_skip_verify",
 }
 
 // FuzzParseReference: a reference either parses into a Service the API
@@ -202,6 +202,8 @@ func FuzzGlobalOption(f *testing.F) {
 func FuzzJSON(f *testing.F) {
 	for _, s := range [][2]string{
 		{`{"service": "shop/web", "port": 8080, "server": "https://127.0.0.1:6443"}`, ``},
+		{`{"service": "shop/web", "api_server": "https://127.0.0.1:6443", "server": "https://127.0.0.1:6443"}`, ``},
+		{`{"service": "shop/web", "api_server": "https://127.0.0.1:6443", "token": "s3cr3t-token"}`, ``},
 		{`{"service": "shop/web", "port": "8080", "server": "https://127.0.0.1:6443", "token": "s3cr3t-token"}`, ``},
 		{`{"service": "shop/web", "port": "http", "target": "node_port", "node_address": "external"}`, ``},
 		{`{"service": "web.shop.svc.cluster.local:http", "prefer_zone": "a", "fallback_to_terminating": true}`, ``},

@@ -129,6 +129,9 @@ func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	if name == "" {
+		conn.warnFormerNames(ctx.Logger(), "service "+u.Service) // the app warns of its clusters
+	}
 	name = cmp.Or(name, upstreams.DefaultName) // the source's own connection, or the built-in one
 	cfg, fp, err := conn.restConfig(name)
 	if err != nil {
