@@ -497,8 +497,8 @@ eureka_register() { # ID
 }
 
 heading "Eureka step 1: 3 instances of SHOP-CART register (caddy: http://127.0.0.1:8084, dynamic eureka SHOP-CART)"
-say "    (Polaris's Eureka API refreshes its answers from its cache every 10 s, and caddy asks every"
-say "    second: a change may take up to ~12 s to show)"
+say "    (Polaris's Eureka API refreshes its answers from its cache every second, and caddy asks for"
+say "    changes every second: a change shows within about 1.5 s, 2 s at most)"
 TARGET=127.0.0.1:8084
 for c in cart-1 cart-2 cart-3; do
 	start_backend "$c" "$(cart_ip "$c")"
