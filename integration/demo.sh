@@ -498,7 +498,7 @@ eureka_register() { # ID
 
 heading "Eureka step 1: 3 instances of SHOP-CART register (caddy: http://127.0.0.1:8084, dynamic eureka SHOP-CART)"
 say "    (Polaris's Eureka API refreshes its answers from its cache every second, and caddy asks for"
-say "    changes every second: a change shows within about 1.5 s, 2 s at most)"
+say "    changes every second: a change shows in about 1.5 s; 1.4-2.2 s measured)"
 TARGET=127.0.0.1:8084
 for c in cart-1 cart-2 cart-3; do
 	start_backend "$c" "$(cart_ip "$c")"
