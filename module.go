@@ -3,12 +3,24 @@
 //
 //	xcaddy build --with github.com/caddy-discovery/caddy-discovery
 //
-// registers every source and the selection policy that uses their weights:
+// registers every source, with the app that holds its named connections,
+// the selection policy that uses their weights, and the admin dump:
 //
-//   - http.reverse_proxy.upstreams.k8s: Kubernetes Services and EndpointSlices
-//   - http.reverse_proxy.upstreams.nacos: Nacos service instances
+//   - http.reverse_proxy.upstreams.k8s (app k8s): Kubernetes Services and
+//     EndpointSlices, through client-go informers
+//   - http.reverse_proxy.upstreams.nacos (app nacos): Nacos service
+//     instances, through nacos-sdk-go push subscriptions
+//   - http.reverse_proxy.upstreams.consul (app consul): passing Consul
+//     instances, through blocking queries
+//   - http.reverse_proxy.upstreams.eureka (app eureka): UP Eureka instances,
+//     through delta polling
 //   - http.reverse_proxy.selection_policies.registry_weighted: smooth weighted
 //     round robin by the weights the registries publish
+//   - admin.api.discovery: GET /discovery/upstreams, what every source
+//     proxies to now
+//
+// Every source is built on the kit in package upstreams: see the README's
+// "Adding a registry".
 package discovery
 
 import (
