@@ -1,10 +1,3 @@
-// Package upstreams holds what every registry-fed upstream source shares: an
-// immutable, sorted Snapshot of targets, and the Cell that publishes snapshots
-// to the request path without locks.
-//
-// A source keeps its Cell current from registry events; GetUpstreams only loads
-// the current snapshot and copies it into fresh reverseproxy.Upstream values,
-// so a request never waits on, or talks to, the registry.
 package upstreams
 
 import (
