@@ -150,12 +150,7 @@ func (c *client) unreached(i int, err error, timeout time.Duration) bool {
 func (c *client) probe() {
 	t := time.NewTimer(probeInterval)
 	defer t.Stop()
-	for {
-		select {
-		case <-c.Ctx.Done():
-			return
-		case <-t.C:
-		}
+	for c.Until(t.C) {
 		i, ac := c.api()
 		ctx, cancel := context.WithTimeout(c.Ctx, probeTimeout)
 		_, err := ac.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
@@ -200,12 +195,7 @@ func (c *client) checkToken() {
 	last, _ := c.file.Get()
 	t := time.NewTicker(tokenCheckInterval)
 	defer t.Stop()
-	for {
-		select {
-		case <-c.Ctx.Done():
-			return
-		case <-t.C:
-		}
+	for c.Until(t.C) {
 		if tok, err := c.file.Get(); err == nil && tok != last {
 			last = tok
 			caddy.Log().Named("consul").Info("consul token file changed; restarting the long-polls with the new token",

@@ -195,12 +195,7 @@ func (c *client) run() {
 
 	t := time.NewTicker(c.tuning.healthInterval)
 	defer t.Stop()
-	for {
-		select {
-		case <-c.Ctx.Done():
-			return
-		case <-t.C:
-		}
+	for c.Until(t.C) {
 		c.checkHealth(false)
 	}
 }

@@ -3,6 +3,7 @@ package upstreams
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // Runner is the background work of a pooled client or watch: it starts
@@ -34,6 +35,18 @@ func (r *Runner) Start(fns ...func()) {
 			r.done.Go(f)
 		}
 	})
+}
+
+// Until waits for ch (a timer's or ticker's channel) and reports true, or
+// false once the runner stops: the loop of a background check is
+// `for r.Until(ticker.C) { … }`.
+func (r *Runner) Until(ch <-chan time.Time) bool {
+	select {
+	case <-r.Ctx.Done():
+		return false
+	case <-ch:
+		return true
+	}
 }
 
 // Cancel ends Ctx without waiting for the goroutines to return.
