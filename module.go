@@ -26,6 +26,7 @@ package discovery
 import (
 	// Each package registers its modules.
 	_ "github.com/caddy-discovery/caddy-discovery/consul"
+	_ "github.com/caddy-discovery/caddy-discovery/etcd"
 	_ "github.com/caddy-discovery/caddy-discovery/eureka"
 	_ "github.com/caddy-discovery/caddy-discovery/kubernetes"
 	_ "github.com/caddy-discovery/caddy-discovery/nacos"

@@ -1,0 +1,74 @@
+package etcd
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
+)
+
+// The diagnosis of a connection or a read that fails: each says what to
+// fix, carries its kind for the metrics, and never holds the password nor
+// anything that changes from one retry to the next, so that a problem that
+// persists is logged once.
+
+// explain turns a failure to connect, log in or get an answer into the
+// connection's problem.
+func (c *client) explain(err error) error {
+	switch {
+	case errors.Is(err, rpctypes.ErrAuthFailed):
+		return upstreams.Problem(upstreams.KindUnauthorized, fmt.Errorf("%s: the user name or password is wrong (authentication failed); check username and password (serving the last known instances meanwhile)", c.st.where))
+	case errors.Is(err, rpctypes.ErrAuthNotEnabled):
+		return upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("%s: authentication is not enabled on the cluster; remove username and password, or enable it (etcdctl auth enable)", c.st.where))
+	case errors.Is(err, rpctypes.ErrUserEmpty), errors.Is(err, rpctypes.ErrInvalidAuthToken):
+		return upstreams.Problem(upstreams.KindUnauthorized, fmt.Errorf("%s: the cluster requires authentication; set username and password (serving the last known instances meanwhile)", c.st.where))
+	}
+	cause, fix := "no answer", "check endpoints, and that etcd runs and listens there for clients"
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	msg := err.Error()
+	switch {
+	case errors.As(err, &unknownCA) || strings.Contains(msg, "certificate signed by unknown authority"):
+		cause, fix = "its certificate is not signed by a CA Caddy trusts", "set ca_file to the etcd CA's certificate"
+	case errors.As(err, &hostname) || strings.Contains(msg, "certificate is valid for"):
+		cause, fix = "its certificate is not valid for the endpoint's host", "set tls_server_name to a name it is valid for"
+	case strings.Contains(msg, "bad certificate") || strings.Contains(msg, "certificate required"):
+		cause, fix = "it refused Caddy's client certificate, or wants one", "set cert_file and key_file to a certificate signed by the CA etcd trusts (--trusted-ca-file)"
+	case strings.Contains(msg, "first record does not look like a TLS handshake"):
+		cause, fix = "it speaks plain HTTP/2", "write the endpoints as host:port or http:// and remove tls, ca_file, cert_file, key_file and tls_server_name"
+	case strings.Contains(msg, "connection refused"):
+		cause = "connection refused"
+	case errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded:
+		cause, fix = "no answer in time", "check that etcd is not hung and that its members are reachable"
+	case status.Code(err) == codes.Unavailable:
+		cause = "unavailable"
+	}
+	return upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("cannot reach %s: %s: %s (serving the last known instances meanwhile)", c.st.where, cause, fix))
+}
+
+// explainRead turns a failed read or watch of prefix into the watch's
+// problem, or, for a failure to reach etcd or log in, the connection's
+// (conn).
+func (c *client) explainRead(prefix string, err error) (_ error, conn bool) {
+	switch {
+	case errors.Is(err, rpctypes.ErrPermissionDenied):
+		user := c.st.username
+		return upstreams.Problem(upstreams.KindForbidden, fmt.Errorf("%s: user %q may not read the keys under %q (permission denied); grant a role of the user read access: etcdctl role grant-permission <role> read %q --prefix=true",
+			c.st.where, user, prefix, prefix)), false
+	case errors.Is(err, rpctypes.ErrNoLeader):
+		return upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("%s: the member has no leader; the cluster has lost its quorum (serving the last known instances meanwhile)", c.st.where)), false
+	case errors.Is(err, rpctypes.ErrAuthFailed), errors.Is(err, rpctypes.ErrUserEmpty), errors.Is(err, rpctypes.ErrInvalidAuthToken):
+		return c.explain(err), true
+	}
+	if code := status.Code(err); code == codes.Unavailable || code == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded) {
+		return c.explain(err), true
+	}
+	return fmt.Errorf("%s: reading the keys under %q: %w", c.st.where, prefix, err), false
+}

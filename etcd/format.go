@@ -1,0 +1,275 @@
+package etcd
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// The formats a source reads: each is what a registrar writes under a key
+// prefix, one key per instance.
+const (
+	// etcd's own gRPC naming (go.etcd.io/etcd/client/v3/naming/endpoints,
+	// which gRPC's etcd resolver reads): key <target>/<anything>, value
+	// {"Op":0,"Addr":"10.0.0.1:8080","Metadata":…}.
+	formatEtcd = "etcd"
+	// go-kratos's etcd registry (contrib/registry/etcd): key
+	// /microservices/<name>/<id>, value a ServiceInstance
+	// {"id","name","version","metadata",{…},"endpoints":["http://10.0.0.1:8000",
+	// "grpc://10.0.0.1:9000"]}; the http endpoint is used.
+	formatKratos = "kratos"
+	// go-zero's discov publisher: key <key>/<lease ID>, value the address
+	// 10.0.0.1:8080 as plain text.
+	formatGoZero = "go-zero"
+	// A JSON object whose fields the source names (see JSONFields): Kitex,
+	// APISIX-style and home-grown layouts.
+	formatJSON = "json"
+)
+
+var formats = []string{formatEtcd, formatKratos, formatGoZero, formatJSON}
+
+// defaultPrefix is the key prefix a format's registrar writes a service's
+// instances under.
+func defaultPrefix(format, service string) string {
+	if format == formatKratos {
+		return "/microservices/" + service + "/"
+	}
+	return service + "/"
+}
+
+// JSONFields names the fields of the json format's objects.
+type JSONFields struct {
+	// The field with the instance's IP address, or its address and port as
+	// ip:port. Default: "address"
+	Address string `json:"address,omitempty"`
+
+	// The field with the port (a number or a string), when the address
+	// has none. Default: "port"
+	Port string `json:"port,omitempty"`
+
+	// The field with the instance's weight (a number, or a string that
+	// holds one), for lb_policy registry_weighted; an instance without one
+	// weighs 1. Default: "weight"
+	Weight string `json:"weight,omitempty"`
+
+	// The field with the instance's metadata (an object), which `metadata`
+	// selects by. Default: "metadata"
+	Metadata string `json:"metadata,omitempty"`
+}
+
+// names fills in the defaults.
+func (f JSONFields) names() JSONFields {
+	return JSONFields{
+		Address:  cmpString(f.Address, "address"),
+		Port:     cmpString(f.Port, "port"),
+		Weight:   cmpString(f.Weight, "weight"),
+		Metadata: cmpString(f.Metadata, "metadata"),
+	}
+}
+
+// instance is what a format reads from one key.
+type instance struct {
+	host     string // as registered: an IP address, or a name Caddy cannot dial
+	port     int
+	weight   float64 // 0: none given
+	metadata map[string]string
+}
+
+// decode reads one key's value in format. Errors say what is wrong with
+// the value, never more of it than the offending part.
+func decode(format string, fields JSONFields, value []byte) (instance, error) {
+	switch format {
+	case formatEtcd:
+		return decodeEtcd(value)
+	case formatKratos:
+		return decodeKratos(value)
+	case formatGoZero:
+		return decodeHostPort(strings.TrimSpace(string(value)))
+	case formatJSON:
+		return decodeJSON(fields.names(), value)
+	}
+	return instance{}, fmt.Errorf("unknown format %q", format)
+}
+
+func decodeEtcd(value []byte) (instance, error) {
+	var v struct {
+		Op       *int
+		Addr     string
+		Metadata any
+	}
+	if err := json.Unmarshal(value, &v); err != nil || v.Op == nil {
+		return instance{}, errors.New(`not an etcd naming endpoint {"Op":0,"Addr":"ip:port"}` + jsonHint(value))
+	}
+	if *v.Op != 0 {
+		return instance{}, fmt.Errorf("Op is %d, not 0 (Add)", *v.Op)
+	}
+	in, err := decodeHostPort(v.Addr)
+	if err != nil {
+		return in, fmt.Errorf("Addr: %w", err)
+	}
+	in.metadata, in.weight = metadataOf(v.Metadata)
+	return in, nil
+}
+
+func decodeKratos(value []byte) (instance, error) {
+	var v struct {
+		ID        string            `json:"id"`
+		Version   string            `json:"version"`
+		Metadata  map[string]string `json:"metadata"`
+		Endpoints []string          `json:"endpoints"`
+	}
+	if err := json.Unmarshal(value, &v); err != nil || v.Endpoints == nil {
+		return instance{}, errors.New(`not a kratos ServiceInstance {"id","name","endpoints":["http://ip:port"]}` + jsonHint(value))
+	}
+	for _, e := range v.Endpoints {
+		u, err := url.Parse(e)
+		if err != nil || u.Scheme != "http" {
+			continue
+		}
+		in, err := decodeHostPort(u.Host)
+		if err != nil {
+			return in, fmt.Errorf("endpoint %q: %w", e, err)
+		}
+		in.metadata = v.Metadata
+		if v.Version != "" {
+			in.metadata = withDefault(in.metadata, "version", v.Version)
+		}
+		in.weight = weightOf(v.Metadata["weight"])
+		return in, nil
+	}
+	return instance{}, fmt.Errorf("no http:// endpoint among %q: Caddy proxies HTTP; register the service's HTTP server too", v.Endpoints)
+}
+
+func decodeJSON(f JSONFields, value []byte) (instance, error) {
+	var obj map[string]any
+	if err := json.Unmarshal(value, &obj); err != nil || obj == nil {
+		return instance{}, errors.New("not a JSON object" + jsonHint(value))
+	}
+	addr, ok := obj[f.Address].(string)
+	if !ok {
+		return instance{}, fmt.Errorf("no string field %q with the address", f.Address)
+	}
+	var in instance
+	if host, port, err := net.SplitHostPort(addr); err == nil {
+		in.host, in.port = host, atoi(port)
+	} else {
+		in.host = addr
+		switch p := obj[f.Port].(type) {
+		case float64:
+			in.port = int(p)
+			if float64(in.port) != p {
+				in.port = -1
+			}
+		case string:
+			in.port = atoi(p)
+		default:
+			return instance{}, fmt.Errorf("%q has no port, and there is no field %q with one", addr, f.Port)
+		}
+	}
+	if err := checkPort(in.port); err != nil {
+		return instance{}, fmt.Errorf("%s: %w", f.Port, err)
+	}
+	in.weight = weightOf(obj[f.Weight])
+	in.metadata, _ = metadataOf(obj[f.Metadata])
+	return in, nil
+}
+
+// decodeHostPort reads host:port.
+func decodeHostPort(s string) (instance, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return instance{}, fmt.Errorf("%q is not ip:port", clip(s))
+	}
+	in := instance{host: host, port: atoi(port)}
+	return in, checkPort(in.port)
+}
+
+func checkPort(p int) error {
+	if p < 1 || p > 65535 {
+		return errors.New("the port is not a number in 1-65535")
+	}
+	return nil
+}
+
+// metadataOf reads a metadata object: its string values, numbers and
+// booleans as text, and a numeric "weight" as the weight.
+func metadataOf(v any) (map[string]string, float64) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, 0
+	}
+	md := make(map[string]string, len(obj))
+	for k, x := range obj {
+		switch x := x.(type) {
+		case string:
+			md[k] = x
+		case float64:
+			md[k] = strconv.FormatFloat(x, 'f', -1, 64)
+		case bool:
+			md[k] = strconv.FormatBool(x)
+		}
+	}
+	return md, weightOf(obj["weight"])
+}
+
+// weightOf reads a weight, a number or a string holding one; 0 for none or
+// one that is not a finite number above 0.
+func weightOf(v any) float64 {
+	var w float64
+	switch v := v.(type) {
+	case float64:
+		w = v
+	case string:
+		w, _ = strconv.ParseFloat(v, 64)
+	}
+	if !(w > 0) || math.IsInf(w, 0) {
+		return 0
+	}
+	return w
+}
+
+func withDefault(md map[string]string, k, v string) map[string]string {
+	if _, ok := md[k]; ok {
+		return md
+	}
+	out := make(map[string]string, len(md)+1)
+	for mk, mv := range md {
+		out[mk] = mv
+	}
+	out[k] = v
+	return out
+}
+
+func atoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// jsonHint shows the start of a value that is not what a format expects,
+// so that a key of another format is recognized.
+func jsonHint(value []byte) string {
+	return fmt.Sprintf("; the value starts %q", clip(string(value)))
+}
+
+// clip shortens s for a message.
+func clip(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}
+
+func cmpString(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

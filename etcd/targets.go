@@ -1,0 +1,126 @@
+package etcd
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
+)
+
+// view is one source's reading of a shared watch's keys: its format, the
+// JSON fields, and its metadata selection. The watch's fanout hands it the
+// keys and the trouble, and it publishes what it selects through the
+// source's publisher.
+type view struct {
+	format   string
+	fields   JSONFields
+	metadata map[string]string // every pair must match; empty: all
+	where    string            // the connection, for messages
+	prefix   string
+	pub      *upstreams.Publisher
+}
+
+// skipped counts why keys were left out, for messages.
+type skipped struct {
+	undecodable, badAddr, metadata int
+	example                        string // one key's problem
+}
+
+func (s *skipped) add(n *int, key string, err error) {
+	*n++
+	if s.example == "" {
+		s.example = fmt.Sprintf("key %q: %v", key, err)
+	}
+}
+
+func (s skipped) String() string {
+	var parts []string
+	for _, p := range []struct {
+		n    int
+		what string
+	}{{s.undecodable, "not in the format"}, {s.badAddr, "without an IP address Caddy can dial"}, {s.metadata, "not matching the metadata"}} {
+		if p.n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", p.n, p.what))
+		}
+	}
+	s2 := strings.Join(parts, ", ")
+	if s.example != "" {
+		s2 += " (such as " + s.example + ")"
+	}
+	return s2
+}
+
+// targets decodes the keys into targets: each key's instance in the view's
+// format, with an IP address Caddy can dial (see upstreams.ParseAddr; a
+// host name is skipped, never looked up), matching the metadata. Nothing a
+// key holds can make it panic.
+func (v *view) targets(keys []kv) ([]upstreams.Target, skipped) {
+	out := make([]upstreams.Target, 0, len(keys))
+	var s skipped
+	for _, e := range keys {
+		in, err := decode(v.format, v.fields, e.value)
+		if err != nil {
+			s.add(&s.undecodable, e.key, err)
+			continue
+		}
+		addr, ok := upstreams.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(in.host, "["), "]"))
+		if !ok {
+			s.add(&s.badAddr, e.key, fmt.Errorf("%q is not an IP address: register the instance with its IP", clip(in.host)))
+			continue
+		}
+		if !matches(in.metadata, v.metadata) {
+			s.metadata++
+			continue
+		}
+		out = append(out, upstreams.Target{Addr: addr, Port: uint16(in.port), Weight: max(in.weight, 1)})
+	}
+	return out, s
+}
+
+// Receive publishes what the view selects from the prefix's keys, or why
+// there is nothing.
+func (v *view) Receive(keys []kv) {
+	targets, skip := v.targets(keys)
+	var why error
+	switch {
+	case len(targets) > 0:
+	case len(keys) == 0:
+		why = upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("%s: no keys under %q: the service has no registered instance, or service, prefix or format is wrong (format %s reads keys under %q)",
+			v.where, v.prefix, v.format, v.prefix))
+	default:
+		why = upstreams.Problem(upstreams.KindNoBackends, fmt.Errorf("%s: none of the %d keys under %q is a usable %s instance: %s",
+			v.where, len(keys), v.prefix, v.format, skip))
+	}
+	v.pub.List(targets, why)
+}
+
+// Trouble publishes what keeps the keys from being current.
+func (v *view) Trouble(err error) { v.pub.Trouble(err) }
+
+// matches reports whether md has every pair of want.
+func matches(md, want map[string]string) bool {
+	for k, w := range want {
+		if got, ok := md[k]; !ok || got != w {
+			return false
+		}
+	}
+	return true
+}
+
+// selection describes the view's selection for the admin dump.
+func (v *view) selection() string {
+	var parts []string
+	if v.format != formatEtcd {
+		parts = append(parts, "format "+v.format)
+	}
+	if len(v.metadata) > 0 {
+		var kv []string
+		for _, k := range slices.Sorted(maps.Keys(v.metadata)) {
+			kv = append(kv, k+"="+v.metadata[k])
+		}
+		parts = append(parts, "metadata "+strings.Join(kv, ","))
+	}
+	return strings.Join(parts, ", ")
+}
