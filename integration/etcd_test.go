@@ -1,0 +1,309 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	etcdnaming "go.etcd.io/etcd/client/v3/naming/endpoints"
+
+	"github.com/caddy-discovery/caddy-discovery/integration/harness"
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
+)
+
+// Ports of the etcd tests: Caddy's sites, and etcd's client and peer ports
+// (below the kernel's ephemeral range, apart from the Kubernetes tests'
+// etcd).
+const (
+	etcdCaddyPort  = 18105
+	etcdClientPort = 22379
+	etcdPeerPort   = 22380
+)
+
+// etcdServer is a real etcd (Debian's etcd-server) on loopback, with a
+// client of the test's own.
+type etcdServer struct {
+	addr string
+	cli  *clientv3.Client
+}
+
+// startEtcd starts etcd in a new data directory, stopped (and the
+// directory removed) when the test ends.
+func startEtcd(t *testing.T) *etcdServer {
+	t.Helper()
+	if err := harness.CheckPorts(etcdClientPort, etcdPeerPort); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	client := fmt.Sprintf("http://127.0.0.1:%d", etcdClientPort)
+	peer := fmt.Sprintf("http://127.0.0.1:%d", etcdPeerPort)
+	cmd := exec.Command("etcd", "--name", "caddy-test", "--data-dir", filepath.Join(dir, "data"),
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "caddy-test="+peer, "--unsafe-no-fsync")
+	log, err := os.Create(filepath.Join(dir, "etcd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting etcd (Debian's etcd-server): %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		log.Close()
+	})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	harness.Eventually(t, 20*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := cli.Status(ctx, client)
+		return err
+	})
+	return &etcdServer{addr: fmt.Sprintf("127.0.0.1:%d", etcdClientPort), cli: cli}
+}
+
+// put writes a key, with a lease if not 0.
+func (e *etcdServer) put(t *testing.T, key, value string, lease clientv3.LeaseID) {
+	t.Helper()
+	var opts []clientv3.OpOption
+	if lease != 0 {
+		opts = append(opts, clientv3.WithLease(lease))
+	}
+	if _, err := e.cli.Put(context.Background(), key, value, opts...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// etcdProxy is a reverse_proxy handler with the etcd source.
+func etcdProxy(source map[string]any) string {
+	source["source"] = "etcd"
+	b, _ := json.Marshal(source)
+	return fmt.Sprintf(`{"handler": "reverse_proxy", "load_balancing": {"selection_policy": {"policy": "round_robin"}}, "dynamic_upstreams": %s}`, b)
+}
+
+// etcdApp is the etcd app with the default server at addr.
+func etcdApp(addr string) string {
+	return fmt.Sprintf(`"etcd": {"servers": {"default": {"endpoints": [%q]}}}`, addr)
+}
+
+// expectEtcd polls until the admin dump's one etcd source lists exactly the
+// given targets with their weights, and requests reach exactly the given
+// backends; it returns how long that took.
+func expectEtcd(t *testing.T, cd *harness.Caddy, timeout time.Duration, name string, weights map[string]float64, backends ...string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	harness.Eventually(t, timeout, func() error {
+		got := map[string]float64{}
+		n := 0
+		for _, e := range upstreams.Dump() {
+			if e.Source != "etcd" {
+				continue
+			}
+			n++
+			for _, u := range e.Upstreams {
+				got[u.Dial] = u.Weight
+			}
+		}
+		if n != 1 || !maps.Equal(got, weights) {
+			return fmt.Errorf("%s: %d etcd sources in the admin dump with targets %v, want one with %v", name, n, got, weights)
+		}
+		want := slices.Sorted(slices.Values(backends))
+		if spread := cd.Spread(6 * max(len(backends), 1)); !slices.Equal(harness.Names(spread), want) {
+			return fmt.Errorf("%s: requests reached %v, want exactly %v", name, spread, want)
+		}
+		return nil
+	})
+	took := time.Since(start)
+	t.Logf("%-40s followed in %v", name, took.Round(time.Millisecond))
+	return took
+}
+
+// expectEtcdError polls until the one etcd source's error in the admin dump
+// contains every part.
+func expectEtcdError(t *testing.T, timeout time.Duration, parts ...string) {
+	t.Helper()
+	harness.Eventually(t, timeout, func() error {
+		var msg string
+		for _, e := range upstreams.Dump() {
+			if e.Source == "etcd" {
+				msg = e.Error
+			}
+		}
+		for _, p := range parts {
+			if !strings.Contains(msg, p) {
+				return fmt.Errorf("the dump's error %q does not contain %q", msg, p)
+			}
+		}
+		return nil
+	})
+}
+
+// TestEtcdRegistrarProcess is not a test: run by TestEtcdFollowsRegistrars
+// as a separate process (the test binary again), it registers one instance
+// through etcd's endpoints manager with a lease it keeps alive, as a gRPC
+// server using etcd naming does, until it is killed.
+func TestEtcdRegistrarProcess(t *testing.T) {
+	target, addr := os.Getenv("ETCD_REGISTRAR_TARGET"), os.Getenv("ETCD_REGISTRAR_ADDR")
+	if target == "" {
+		t.Skip("run by TestEtcdFollowsRegistrars")
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{os.Getenv("ETCD_REGISTRAR_ENDPOINT")}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	lease, err := cli.Grant(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	em, err := etcdnaming.NewManager(cli, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := em.AddEndpoint(ctx, target+"/"+addr, etcdnaming.Endpoint{Addr: addr}, clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	alive, err := cli.KeepAlive(ctx, lease.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("registered")
+	for range alive {
+	}
+}
+
+// TestEtcdFollowsRegistrars: instances registered through etcd's own
+// endpoints manager (the naming library gRPC's etcd resolver reads) reach
+// Caddy through the watch: an added endpoint, a deleted one, and a
+// registrar killed with -9, whose lease expires (TTL 2 s) and takes its key
+// with it. Caddy reads the prefix once and never again (no reconcile to
+// hide a missed event): the watch restarts metric stays 0.
+func TestEtcdFollowsRegistrars(t *testing.T) {
+	e := startEtcd(t)
+	n := harness.NewNetns(t)
+	a, b, c := n.AddAddr(t), n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	n.Backend(t, "c", c, 8080)
+	dial := func(ip netip.Addr) string { return netip.AddrPortFrom(ip, 8080).String() }
+	const target = "shop/web"
+	em, err := etcdnaming.NewManager(e.cli, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	lease, err := e.cli.Grant(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cli.KeepAlive(ctx, lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	add := func(ip netip.Addr, md map[string]any) {
+		if err := em.AddEndpoint(ctx, target+"/"+dial(ip), etcdnaming.Endpoint{Addr: dial(ip), Metadata: md}, clientv3.WithLease(lease.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(a, map[string]any{"zone": "east", "weight": 3})
+
+	cd := harness.StartCaddy(t, etcdCaddyPort, etcdProxy(map[string]any{"service": target}), etcdApp(e.addr))
+	expectEtcd(t, cd, 10*time.Second, "first read", map[string]float64{dial(a): 3}, "a")
+	conn := "default"
+	restarts := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", conn)
+
+	const within = time.Second
+	add(b, nil)
+	expectEtcd(t, cd, within, "endpoints manager adds b", map[string]float64{dial(a): 3, dial(b): 1}, "a", "b")
+
+	registrar := exec.Command(os.Args[0], "-test.run=^TestEtcdRegistrarProcess$", "-test.v")
+	registrar.Env = append(os.Environ(), "ETCD_REGISTRAR_TARGET="+target, "ETCD_REGISTRAR_ADDR="+dial(c),
+		"ETCD_REGISTRAR_ENDPOINT=http://"+e.addr)
+	out := new(strings.Builder)
+	registrar.Stdout, registrar.Stderr = out, out
+	if err := registrar.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = registrar.Process.Kill(); _ = registrar.Wait() })
+	expectEtcd(t, cd, 10*time.Second, "registrar process adds c", map[string]float64{dial(a): 3, dial(b): 1, dial(c): 1}, "a", "b", "c")
+	_ = registrar.Process.Signal(syscall.SIGKILL)
+	killed := time.Now()
+	expectEtcd(t, cd, 10*time.Second, "registrar killed: its lease expires", map[string]float64{dial(a): 3, dial(b): 1}, "a", "b")
+	if d := time.Since(killed); d > 4*time.Second {
+		t.Errorf("the killed registrar's instance went after %v; its lease TTL is 2 s", d)
+	}
+
+	if err := em.DeleteEndpoint(ctx, target+"/"+dial(a)); err != nil {
+		t.Fatal(err)
+	}
+	expectEtcd(t, cd, within, "endpoints manager deletes a", map[string]float64{dial(b): 1}, "b")
+	if err := em.DeleteEndpoint(ctx, target+"/"+dial(b)); err != nil {
+		t.Fatal(err)
+	}
+	expectEtcdError(t, within, `no keys under "shop/web/"`)
+	add(a, map[string]any{"zone": "east"})
+	expectEtcd(t, cd, within, "a back", map[string]float64{dial(a): 1}, "a")
+
+	if got := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", conn); got != restarts {
+		t.Errorf("the watch restarted %v times without an error", got-restarts)
+	}
+	if got := discoveryMetric(t, "caddy_discovery_connected", "connection", conn); got != 1 {
+		t.Errorf("caddy_discovery_connected = %v, want 1", got)
+	}
+}
+
+// TestEtcdFormats: each format reads what its registrar writes, selecting by
+// metadata and keeping weights: go-kratos's etcd registry (the layout of
+// contrib/registry/etcd/registry.go: key /microservices/<name>/<id>, value
+// the JSON ServiceInstance; the module proxy refuses the module, so the
+// test writes it), and a JSON layout with named fields.
+func TestEtcdFormats(t *testing.T) {
+	e := startEtcd(t)
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8000)
+	n.Backend(t, "b", b, 8000)
+	dial := func(ip netip.Addr) string { return netip.AddrPortFrom(ip, 8000).String() }
+	kratos := func(id string, ip netip.Addr, version string, weight string) string {
+		b, _ := json.Marshal(map[string]any{"id": id, "name": "shop", "version": version,
+			"metadata": map[string]string{"weight": weight}, "endpoints": []string{"grpc://" + ip.String() + ":9000", "http://" + dial(ip) + "?isSecure=false"}})
+		return string(b)
+	}
+	e.put(t, "/microservices/shop/1", kratos("1", a, "v1", "1"), 0)
+	e.put(t, "/microservices/shop/2", kratos("2", b, "v2", "4"), 0)
+
+	cd := harness.StartCaddy(t, etcdCaddyPort, etcdProxy(map[string]any{"service": "shop", "format": "kratos"}), etcdApp(e.addr))
+	expectEtcd(t, cd, 10*time.Second, "kratos", map[string]float64{dial(a): 1, dial(b): 4}, "a", "b")
+	cd.Load(etcdProxy(map[string]any{"service": "shop", "format": "kratos", "metadata": map[string]string{"version": "v2"}}), etcdApp(e.addr))
+	expectEtcd(t, cd, 10*time.Second, "kratos version v2", map[string]float64{dial(b): 4}, "b")
+
+	e.put(t, "apps/cart/a", fmt.Sprintf(`{"host":%q,"p":8000,"w":2}`, a), 0)
+	e.put(t, "apps/cart/b", fmt.Sprintf(`{"host":"%s:8000"}`, b), 0)
+	cd.Load(etcdProxy(map[string]any{"service": "cart", "format": "json", "prefix": "apps/cart/",
+		"fields": map[string]string{"address": "host", "port": "p", "weight": "w"}}), etcdApp(e.addr))
+	expectEtcd(t, cd, 10*time.Second, "json with named fields", map[string]float64{dial(a): 2, dial(b): 1}, "a", "b")
+	e.put(t, "apps/cart/b", "not json", 0)
+	expectEtcd(t, cd, time.Second, "json: a key not in the format", map[string]float64{dial(a): 2}, "a")
+	if _, err := e.cli.Delete(context.Background(), "apps/cart/a"); err != nil {
+		t.Fatal(err)
+	}
+	expectEtcdError(t, time.Second, `none of the 1 keys under "apps/cart/" is a usable json instance`, `key "apps/cart/b": not a JSON object`)
+}
