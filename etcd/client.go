@@ -23,10 +23,10 @@ var (
 	// stopped process, a dropped route) would go unnoticed. Every
 	// probeInterval the client asks the members for their status, an
 	// answer etcd gives at once; none within probeTimeout is the
-	// connection's problem. While there is one, the probe asks every
-	// probeRetry, so that its end is noticed soon.
-	probeInterval = 10 * time.Second
-	probeTimeout  = 5 * time.Second
+	// connection's problem, reported within 8 s. While there is one, the
+	// probe asks every probeRetry, so that its end is noticed soon.
+	probeInterval = 5 * time.Second
+	probeTimeout  = 3 * time.Second
 	probeRetry    = time.Second
 )
 

@@ -38,6 +38,7 @@ const (
 type etcdServer struct {
 	addr string
 	cli  *clientv3.Client
+	cmd  *exec.Cmd
 }
 
 // startEtcd starts etcd in a new data directory, stopped (and the
@@ -78,7 +79,7 @@ func startEtcd(t *testing.T) *etcdServer {
 		_, err := cli.Status(ctx, client)
 		return err
 	})
-	return &etcdServer{addr: fmt.Sprintf("127.0.0.1:%d", etcdClientPort), cli: cli}
+	return &etcdServer{addr: fmt.Sprintf("127.0.0.1:%d", etcdClientPort), cli: cli, cmd: cmd}
 }
 
 // put writes a key, with a lease if not 0.
@@ -306,4 +307,136 @@ func TestEtcdFormats(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectEtcdError(t, time.Second, `none of the 1 keys under "apps/cart/" is a usable json instance`, `key "apps/cart/b": not a JSON object`)
+}
+
+// TestEtcdOutages: Caddy keeps serving the last known instances while etcd
+// cannot be reached, says so, and catches up when it is back: a connection
+// cut while the instances change and the store is compacted (the watch
+// cannot resume at its revision, so the source reads the prefix again), and
+// a hung etcd (SIGSTOP) noticed within 8 s (the probe: every 5 s, 3 s to
+// answer).
+func TestEtcdOutages(t *testing.T) {
+	e := startEtcd(t)
+	f := harness.NewForwarder(t, e.addr)
+	n := harness.NewNetns(t)
+	a, b, c := n.AddAddr(t), n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	n.Backend(t, "c", c, 8080)
+	dial := func(ip netip.Addr) string { return netip.AddrPortFrom(ip, 8080).String() }
+	value := func(ip netip.Addr) string { return fmt.Sprintf(`{"Op":0,"Addr":%q}`, dial(ip)) }
+	e.put(t, "svc/a", value(a), 0)
+	e.put(t, "svc/b", value(b), 0)
+	cd := harness.StartCaddy(t, etcdCaddyPort, etcdProxy(map[string]any{"service": "svc"}),
+		etcdApp(fmt.Sprintf("127.0.0.1:%d", f.Port())))
+	expectEtcd(t, cd, 10*time.Second, "first read", map[string]float64{dial(a): 1, dial(b): 1}, "a", "b")
+	conn := "default"
+	restarts := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", conn)
+
+	// cut: changes and a compaction Caddy cannot see
+	f.SetOpen(false)
+	f.Cut()
+	if _, err := e.cli.Delete(context.Background(), "svc/b"); err != nil {
+		t.Fatal(err)
+	}
+	e.put(t, "svc/c", value(c), 0)
+	resp, err := e.cli.Get(context.Background(), "svc/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cli.Compact(context.Background(), resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	expectEtcdError(t, 12*time.Second, `cannot reach etcd server "default"`, "serving the last known instances meanwhile")
+	t.Logf("connection cut: reported after %v", time.Since(start).Round(time.Millisecond))
+	if spread := cd.Spread(12); !slices.Equal(harness.Names(spread), []string{"a", "b"}) {
+		t.Errorf("during the cut, requests reached %v, want the last known a and b", spread)
+	}
+	f.SetOpen(true)
+	expectEtcd(t, cd, 15*time.Second, "back after the cut and a compaction", map[string]float64{dial(a): 1, dial(c): 1}, "a", "c")
+	harness.Eventually(t, 5*time.Second, func() error {
+		if got := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", conn); got != restarts+1 {
+			return fmt.Errorf("watch restarts %v, want %v (one read after the compaction)", got, restarts+1)
+		}
+		return nil
+	})
+
+	// hung: the process stops answering, its connections stay open
+	if err := e.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	expectEtcdError(t, 12*time.Second, `cannot reach etcd server "default"`)
+	t.Logf("hung etcd: reported after %v", time.Since(stopped).Round(time.Millisecond))
+	if spread := cd.Spread(12); !slices.Equal(harness.Names(spread), []string{"a", "c"}) {
+		t.Errorf("while etcd hangs, requests reached %v, want the last known a and c", spread)
+	}
+	if err := e.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 15*time.Second, func() error {
+		for _, d := range upstreams.Dump() {
+			if d.Source == "etcd" && d.Error != "" {
+				return fmt.Errorf("still: %s", d.Error)
+			}
+		}
+		return nil
+	})
+	e.put(t, "svc/b", value(b), 0)
+	expectEtcd(t, cd, 2*time.Second, "a change after the hang", map[string]float64{dial(a): 1, dial(b): 1, dial(c): 1}, "a", "b", "c")
+}
+
+// TestEtcdAuth: with authentication on, a user with read permission on
+// the prefix is served; a wrong password and a user without permission are
+// explained with what to fix; the password appears nowhere Caddy shows.
+func TestEtcdAuth(t *testing.T) {
+	const password, readerPassword = "etcd-root-s3cret", "etcd-reader-s3cret"
+	e := startEtcd(t)
+	ctx := context.Background()
+	for _, step := range []func() error{
+		func() error { _, err := e.cli.UserAdd(ctx, "root", password); return err },
+		func() error { _, err := e.cli.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := e.cli.RoleAdd(ctx, "shop-reader"); return err },
+		func() error {
+			_, err := e.cli.RoleGrantPermission(ctx, "shop-reader", "shop/", clientv3.GetPrefixRangeEnd("shop/"), clientv3.PermissionType(clientv3.PermRead))
+			return err
+		},
+		func() error { _, err := e.cli.UserAdd(ctx, "caddy", readerPassword); return err },
+		func() error { _, err := e.cli.UserGrantRole(ctx, "caddy", "shop-reader"); return err },
+		func() error { _, err := e.cli.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + e.addr}, Username: "root", Password: password, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	n := harness.NewNetns(t)
+	a := n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	dialA := netip.AddrPortFrom(a, 8080).String()
+	if _, err := root.Put(ctx, "shop/a", fmt.Sprintf(`{"Op":0,"Addr":%q}`, dialA)); err != nil {
+		t.Fatal(err)
+	}
+	app := func(user, pw string) string {
+		return fmt.Sprintf(`"etcd": {"servers": {"default": {"endpoints": [%q], "username": %q, "password": %q}}}`, e.addr, user, pw)
+	}
+	cd := harness.StartCaddy(t, etcdCaddyPort, etcdProxy(map[string]any{"service": "shop"}), app("caddy", readerPassword))
+	expectEtcd(t, cd, 10*time.Second, "reader", map[string]float64{dialA: 1}, "a")
+
+	cd.Load(etcdProxy(map[string]any{"service": "other"}), app("caddy", readerPassword))
+	expectEtcdError(t, 10*time.Second, `user "caddy" may not read the keys under "other/" (permission denied)`, "etcdctl role grant-permission")
+	cd.Load(etcdProxy(map[string]any{"service": "shop"}), app("caddy", "wrong-"+readerPassword))
+	expectEtcdError(t, 15*time.Second, "the user name or password is wrong", "check username and password")
+
+	seen, _ := json.Marshal(upstreams.Dump())
+	for _, secret := range []string{password, readerPassword} {
+		if strings.Contains(string(seen), secret) {
+			t.Errorf("the admin dump shows a password: %s", seen)
+		}
+	}
 }
