@@ -21,8 +21,8 @@ var (
 	retryMax = 30 * time.Second
 	// A watch waits silently for changes, so on its own a hung member (a
 	// stopped process, a dropped route) would go unnoticed. Every
-	// probeInterval the client asks the members for their status, an
-	// answer etcd gives at once; none within probeTimeout is the
+	// probeInterval the client asks the cluster for its members, an answer
+	// etcd gives at once; none within probeTimeout is the
 	// connection's problem, reported within 8 s. While there is one, the
 	// probe asks every probeRetry, so that its end is noticed soon.
 	probeInterval = 5 * time.Second
@@ -98,8 +98,8 @@ func (c *client) run() {
 	c.probe()
 }
 
-// probe asks the members for their status every probeInterval (see there),
-// and reports whether one answers as the connection's state.
+// probe asks the cluster for its members every probeInterval (see there),
+// and reports whether it answers as the connection's state.
 func (c *client) probe() {
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -118,17 +118,13 @@ func (c *client) probe() {
 	}
 }
 
-// status asks each member in turn for its status, until one answers.
+// status asks the cluster for its members over the client's connection
+// (the one the watches use; Status would dial a connection of its own each
+// time), an answer that needs no permission and comes at once.
 func (c *client) status() error {
-	var err error
-	for _, ep := range c.cli.Endpoints() {
-		ctx, cancel := context.WithTimeout(c.Ctx, probeTimeout)
-		_, err = c.cli.Status(ctx, ep)
-		cancel()
-		if err == nil {
-			return nil
-		}
-	}
+	ctx, cancel := context.WithTimeout(c.Ctx, probeTimeout)
+	defer cancel()
+	_, err := c.cli.MemberList(ctx)
 	return err
 }
 

@@ -6,12 +6,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -439,4 +442,73 @@ func TestEtcdAuth(t *testing.T) {
 			t.Errorf("the admin dump shows a password: %s", seen)
 		}
 	}
+}
+
+// etcdWatchers reads etcd's own count of open watchers (its /metrics).
+func etcdWatchers(t *testing.T, e *etcdServer) int {
+	t.Helper()
+	resp, err := http.Get("http://" + e.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "etcd_debugging_mvcc_watcher_total "); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return int(n)
+		}
+	}
+	t.Fatal("etcd's /metrics has no etcd_debugging_mvcc_watcher_total")
+	return 0
+}
+
+// TestEtcdReloadsKeepOneWatch: 20 reloads, alternating two configs whose
+// sites read the same prefix with other selections, keep one connection
+// to etcd (counted by a forwarder) and one watch (counted by etcd); the
+// sites serve right after each reload, and changes are followed after
+// them. caddy.Stop leaves no watch behind.
+func TestEtcdReloadsKeepOneWatch(t *testing.T) {
+	e := startEtcd(t)
+	f := harness.NewForwarder(t, e.addr)
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	dial := func(ip netip.Addr) string { return netip.AddrPortFrom(ip, 8080).String() }
+	e.put(t, "svc/a", fmt.Sprintf(`{"Op":0,"Addr":%q,"Metadata":{"zone":"east"}}`, dial(a)), 0)
+	app := etcdApp(fmt.Sprintf("127.0.0.1:%d", f.Port()))
+	configs := []string{
+		etcdProxy(map[string]any{"service": "svc"}),
+		etcdProxy(map[string]any{"service": "svc", "metadata": map[string]string{"zone": "east"}}),
+	}
+	cd := harness.StartCaddy(t, etcdCaddyPort, configs[0], app)
+	expectEtcd(t, cd, 10*time.Second, "first read", map[string]float64{dial(a): 1}, "a")
+	for i := range 20 {
+		cd.Load(configs[(i+1)%2], app)
+		if spread := cd.Spread(3); !slices.Equal(harness.Names(spread), []string{"a"}) {
+			t.Fatalf("reload %d: requests reached %v", i+1, spread)
+		}
+	}
+	if got := f.Accepted(); got != 1 {
+		t.Errorf("%d connections to etcd over 20 reloads, want 1", got)
+	}
+	if got := etcdWatchers(t, e); got != 1 {
+		t.Errorf("etcd has %d watchers after 20 reloads, want 1", got)
+	}
+	e.put(t, "svc/b", fmt.Sprintf(`{"Op":0,"Addr":%q,"Metadata":{"zone":"east"}}`, dial(b)), 0)
+	expectEtcd(t, cd, time.Second, "a change after the reloads", map[string]float64{dial(a): 1, dial(b): 1}, "a", "b")
+	cd.Stop()
+	harness.Eventually(t, 5*time.Second, func() error {
+		if got := etcdWatchers(t, e); got != 0 {
+			return fmt.Errorf("etcd has %d watchers after caddy.Stop", got)
+		}
+		return nil
+	})
 }
