@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -511,4 +512,76 @@ func TestEtcdReloadsKeepOneWatch(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+var (
+	goZeroOnce sync.Once
+	goZeroBin  string
+	goZeroErr  error
+)
+
+// goZeroRegistrar builds integration/gozero-registrar (go-zero's discov
+// publisher, in a module of its own) once per test run.
+func goZeroRegistrar(t *testing.T) string {
+	t.Helper()
+	goZeroOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "caddy-discovery-gozero-")
+		if err != nil {
+			goZeroErr = err
+			return
+		}
+		atExit(func() { _ = os.RemoveAll(dir) })
+		goZeroBin = filepath.Join(dir, "gozero-registrar")
+		cmd := exec.Command("go", "build", "-o", goZeroBin, ".")
+		cmd.Dir = "gozero-registrar"
+		cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			goZeroErr = fmt.Errorf("go build ./integration/gozero-registrar: %v\n%s", err, out)
+		}
+	})
+	if goZeroErr != nil {
+		t.Fatal(goZeroErr)
+	}
+	return goZeroBin
+}
+
+// TestEtcdGoZero: a go-zero service's registration, written by go-zero's
+// own discov publisher (key <key>/<lease ID>, the address as plain text),
+// reaches Caddy through the watch; killing the service (-9) lets its lease
+// expire, and its instance goes.
+func TestEtcdGoZero(t *testing.T) {
+	bin := goZeroRegistrar(t)
+	e := startEtcd(t)
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	dial := func(ip netip.Addr) string { return netip.AddrPortFrom(ip, 8080).String() }
+	register := func(ip netip.Addr) *exec.Cmd {
+		cmd := exec.Command(bin, "-etcd", e.addr, "-key", "user.rpc", "-value", dial(ip), "-ttl", "2")
+		out := new(strings.Builder)
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		harness.Eventually(t, 10*time.Second, func() error {
+			if !strings.Contains(out.String(), "registered") {
+				return fmt.Errorf("the go-zero registrar has not registered: %q", out.String())
+			}
+			return nil
+		})
+		return cmd
+	}
+	register(a)
+	cd := harness.StartCaddy(t, etcdCaddyPort, etcdProxy(map[string]any{"service": "user.rpc", "format": "go-zero"}), etcdApp(e.addr))
+	expectEtcd(t, cd, 10*time.Second, "go-zero: first read", map[string]float64{dial(a): 1}, "a")
+	bcmd := register(b)
+	expectEtcd(t, cd, time.Second, "go-zero: b registers", map[string]float64{dial(a): 1, dial(b): 1}, "a", "b")
+	_ = bcmd.Process.Signal(syscall.SIGKILL)
+	killed := time.Now()
+	expectEtcd(t, cd, 10*time.Second, "go-zero: b killed, its lease expires", map[string]float64{dial(a): 1}, "a")
+	if d := time.Since(killed); d > 4*time.Second {
+		t.Errorf("the killed service's instance went after %v; its lease TTL is 2 s", d)
+	}
 }
