@@ -109,6 +109,9 @@ func (c *client) probe() {
 		case c.Ctx.Err() != nil:
 			return
 		case err != nil:
+			if tlsErr := c.diagnoseTLS(c.Ctx); tlsErr != nil {
+				err = tlsErr
+			}
 			c.setProblem(c.explain(err))
 			t.Reset(probeRetry)
 		default:

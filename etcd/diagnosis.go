@@ -2,10 +2,13 @@ package etcd
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/codes"
@@ -71,4 +74,37 @@ func (c *client) explainRead(prefix string, err error) (_ error, conn bool) {
 		return c.explain(err), true
 	}
 	return fmt.Errorf("%s: reading the keys under %q: %w", c.st.where, prefix, err), false
+}
+
+// diagnoseTLS finds out why a TLS connection fails, when it does: the
+// etcd client only says that no answer came in time. It makes a TLS
+// connection of its own to each endpoint, as the client would, and reads a
+// moment, for a member that rejects the client certificate after the
+// handshake (TLS 1.3). It returns the first failure, or nil.
+func (c *client) diagnoseTLS(ctx context.Context) error {
+	if c.st.tls == nil {
+		return nil
+	}
+	for _, host := range c.st.hosts {
+		cfg := c.st.tls.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(host)
+		}
+		cfg.NextProtos = []string{"h2"}
+		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: probeTimeout}, Config: cfg}
+		conn, err := d.DialContext(ctx, "tcp", host)
+		if err != nil {
+			if errors.As(err, new(*net.OpError)) && !strings.Contains(err.Error(), "tls") && !strings.Contains(err.Error(), "x509") {
+				continue // not TLS's doing
+			}
+			return err
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+		if err != nil && (strings.Contains(err.Error(), "certificate") || strings.Contains(err.Error(), "alert")) {
+			return err
+		}
+	}
+	return nil
 }

@@ -163,6 +163,7 @@ func parseEndpoint(s string) (endpoint, error) {
 // settings is a resolved Server: what a pooled client is made of.
 type settings struct {
 	endpoints []string // as the etcd client takes them: host:port, or https://host:port
+	hosts     []string // host:port
 	where     string   // for messages: "etcd at 10.0.0.1:2379"
 	conn      string   // the connection label of the metrics
 	username  string
@@ -201,6 +202,7 @@ func (s Server) settings(name string) (settings, error) {
 			st.endpoints = append(st.endpoints, p.host)
 		}
 	}
+	st.hosts = hosts
 	st.where = "etcd at " + strings.Join(hosts, ", ")
 	st.conn = strings.Join(hosts, ",")
 	if name != "" {

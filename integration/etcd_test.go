@@ -4,10 +4,19 @@ package integration
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"maps"
+	"math/big"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -47,18 +56,27 @@ type etcdServer struct {
 
 // startEtcd starts etcd in a new data directory, stopped (and the
 // directory removed) when the test ends.
-func startEtcd(t *testing.T) *etcdServer {
+func startEtcd(t *testing.T) *etcdServer { return startEtcdWith(t, nil, nil) }
+
+// startEtcdWith starts etcd serving clients over TLS with tlsArgs (etcd's
+// --cert-file and so on; nil: plain), its test client connecting with
+// clientTLS.
+func startEtcdWith(t *testing.T, tlsArgs []string, clientTLS *tls.Config) *etcdServer {
 	t.Helper()
 	if err := harness.CheckPorts(etcdClientPort, etcdPeerPort); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	client := fmt.Sprintf("http://127.0.0.1:%d", etcdClientPort)
+	scheme := "http"
+	if tlsArgs != nil {
+		scheme = "https"
+	}
+	client := fmt.Sprintf("%s://127.0.0.1:%d", scheme, etcdClientPort)
 	peer := fmt.Sprintf("http://127.0.0.1:%d", etcdPeerPort)
-	cmd := exec.Command("etcd", "--name", "caddy-test", "--data-dir", filepath.Join(dir, "data"),
+	cmd := exec.Command("etcd", append([]string{"--name", "caddy-test", "--data-dir", filepath.Join(dir, "data"),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "caddy-test="+peer, "--unsafe-no-fsync")
+		"--initial-cluster", "caddy-test=" + peer, "--unsafe-no-fsync"}, tlsArgs...)...)
 	log, err := os.Create(filepath.Join(dir, "etcd.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +90,7 @@ func startEtcd(t *testing.T) *etcdServer {
 		_ = cmd.Wait()
 		log.Close()
 	})
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: 5 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: 5 * time.Second, TLS: clientTLS})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -584,4 +602,89 @@ func TestEtcdGoZero(t *testing.T) {
 	if d := time.Since(killed); d > 4*time.Second {
 		t.Errorf("the killed service's instance went after %v; its lease TTL is 2 s", d)
 	}
+}
+
+// testPKI is a CA with a server certificate for 127.0.0.1 and a client
+// certificate, as PEM files in dir.
+type testPKI struct {
+	ca, serverCert, serverKey, clientCert, clientKey string
+	clientTLS                                        *tls.Config // for the test's own client
+}
+
+func newTestPKI(t *testing.T, dir string) testPKI {
+	t.Helper()
+	key := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	write := func(name, typ string, der []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	caKey := key()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "caddy-discovery etcd test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	issue := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string, tls.Certificate) {
+		k := key()
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return write(name+".pem", "CERTIFICATE", der), write(name+"-key.pem", "EC PRIVATE KEY", kder),
+			tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+	}
+	p := testPKI{ca: write("ca.pem", "CERTIFICATE", caDER)}
+	p.serverCert, p.serverKey, _ = issue("server", 2, x509.ExtKeyUsageServerAuth)
+	var cert tls.Certificate
+	p.clientCert, p.clientKey, cert = issue("client", 3, x509.ExtKeyUsageClientAuth)
+	roots := x509.NewCertPool()
+	roots.AddCert(caCert)
+	p.clientTLS = &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	return p
+}
+
+// TestEtcdTLS: etcd's usual production setup, TLS with client certificates
+// (--client-cert-auth): Caddy verifies the members against ca_file and
+// presents cert_file; without the CA or without a client certificate it
+// says which field to set.
+func TestEtcdTLS(t *testing.T) {
+	pki := newTestPKI(t, t.TempDir())
+	e := startEtcdWith(t, []string{"--cert-file", pki.serverCert, "--key-file", pki.serverKey,
+		"--client-cert-auth", "--trusted-ca-file", pki.ca}, pki.clientTLS)
+	n := harness.NewNetns(t)
+	a := n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	dialA := netip.AddrPortFrom(a, 8080).String()
+	e.put(t, "secure/a", fmt.Sprintf(`{"Op":0,"Addr":%q}`, dialA), 0)
+	app := func(fields string) string {
+		return fmt.Sprintf(`"etcd": {"servers": {"default": {"endpoints": ["https://%s"]%s}}}`, e.addr, fields)
+	}
+	full := fmt.Sprintf(`, "ca_file": %q, "cert_file": %q, "key_file": %q`, pki.ca, pki.clientCert, pki.clientKey)
+	cd := harness.StartCaddy(t, etcdCaddyPort, etcdProxy(map[string]any{"service": "secure"}), app(full))
+	expectEtcd(t, cd, 10*time.Second, "TLS with a client certificate", map[string]float64{dialA: 1}, "a")
+
+	cd.Load(etcdProxy(map[string]any{"service": "secure"}), app(fmt.Sprintf(`, "cert_file": %q, "key_file": %q`, pki.clientCert, pki.clientKey)))
+	expectEtcdError(t, 15*time.Second, "not signed by a CA Caddy trusts", "set ca_file")
+	cd.Load(etcdProxy(map[string]any{"service": "secure"}), app(fmt.Sprintf(`, "ca_file": %q`, pki.ca)))
+	expectEtcdError(t, 15*time.Second, "client certificate", "set cert_file and key_file")
 }
