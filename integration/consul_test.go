@@ -760,55 +760,22 @@ func TestConsulPropagation(t *testing.T) {
 	cd.ExpectBackends(t, 10*time.Second, "a")
 	before := publishShareOf(t, "caddy_discovery_consul_publish_seconds", "connection", conn)
 
-	var total []time.Duration
-	last := time.Now()
-	for i := range propagationChanges(t, 20) {
-		time.Sleep(time.Second - time.Since(last))
-		var present bool
+	total := followChanges(t, cd, propagationChanges(t, 20), "b", func(i int) bool {
 		switch i % 4 {
 		case 0:
 			c.register(t, ib)
-			present = true
+			return true
 		case 1:
 			c.ttl(t, ib, false)
 		case 2:
 			c.ttl(t, ib, true)
-			present = true
+			return true
 		case 3:
 			c.deregister(t, ib.id)
 		}
-		start := time.Now()
-		last = start
-		for {
-			x, _ := cd.Get("")
-			y, _ := cd.Get("")
-			if seen := x == "b" || y == "b"; seen == present {
-				break
-			}
-			if time.Since(start) > 10*time.Second {
-				t.Fatalf("change %d not visible after 10s", i)
-			}
-			time.Sleep(time.Millisecond)
-		}
-		total = append(total, time.Since(start))
-	}
-	after := publishShareOf(t, "caddy_discovery_consul_publish_seconds", "connection", conn)
-	pct := func(ds []time.Duration, q float64) time.Duration {
-		s := slices.Clone(ds)
-		slices.Sort(s)
-		return s[min(len(s)-1, int(q*float64(len(s))))]
-	}
-	fmt.Printf("consul propagation over %d changes (change call returned -> visible in requests): p50 %v, p99 %v, max %v\n",
-		len(total), pct(total, 0.5), pct(total, 0.99), pct(total, 1))
-	answers, fast := after.count-before.count, after.within5ms-before.within5ms
-	fmt.Printf("consul own share over %d answers (caddy_discovery_consul_publish_seconds, blocking query answered -> snapshot published): mean %v, %d within 5ms\n",
-		answers, time.Duration((after.sum-before.sum)/float64(max(answers, 1))*float64(time.Second)), fast)
-	if answers < uint64(len(total)) {
-		t.Fatalf("caddy_discovery_consul_publish_seconds counted %d answers for %d changes: the own-share metric is broken", answers, len(total))
-	}
-	if slow := answers - fast; p99Over(slow, answers) {
-		t.Fatalf("own share: %d of %d answers took more than 5ms (p99 over 5ms)", slow, answers)
-	}
+		return false
+	})
+	reportShare(t, "consul", total, before, "connection", conn)
 }
 
 // TestConsulValidateJSON runs `caddy validate`'s code path on consul JSON

@@ -58,6 +58,62 @@ func propagationChanges(t testing.TB, n int) int {
 	return c
 }
 
+// followChanges makes n changes a second apart with change(i), which
+// reports whether backend is to be reached after it, and measures how long
+// each took to be visible in requests to cd (from change's return). A
+// change not visible within 10 s fails the test.
+func followChanges(t testing.TB, cd *harness.Caddy, n int, backend string, change func(i int) (present bool)) []time.Duration {
+	t.Helper()
+	var took []time.Duration
+	last := time.Now()
+	for i := range n {
+		time.Sleep(time.Second - time.Since(last))
+		present := change(i)
+		start := time.Now()
+		last = start
+		for {
+			x, _ := cd.Get("")
+			y, _ := cd.Get("")
+			if seen := x == backend || y == backend; seen == present {
+				break
+			}
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("change %d not visible after 10s", i)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		took = append(took, time.Since(start))
+	}
+	return took
+}
+
+// quantile is the q quantile (0 to 1) of ds.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+// reportShare prints a source's propagation over took and Caddy's own share
+// of it (its publish_seconds histogram since before), and fails the test if
+// the histogram missed changes or more than 1% took over 5 ms.
+func reportShare(t testing.TB, source string, took []time.Duration, before publishShare, labels ...string) {
+	t.Helper()
+	name := "caddy_discovery_" + source + "_publish_seconds"
+	after := publishShareOf(t, name, labels...)
+	fmt.Printf("%s propagation over %d changes (change call returned -> visible in requests): p50 %v, p99 %v, max %v\n",
+		source, len(took), quantile(took, 0.5), quantile(took, 0.99), quantile(took, 1))
+	answers, fast := after.count-before.count, after.within5ms-before.within5ms
+	fmt.Printf("%s own share over %d answers (%s): mean %v, %d within 5ms\n",
+		source, answers, name, time.Duration((after.sum-before.sum)/float64(max(answers, 1))*float64(time.Second)), fast)
+	if answers < uint64(len(took)) {
+		t.Fatalf("%s counted %d answers for %d changes: the own-share metric is broken", name, answers, len(took))
+	}
+	if slow := answers - fast; p99Over(slow, answers) {
+		t.Fatalf("own share: %d of %d answers took more than 5ms (p99 over 5ms)", slow, answers)
+	}
+}
+
 // publishShareOf reads the histogram name over the samples whose labels
 // include every given name, value pair.
 func publishShareOf(t testing.TB, name string, labels ...string) publishShare {
