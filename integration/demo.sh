@@ -3,7 +3,8 @@
 # whose Pods come and go, against a real local API server, to a Nacos
 # service whose instances register and deregister themselves, against a real
 # local Nacos-protocol server (Polaris), to a Eureka application (Polaris's
-# Eureka API) and to a Consul service (a real Consul dev agent).
+# Eureka API), to a Consul service (a real Consul dev agent) and to the
+# instances of a service registered in etcd (Debian's etcd).
 #
 #   bash integration/demo.sh            run the demo, then clean up
 #   bash integration/demo.sh --keep     leave everything running afterwards
@@ -38,11 +39,13 @@
 #      Eureka API on 127.0.0.1:$EUREKA_PORT (default 8761, or 1761), and a
 #      Consul dev agent (integration/start-consul.sh) on
 #      127.0.0.1:$CONSUL_HTTP_PORT (default 8500, or 1500; server RPC and
-#      serf on -200..-198: 8300-8302; gRPC TLS on 8503);
+#      serf on -200..-198: 8300-8302; gRPC TLS on 8503), and an etcd for
+#      registrations on 127.0.0.1:$ETCD_REGISTRY_PORT (default 2379, or
+#      1379; peer port +1);
 #   6. runs caddy with integration/demo/Caddyfile on 127.0.0.1:8080 (k8s),
 #      :8081 (nacos), :8082 (nacos, metadata version=v2 only), :8083
-#      (nacos, lb_policy registry_weighted), :8084 (eureka) and :8085
-#      (consul), admin localhost:2019, and shows
+#      (nacos, lb_policy registry_weighted), :8084 (eureka), :8085
+#      (consul) and :8086 (etcd), admin localhost:2019, and shows
 #      where requests go as Pods are added, become NotReady, Ready again, and
 #      are deleted;
 #   7. starts backends that register themselves in Nacos as ephemeral
@@ -56,10 +59,14 @@
 #   9. plays a Java eureka-client with curl: registers instances of SHOP-CART
 #      ($NET.31..), renews their leases from a background loop, sets one
 #      OUT_OF_SERVICE and cancels one (each change reaches caddy within
-#      Polaris's 10 s cache refresh plus caddy's 1 s refresh_interval);
+#      Polaris's 1 s cache refresh plus caddy's 1 s refresh_interval);
 #  10. registers instances of the Consul service shop-stock ($NET.41..)
 #      through the agent API, each with a TTL check, and shows requests
-#      following a failing check, maintenance mode and a deregistration.
+#      following a failing check, maintenance mode and a deregistration;
+#  11. registers instances of shop-search ($NET.51..) in etcd as etcd's gRPC
+#      naming library writes them, each under a 5 s lease renewed every 2 s
+#      (over etcd's JSON gateway, with curl), and shows requests following a
+#      deletion and a crash (its lease expires).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -106,7 +113,7 @@ cleanup() {
 	local f
 	say
 	say "==> Cleaning up"
-	for f in "$DEMO_DIR"/caddy.pid "$DEMO_DIR"/eureka-leases.pid "$DEMO_DIR"/backend-*.pid; do
+	for f in "$DEMO_DIR"/caddy.pid "$DEMO_DIR"/eureka-leases.pid "$DEMO_DIR"/etcd-leases.pid "$DEMO_DIR"/etcd-registry.pid "$DEMO_DIR"/backend-*.pid; do
 		stop_pid "$f" 5 || true
 	done
 	# KILL: Polaris's graceful stop sleeps 5 s, and its data is deleted below.
@@ -118,7 +125,7 @@ cleanup() {
 	ip netns del "$NS" 2>/dev/null || true
 	ip link del "$VETH_OUT" 2>/dev/null || true
 	rm -rf "$DEMO_DIR"
-	say "    stopped caddy, the backends, the lease renewals, Polaris, Consul and the API server; removed netns $NS and $DEMO_DIR"
+	say "    stopped caddy, the backends, the lease renewals, Polaris, Consul, the registry etcd and the API server; removed netns $NS and $DEMO_DIR"
 }
 
 [[ $(id -u) -eq 0 ]] || die "run as root (it creates a network namespace)"
@@ -180,6 +187,16 @@ read -r _ CONSUL_SERVER_PORT CONSUL_SERF_LAN_PORT CONSUL_SERF_WAN_PORT < <(consu
 export EUREKA_PORT CONSUL_HTTP_PORT CONSUL_SERVER_PORT CONSUL_SERF_LAN_PORT CONSUL_SERF_WAN_PORT
 unset CONSUL_ACL # no ACLs
 EUREKA=http://127.0.0.1:$EUREKA_PORT/eureka CONSUL=http://127.0.0.1:$CONSUL_HTTP_PORT
+# The registry etcd (not the API server's): etcd's usual client port if free,
+# else 1379; its peer port is the next one.
+if [[ -z ${ETCD_REGISTRY_PORT:-} ]]; then
+	ETCD_REGISTRY_PORT=2379
+	{ port_open 2379 || port_open 2380; } && ETCD_REGISTRY_PORT=1379
+fi
+{ port_open "$ETCD_REGISTRY_PORT" || port_open $((ETCD_REGISTRY_PORT + 1)); } &&
+	die "127.0.0.1:$ETCD_REGISTRY_PORT or the next port is already in use; set ETCD_REGISTRY_PORT"
+export ETCD_REGISTRY_PORT
+ETCD=http://127.0.0.1:$ETCD_REGISTRY_PORT
 
 heading "Building (cached after the first run)"
 mkdir -p "$CACHE/demo"
@@ -216,6 +233,19 @@ sed 's/^/    /' "$DEMO_DIR/start-polaris.log" >&3
 heading "Starting a Consul v1.14.8 dev agent on $CONSUL"
 CONSUL_LOG_LEVEL=info run_long "starting Consul" "$DEMO_DIR/start-consul.log" "$HERE/start-consul.sh" "$DEMO_DIR/consul"
 sed 's/^/    /' "$DEMO_DIR/start-consul.log" >&3
+
+# --- registry etcd ------------------------------------------------------------------
+heading "Starting an etcd for service registrations on $ETCD (Debian's etcd-server)"
+setsid etcd --name registry --data-dir "$DEMO_DIR/etcd-registry" --unsafe-no-fsync \
+	--listen-client-urls "$ETCD" --advertise-client-urls "$ETCD" \
+	--listen-peer-urls "http://127.0.0.1:$((ETCD_REGISTRY_PORT + 1))" \
+	--initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_REGISTRY_PORT + 1))" \
+	--initial-cluster "registry=http://127.0.0.1:$((ETCD_REGISTRY_PORT + 1))" \
+	>"$DEMO_DIR/etcd-registry.log" 2>&1 </dev/null &
+echo $! >"$DEMO_DIR/etcd-registry.pid"
+etcd_up() { curl -fsS --max-time 1 "$ETCD/health" | grep -q '"health":"true"'; }
+wait_for 20 "etcd" etcd_up || die "etcd did not start; see $DEMO_DIR/etcd-registry.log"
+say "    etcd answers on $ETCD"
 
 # api METHOD PATH [JSON [CONTENT-TYPE]]: one API request; fails loudly.
 api() {
@@ -559,12 +589,66 @@ await_backends stock-1
 show
 stop_backend stock-4
 
-heading "Done: caddy followed every change of the Pods and of the Nacos, Eureka and Consul instances without a reload"
+# --- etcd -------------------------------------------------------------------------
+# Instances of shop-search register as etcd's gRPC naming library does
+# (go.etcd.io/etcd/client/v3/naming/endpoints): key shop-search/<id>, value
+# {"Op":0,"Addr":"ip:port"}, under a 5 s lease each renews every 2 s, over
+# etcd's JSON gateway. caddy's etcd watch sees every put, delete and lease
+# expiry.
+search_ip() { echo "$NET.$((50 + ${1#search-}))"; }
+b64() { printf '%s' "$1" | base64 -w0; }
+# etcd_lease ID: grants a 5 s lease for instance ID and notes it for renewal.
+etcd_lease() {
+	call POST "$ETCD/v3/lease/grant" '{"TTL":5}'
+	sed -n 's/.*"ID":"\([0-9]*\)".*/\1/p' "$DEMO_DIR/call.out"
+}
+# renew_etcd_leases: every 2 s, a keep-alive for each lease in etcd-leases.
+renew_etcd_leases() {
+	trap '[[ -z ${!:-} ]] || kill "$!" 2>/dev/null; exit 0' TERM
+	while :; do
+		while read -r _ lease; do
+			curl -sS -o /dev/null --max-time 1 -X POST "$ETCD/v3/lease/keepalive" --data '{"ID":"'"$lease"'"}' || true
+		done <"$DEMO_DIR/etcd-leases"
+		sleep 2 &
+		wait $! || true
+	done
+}
+: >"$DEMO_DIR/etcd-leases"
+renew_etcd_leases >"$DEMO_DIR/etcd-leases.log" 2>&1 </dev/null &
+echo $! >"$DEMO_DIR/etcd-leases.pid"
+disown $!
+
+heading "etcd step 1: 3 instances of shop-search register (caddy: http://127.0.0.1:8086, dynamic etcd shop-search)"
+TARGET=127.0.0.1:8086
+for c in search-1 search-2 search-3; do
+	start_backend "$c" "$(search_ip "$c")"
+	lease=$(etcd_lease)
+	call POST "$ETCD/v3/kv/put" '{"key":"'"$(b64 "shop-search/$c")"'","value":"'"$(b64 '{"Op":0,"Addr":"'"$(search_ip "$c")"':8080"}')"'","lease":"'"$lease"'"}'
+	echo "$c $lease" >>"$DEMO_DIR/etcd-leases"
+	say "    $c registered: shop-search/$c = {\"Op\":0,\"Addr\":\"$(search_ip "$c"):8080\"} (lease $lease, 5 s, renewed every 2 s)"
+done
+await_backends search-1 search-2 search-3
+show
+
+heading "etcd step 2: search-2 deregisters (deletes its key)"
+call POST "$ETCD/v3/kv/deleterange" '{"key":"'"$(b64 shop-search/search-2)"'"}'
+say "    deleted shop-search/search-2"
+await_backends search-1 search-3
+show
+
+heading "etcd step 3: search-3 crashes (its lease is no longer renewed; etcd deletes its key within 5 s)"
+grep -v '^search-3 ' "$DEMO_DIR/etcd-leases" >"$DEMO_DIR/etcd-leases.new" || true
+mv "$DEMO_DIR/etcd-leases.new" "$DEMO_DIR/etcd-leases"
+stop_backend search-3
+await_backends search-1
+show
+
+heading "Done: caddy followed every change of the Pods and of the Nacos, Eureka, Consul and etcd instances without a reload"
 if [[ $mode == keep ]]; then
 	say "    still running (--keep): caddy on http://$CADDY_ADDR (k8s), http://127.0.0.1:8081, :8082 and"
-	say "    :8083 (nacos), :8084 (eureka), :8085 (consul), admin localhost:2019; API server $SERVER with"
-	say "    KUBECONFIG=$KUBECONFIG; Nacos (Polaris) on $NACOS, Eureka on $EUREKA (leases renewed"
-	say "    until --stop), Consul on $CONSUL; backends in netns $NS."
+	say "    :8083 (nacos), :8084 (eureka), :8085 (consul), :8086 (etcd), admin localhost:2019; API server"
+	say "    $SERVER with KUBECONFIG=$KUBECONFIG; Nacos (Polaris) on $NACOS, Eureka on $EUREKA (leases"
+	say "    renewed until --stop), Consul on $CONSUL, etcd on $ETCD; backends in netns $NS."
 	say "    Try: curl http://$CADDY_ADDR/; curl http://127.0.0.1:8081/; curl localhost:2019/discovery/upstreams"
 	say "    Clean up with: bash integration/demo.sh --stop"
 fi
