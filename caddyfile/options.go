@@ -236,3 +236,24 @@ func Source(d *caddyfile.Dispenser, source string, arg *string, need string,
 	}
 	return nil
 }
+
+// TLSOptions are the subdirectives of an upstreams.ClientTLS.
+var TLSOptions = []string{"tls", "ca_file", "cert_file", "key_file", "tls_server_name"}
+
+// TLS reads one subdirective of a connection's TLS settings into t; ok is
+// false for any other subdirective.
+func TLS(d *caddyfile.Dispenser, t *upstreams.ClientTLS) (ok bool, err error) {
+	switch d.Val() {
+	case "tls":
+		return true, Flag(d, &t.TLS)
+	case "ca_file":
+		return true, String(d, &t.CAFile)
+	case "cert_file":
+		return true, String(d, &t.CertFile)
+	case "key_file":
+		return true, String(d, &t.KeyFile)
+	case "tls_server_name":
+		return true, String(d, &t.TLSServerName)
+	}
+	return false, nil
+}

@@ -11,9 +11,7 @@ func init() {
 	httpcaddyfile.RegisterGlobalOption("consul", parseGlobalOption)
 }
 
-var connectionOptions = []string{
-	"addresses", "token", "token_file", "tls", "ca_file", "cert_file", "key_file", "tls_server_name",
-}
+var connectionOptions = append([]string{"addresses", "token", "token_file"}, cf.TLSOptions...)
 
 var sourceOptions = append([]string{
 	"datacenter", "tags", "filter", "namespace", "partition", "server",
@@ -85,18 +83,8 @@ func (s *Server) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error) {
 		return true, cf.Secret(d, &s.Token)
 	case "token_file":
 		return true, cf.String(d, &s.TokenFile)
-	case "tls":
-		return true, cf.Flag(d, &s.TLS)
-	case "ca_file":
-		return true, cf.String(d, &s.CAFile)
-	case "cert_file":
-		return true, cf.String(d, &s.CertFile)
-	case "key_file":
-		return true, cf.String(d, &s.KeyFile)
-	case "tls_server_name":
-		return true, cf.String(d, &s.TLSServerName)
 	}
-	return false, nil
+	return cf.TLS(d, &s.ClientTLS)
 }
 
 // parseGlobalOption reads the consul global option into the consul app:

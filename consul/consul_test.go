@@ -614,7 +614,7 @@ func TestTokenFile(t *testing.T) {
 	f.set("web", entry("web", "10.0.0.1", 80, api.HealthPassing))
 	app := new(App)
 	u := testSource(t, app, &ConsulUpstreams{Service: "web", Server: Server{Addresses: []string{f.addr()}, TokenFile: file}})
-	plain := testSource(t, app, &ConsulUpstreams{Service: "web", Server: Server{Addresses: []string{f.addr()}, TLS: false}, Namespace: ""})
+	plain := testSource(t, app, &ConsulUpstreams{Service: "web", Server: Server{Addresses: []string{f.addr()}, ClientTLS: upstreams.ClientTLS{TLS: false}}, Namespace: ""})
 	_ = app.Start()
 	expectDials(t, u, "10.0.0.1:80")
 	expectDials(t, plain, "10.0.0.1:80")
@@ -678,8 +678,8 @@ func TestValidateDoesNoIO(t *testing.T) {
 		err string
 	}{
 		"token file": {Server{TokenFile: "/nonexistent/token"}, "token_file: stat /nonexistent/token: no such file"},
-		"ca file":    {Server{CAFile: "/nonexistent/ca.pem"}, "ca_file: open /nonexistent/ca.pem"},
-		"cert":       {Server{CertFile: "/nonexistent/c.pem", KeyFile: "/nonexistent/k.pem"}, "cert_file and key_file: open /nonexistent/c.pem"},
+		"ca file":    {Server{ClientTLS: upstreams.ClientTLS{CAFile: "/nonexistent/ca.pem"}}, "ca_file: open /nonexistent/ca.pem"},
+		"cert":       {Server{ClientTLS: upstreams.ClientTLS{CertFile: "/nonexistent/c.pem", KeyFile: "/nonexistent/k.pem"}}, "cert_file and key_file: open /nonexistent/c.pem"},
 	} {
 		u := &ConsulUpstreams{Service: "web", Server: tc.s}
 		err := u.provision(caddy.Log(), new(App))

@@ -54,42 +54,25 @@ type Server struct {
 	// the new token.
 	TokenFile string `json:"token_file,omitempty"`
 
-	// Connects with TLS to addresses written as host:port. Implied by an
-	// https:// address and by `ca_file`, `cert_file`, `key_file` and
-	// `tls_server_name`. The server's certificate is always verified.
-	// Default: false
-	TLS bool `json:"tls,omitempty"`
-
-	// A PEM file with the CA certificate(s) that the servers' certificates
-	// must chain to, instead of the system trust store (as the Consul CLI's
-	// -ca-file).
-	CAFile string `json:"ca_file,omitempty"`
-
-	// A PEM client certificate, for servers that verify clients
-	// (verify_incoming). Goes with `key_file`.
-	CertFile string `json:"cert_file,omitempty"`
-
-	// The PEM private key of `cert_file`.
-	KeyFile string `json:"key_file,omitempty"`
-
-	// The name the servers' certificates must be valid for, when it is not
-	// the host of the address (e.g. "server.dc1.consul" when addresses are
-	// IPs). Default: the address's host.
-	TLSServerName string `json:"tls_server_name,omitempty"`
+	// TLS: the servers' certificates are always verified, against
+	// `ca_file` (as the Consul CLI's -ca-file) or the system trust store;
+	// `cert_file` and `key_file` for servers that verify clients
+	// (verify_incoming); `tls_server_name` e.g. "server.dc1.consul" when
+	// addresses are IPs.
+	upstreams.ClientTLS
 }
 
 // IsSet reports whether any field is set, i.e. whether a source brings a
 // connection of its own.
 func (s Server) IsSet() bool {
-	return len(s.Addresses) > 0 || s.Token != "" || s.TokenFile != "" || s.TLS ||
-		s.CAFile != "" || s.CertFile != "" || s.KeyFile != "" || s.TLSServerName != ""
+	return len(s.Addresses) > 0 || s.Token != "" || s.TokenFile != "" || s.ClientTLS.Wanted()
 }
 
 // Validate checks that the fields fit together; field names in the errors
 // are those of the config. Values with placeholders are checked once
 // replaced. It reads no file.
 func (s Server) Validate() error {
-	tlsOn := s.tlsWanted()
+	tlsOn := s.ClientTLS.Wanted()
 	var plain, secure string // an http:// and an https:// address
 	for _, a := range s.Addresses {
 		if strings.Contains(a, "{") {
@@ -116,27 +99,15 @@ func (s Server) Validate() error {
 	if s.Token != "" && s.TokenFile != "" {
 		return errors.New("token and token_file are both set; set only one")
 	}
-	if (s.CertFile == "") != (s.KeyFile == "") {
-		return errors.New("cert_file and key_file go together; set both or neither")
-	}
-	if n := s.TLSServerName; n != "" && !strings.Contains(n, "{") && (strings.ContainsAny(n, " /:@") || strings.Trim(n, ".") == "") {
-		return fmt.Errorf("tls_server_name: %q is not a host name such as server.dc1.consul", n)
-	}
-	return nil
-}
-
-// tlsWanted reports whether a TLS setting asks for TLS.
-func (s Server) tlsWanted() bool {
-	return s.TLS || s.CAFile != "" || s.CertFile != "" || s.KeyFile != "" || s.TLSServerName != ""
+	return s.ClientTLS.Validate()
 }
 
 // Expand replaces placeholders such as {env.X} in every string field.
 func (s Server) Expand(repl *caddy.Replacer) (Server, error) {
 	err := upstreams.ExpandList(repl, "addresses", &s.Addresses)
 	if err == nil {
-		err = upstreams.ExpandFields(repl, upstreams.Field{Name: "token", Value: &s.Token}, upstreams.Field{Name: "token_file", Value: &s.TokenFile},
-			upstreams.Field{Name: "ca_file", Value: &s.CAFile}, upstreams.Field{Name: "cert_file", Value: &s.CertFile},
-			upstreams.Field{Name: "key_file", Value: &s.KeyFile}, upstreams.Field{Name: "tls_server_name", Value: &s.TLSServerName})
+		err = upstreams.ExpandFields(repl, append([]upstreams.Field{{Name: "token", Value: &s.Token}, {Name: "token_file", Value: &s.TokenFile}},
+			s.ClientTLS.Fields()...)...)
 	}
 	return s, err
 }
@@ -242,7 +213,7 @@ func (s Server) endpoint() (endpoint, error) {
 		anyHTTPS = anyHTTPS || p.https
 		e.addrs = append(e.addrs, p)
 	}
-	tlsOn := s.tlsWanted() || anyHTTPS
+	tlsOn := s.ClientTLS.Wanted() || anyHTTPS
 	for i := range e.addrs {
 		if tlsOn && e.addrs[i].explicitHTTP {
 			return e, fmt.Errorf("addresses: %q is http:// but others are https:// or TLS is set; use one scheme", e.addrs[i])
@@ -258,13 +229,12 @@ func (s Server) endpoint() (endpoint, error) {
 	if !tlsOn {
 		return e, nil
 	}
-	files := upstreams.TLSFiles{CAFile: s.CAFile, CertFile: s.CertFile, KeyFile: s.KeyFile, ServerName: s.TLSServerName}
-	cfg, err := files.Config()
+	cfg, err := s.ClientTLS.Config()
 	if err != nil {
 		return e, err
 	}
 	e.tls = cfg
-	e.tlsKey = strings.Join([]string{s.CAFile, s.CertFile, s.KeyFile, s.TLSServerName}, "\x00")
+	e.tlsKey = s.ClientTLS.Key()
 	return e, nil
 }
 

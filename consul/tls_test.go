@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 	"github.com/caddy-discovery/caddy-discovery/upstreams/upstreamstest"
 )
 
@@ -45,14 +46,14 @@ func TestTLS(t *testing.T) {
 		srv  Server
 		want string // "" : serves
 	}{
-		"verified":            {srv: Server{Addresses: []string{secure.URL}, CAFile: ca}},
-		"tls flag":            {srv: Server{Addresses: []string{hostport(secure)}, TLS: true, CAFile: ca}},
-		"server name":         {srv: Server{Addresses: []string{secure.URL}, CAFile: ca, TLSServerName: "example.com"}},
+		"verified":            {srv: Server{Addresses: []string{secure.URL}, ClientTLS: upstreams.ClientTLS{CAFile: ca}}},
+		"tls flag":            {srv: Server{Addresses: []string{hostport(secure)}, ClientTLS: upstreams.ClientTLS{TLS: true, CAFile: ca}}},
+		"server name":         {srv: Server{Addresses: []string{secure.URL}, ClientTLS: upstreams.ClientTLS{CAFile: ca, TLSServerName: "example.com"}}},
 		"unknown CA":          {srv: Server{Addresses: []string{secure.URL}}, want: "its certificate is not signed by a CA Caddy trusts: set ca_file"},
-		"wrong name":          {srv: Server{Addresses: []string{secure.URL}, CAFile: ca, TLSServerName: "consul.internal"}, want: "set tls_server_name to a name it is valid for"},
-		"plain server":        {srv: Server{Addresses: []string{f.addr()}, TLS: true}, want: "it speaks plain HTTP: write http:// addresses"},
+		"wrong name":          {srv: Server{Addresses: []string{secure.URL}, ClientTLS: upstreams.ClientTLS{CAFile: ca, TLSServerName: "consul.internal"}}, want: "set tls_server_name to a name it is valid for"},
+		"plain server":        {srv: Server{Addresses: []string{f.addr()}, ClientTLS: upstreams.ClientTLS{TLS: true}}, want: "it speaks plain HTTP: write http:// addresses"},
 		"TLS server as plain": {srv: Server{Addresses: []string{hostport(secure)}}, want: "it speaks HTTPS: write https:// addresses, or set tls"},
-		"client certificate":  {srv: Server{Addresses: []string{mtls.URL}, CAFile: mtlsCA}, want: "set cert_file and key_file"},
+		"client certificate":  {srv: Server{Addresses: []string{mtls.URL}, ClientTLS: upstreams.ClientTLS{CAFile: mtlsCA}}, want: "set cert_file and key_file"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			app := new(App)

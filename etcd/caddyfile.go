@@ -11,9 +11,7 @@ func init() {
 	httpcaddyfile.RegisterGlobalOption("etcd", parseGlobalOption)
 }
 
-var connectionOptions = []string{
-	"endpoints", "username", "password", "tls", "ca_file", "cert_file", "key_file", "tls_server_name", "dial_timeout",
-}
+var connectionOptions = append([]string{"endpoints", "username", "password", "dial_timeout"}, cf.TLSOptions...)
 
 var sourceOptions = append([]string{"format", "prefix", "metadata", "fields", "server"}, connectionOptions...)
 
@@ -84,20 +82,10 @@ func (s *Server) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error) {
 		return true, cf.String(d, &s.Username)
 	case "password":
 		return true, cf.Secret(d, &s.Password)
-	case "tls":
-		return true, cf.Flag(d, &s.TLS)
-	case "ca_file":
-		return true, cf.String(d, &s.CAFile)
-	case "cert_file":
-		return true, cf.String(d, &s.CertFile)
-	case "key_file":
-		return true, cf.String(d, &s.KeyFile)
-	case "tls_server_name":
-		return true, cf.String(d, &s.TLSServerName)
 	case "dial_timeout":
 		return true, cf.Duration(d, &s.DialTimeout)
 	}
-	return false, nil
+	return cf.TLS(d, &s.ClientTLS)
 }
 
 // parseGlobalOption reads the etcd global option into the etcd app:

@@ -45,27 +45,11 @@ type Server struct {
 	// {env.ETCD_PASSWORD}.
 	Password string `json:"password,omitempty"`
 
-	// Connects with TLS to endpoints written as host:port. Implied by an
-	// https:// endpoint and by `ca_file`, `cert_file`, `key_file` and
-	// `tls_server_name`. The members' certificates are always verified.
-	// Default: false
-	TLS bool `json:"tls,omitempty"`
-
-	// A PEM file with the CA certificate(s) that the members' certificates
-	// must chain to, instead of the system trust store (etcdctl's
-	// --cacert).
-	CAFile string `json:"ca_file,omitempty"`
-
-	// A PEM client certificate, for clusters that verify clients
-	// (--client-cert-auth), as etcdctl's --cert. Goes with `key_file`.
-	CertFile string `json:"cert_file,omitempty"`
-
-	// The PEM private key of `cert_file` (etcdctl's --key).
-	KeyFile string `json:"key_file,omitempty"`
-
-	// The name the members' certificates must be valid for, when it is not
-	// the endpoint's host. Default: the endpoint's host.
-	TLSServerName string `json:"tls_server_name,omitempty"`
+	// TLS: the members' certificates are always verified, against
+	// `ca_file` (etcdctl's --cacert) or the system trust store; `cert_file`
+	// and `key_file` (etcdctl's --cert and --key) for clusters that verify
+	// clients (--client-cert-auth).
+	upstreams.ClientTLS
 
 	// How long connecting (and logging in) may take before it is retried,
 	// and one read of a service's keys. Default: 5s
@@ -75,8 +59,7 @@ type Server struct {
 // IsSet reports whether any field is set, i.e. whether a source brings a
 // connection of its own.
 func (s Server) IsSet() bool {
-	return len(s.Endpoints) > 0 || s.Username != "" || s.Password != "" || s.TLS || s.CAFile != "" ||
-		s.CertFile != "" || s.KeyFile != "" || s.TLSServerName != "" || s.DialTimeout != 0
+	return len(s.Endpoints) > 0 || s.Username != "" || s.Password != "" || s.ClientTLS.Wanted() || s.DialTimeout != 0
 }
 
 // Validate checks that the fields fit together; field names in the errors
@@ -96,21 +79,18 @@ func (s Server) Validate() error {
 		return errors.New("username and password go together; set both or neither")
 	case !strings.Contains(s.Username, "{") && strings.Contains(s.Username, ":"):
 		return errors.New("username: holds ':', which etcd user names cannot; use the user's name alone")
-	case (s.CertFile == "") != (s.KeyFile == ""):
-		return errors.New("cert_file and key_file go together; set both or neither")
 	case s.DialTimeout < 0:
 		return fmt.Errorf("dial_timeout: %s is negative; give a positive duration such as 5s", time.Duration(s.DialTimeout))
 	}
-	return nil
+	return s.ClientTLS.Validate()
 }
 
 // Expand replaces placeholders such as {env.X} in every string field.
 func (s Server) Expand(repl *caddy.Replacer) (Server, error) {
 	err := upstreams.ExpandList(repl, "endpoints", &s.Endpoints)
 	if err == nil {
-		err = upstreams.ExpandFields(repl, upstreams.Field{Name: "username", Value: &s.Username}, upstreams.Field{Name: "password", Value: &s.Password},
-			upstreams.Field{Name: "ca_file", Value: &s.CAFile}, upstreams.Field{Name: "cert_file", Value: &s.CertFile},
-			upstreams.Field{Name: "key_file", Value: &s.KeyFile}, upstreams.Field{Name: "tls_server_name", Value: &s.TLSServerName})
+		err = upstreams.ExpandFields(repl, append([]upstreams.Field{{Name: "username", Value: &s.Username}, {Name: "password", Value: &s.Password}},
+			s.ClientTLS.Fields()...)...)
 	}
 	return s, err
 }
@@ -183,7 +163,7 @@ func (s Server) settings(name string) (settings, error) {
 		eps = []string{defaultEndpoint}
 	}
 	var parsed []endpoint
-	tlsOn := s.TLS || s.CAFile != "" || s.CertFile != "" || s.TLSServerName != ""
+	tlsOn := s.ClientTLS.Wanted()
 	for _, e := range eps {
 		p, err := parseEndpoint(e)
 		if err != nil {
@@ -210,12 +190,12 @@ func (s Server) settings(name string) (settings, error) {
 		st.conn = name
 	}
 	if tlsOn {
-		cfg, err := upstreams.TLSFiles{CAFile: s.CAFile, CertFile: s.CertFile, KeyFile: s.KeyFile, ServerName: s.TLSServerName}.Config()
+		cfg, err := s.ClientTLS.Config()
 		if err != nil {
 			return settings{}, err
 		}
 		st.tls = cfg
-		st.tlsKey = strings.Join([]string{s.CAFile, s.CertFile, s.KeyFile, s.TLSServerName}, "\x00")
+		st.tlsKey = s.ClientTLS.Key()
 	}
 	return st, nil
 }

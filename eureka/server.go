@@ -105,7 +105,7 @@ func (s Server) config() (Config, error) {
 		Timeout:  time.Duration(s.Timeout),
 	}
 	if s.CAFile != "" {
-		tc, err := upstreams.TLSFiles{CAFile: s.CAFile}.Config()
+		tc, err := upstreams.ClientTLS{CAFile: s.CAFile}.Config()
 		if err != nil {
 			return cfg, err
 		}

@@ -26,6 +26,6 @@
 // Provision with Open, resolves its connection with Connections.Resolve, and
 // takes pooled clients and queries with Acquire, which keeps them across
 // reloads until their last user is cleaned up. A pooled value's background
-// work runs on a Runner. Fingerprint, TLSFiles, ExpandFields and ParseAddr
+// work runs on a Runner. Fingerprint, ClientTLS, ExpandFields and ParseAddr
 // are the small steps every source takes alike.
 package upstreams

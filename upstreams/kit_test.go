@@ -250,21 +250,21 @@ func TestFingerprint(t *testing.T) {
 	}
 }
 
-func TestTLSFiles(t *testing.T) {
+func TestClientTLS(t *testing.T) {
 	dir := t.TempDir()
 	notPEM := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for files, want := range map[TLSFiles]string{
+	for files, want := range map[ClientTLS]string{
 		{CAFile: filepath.Join(dir, "missing.pem")}: "ca_file: open ",
-		{CAFile: notPEM}:                    "ca_file: " + notPEM + " holds no PEM certificate",
-		{CertFile: notPEM, KeyFile: notPEM}: "cert_file and key_file: ",
-		{ServerName: "server.dc1.consul"}:   "",
+		{CAFile: notPEM}:                     "ca_file: " + notPEM + " holds no PEM certificate",
+		{CertFile: notPEM, KeyFile: notPEM}:  "cert_file and key_file: ",
+		{TLSServerName: "server.dc1.consul"}: "",
 	} {
 		cfg, err := files.Config()
 		switch {
-		case want == "" && (err != nil || cfg.ServerName != files.ServerName || cfg.InsecureSkipVerify):
+		case want == "" && (err != nil || cfg.ServerName != files.TLSServerName || cfg.InsecureSkipVerify):
 			t.Errorf("%+v: %v", files, err)
 		case want != "" && (err == nil || !strings.HasPrefix(err.Error(), want)):
 			t.Errorf("%+v: error %v, want %q", files, err, want)

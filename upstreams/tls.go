@@ -1,0 +1,98 @@
+package upstreams
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// ClientTLS is how a connection speaks TLS to its registry, as a config
+// writes it: embed it in a connection's settings for the fields tls,
+// ca_file, cert_file, key_file and tls_server_name. Errors name those
+// fields.
+type ClientTLS struct {
+	// Connects with TLS to addresses written as host:port. Implied by an
+	// https:// address and by `ca_file`, `cert_file`, `key_file` and
+	// `tls_server_name`. The servers' certificates are always verified.
+	// Default: false
+	TLS bool `json:"tls,omitempty"`
+
+	// A PEM file with the CA certificate(s) that the servers' certificates
+	// must chain to, instead of the system trust store.
+	CAFile string `json:"ca_file,omitempty"`
+
+	// A PEM client certificate, for servers that verify clients. Goes with
+	// `key_file`.
+	CertFile string `json:"cert_file,omitempty"`
+
+	// The PEM private key of `cert_file`.
+	KeyFile string `json:"key_file,omitempty"`
+
+	// The name the servers' certificates must be valid for, when it is not
+	// the host of the address (e.g. when addresses are IPs). Default: the
+	// address's host.
+	TLSServerName string `json:"tls_server_name,omitempty"`
+}
+
+// Wanted reports whether a field asks for TLS.
+func (t ClientTLS) Wanted() bool { return t != ClientTLS{} }
+
+// Validate checks that the fields fit together; values with placeholders
+// are checked once replaced. It reads no file.
+func (t ClientTLS) Validate() error {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return errors.New("cert_file and key_file go together; set both or neither")
+	}
+	if n := t.TLSServerName; n != "" && !strings.Contains(n, "{") && (strings.ContainsAny(n, " /:@") || strings.Trim(n, ".") == "") {
+		return fmt.Errorf("tls_server_name: %q is not a host name such as server.example.internal", n)
+	}
+	return nil
+}
+
+// Fields are the string fields, for ExpandFields.
+func (t *ClientTLS) Fields() []Field {
+	return []Field{{"ca_file", &t.CAFile}, {"cert_file", &t.CertFile}, {"key_file", &t.KeyFile}, {"tls_server_name", &t.TLSServerName}}
+}
+
+// Key identifies the settings (file names and server name) for a
+// connection's fingerprint.
+func (t ClientTLS) Key() string {
+	return strings.Join([]string{t.CAFile, t.CertFile, t.KeyFile, t.TLSServerName}, "\x00")
+}
+
+// Config reads the files into a client TLS configuration (TLS 1.2 or
+// later) that verifies the servers' certificates.
+func (t ClientTLS) Config() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.TLSServerName}
+	if t.CAFile != "" {
+		pool, err := LoadCA(t.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cert_file and key_file: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// LoadCA reads the CA certificates of a ca_file.
+func LoadCA(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ca_file: %s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
