@@ -716,3 +716,32 @@ func TestEtcdPropagation(t *testing.T) {
 	})
 	reportShare(t, "etcd", took, before, "connection", "default")
 }
+
+// TestEtcdWeighted: with lb_policy registry_weighted, instances whose etcd
+// naming Metadata weighs them 1:4 receive 20/80 % of the requests, and a
+// weight written to etcd moves the shares live.
+func TestEtcdWeighted(t *testing.T) {
+	e := startEtcd(t)
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	put := func(name string, ip netip.Addr, weight int) {
+		e.put(t, "weighted/"+name, fmt.Sprintf(`{"Op":0,"Addr":%q,"Metadata":{"weight":%d}}`, netip.AddrPortFrom(ip, 8080), weight), 0)
+	}
+	put("a", a, 1)
+	put("b", b, 4)
+	h, _ := json.Marshal(map[string]any{
+		"handler":           "reverse_proxy",
+		"dynamic_upstreams": map[string]any{"source": "etcd", "service": "weighted"},
+		"load_balancing":    map[string]any{"selection_policy": map[string]any{"policy": "registry_weighted"}},
+	})
+	cd := harness.StartCaddy(t, etcdCaddyPort, string(h), etcdApp(e.addr))
+	cd.ExpectBackends(t, 10*time.Second, "a", "b")
+	if err := shares(cd.Spread(100), map[string]float64{"a": 20, "b": 80}, 3); err != nil {
+		t.Fatal(err)
+	}
+	put("a", a, 3)
+	put("b", b, 1)
+	harness.Eventually(t, 5*time.Second, func() error { return shares(cd.Spread(100), map[string]float64{"a": 75, "b": 25}, 3) })
+}
