@@ -5,6 +5,7 @@ go 1.26.7
 require (
 	github.com/caddyserver/caddy/v2 v2.11.9
 	github.com/go-logr/zapr v1.3.0
+	github.com/go-zookeeper/zk v1.0.4
 	github.com/hashicorp/consul/api v1.34.5
 	github.com/hashicorp/go-bexpr v0.1.17
 	go.etcd.io/etcd/api/v3 v3.7.4

@@ -31,4 +31,5 @@ import (
 	_ "github.com/caddy-discovery/caddy-discovery/kubernetes"
 	_ "github.com/caddy-discovery/caddy-discovery/nacos"
 	_ "github.com/caddy-discovery/caddy-discovery/selection"
+	_ "github.com/caddy-discovery/caddy-discovery/zookeeper"
 )

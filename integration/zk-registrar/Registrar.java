@@ -1,0 +1,78 @@
+// Registers one instance through Curator's service discovery
+// (curator-x-discovery, Debian's libcurator-discovery-java 5.4) the way
+// Spring Cloud Zookeeper does: a ServiceInstance with a ZookeeperInstance
+// payload, serialized by JsonInstanceSerializer, as an ephemeral node under
+// <base>/<service>. The zookeeper source's integration tests run it and
+// drive it through stdin:
+//
+//   java [-Dsession=<ms>] Registrar <connect string> <base path> <service> <id> <address> <port> [key=value...]
+//
+// It prints "registered" once the node is written, then reads commands, one
+// a line, answering "ok" to each: "status <STATUS>" (metadata
+// instance_status, as Spring's /service-registry endpoint sets it),
+// "disable" (ServiceInstance.enabled false), "unregister". It runs until
+// stdin closes or it is killed; its session, and so its node, ends with it.
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.util.HashMap;
+import java.util.Map;
+
+import org.apache.curator.framework.CuratorFramework;
+import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.retry.ExponentialBackoffRetry;
+import org.apache.curator.x.discovery.ServiceDiscovery;
+import org.apache.curator.x.discovery.ServiceDiscoveryBuilder;
+import org.apache.curator.x.discovery.ServiceInstance;
+import org.apache.curator.x.discovery.details.JsonInstanceSerializer;
+import org.springframework.cloud.zookeeper.discovery.ZookeeperInstance;
+
+public class Registrar {
+	public static void main(String[] args) throws Exception {
+		String connect = args[0], base = args[1], service = args[2], id = args[3], address = args[4];
+		int port = Integer.parseInt(args[5]);
+		Map<String, String> metadata = new HashMap<>();
+		metadata.put("instance_status", "UP");
+		for (int i = 6; i < args.length; i++) {
+			String[] kv = args[i].split("=", 2);
+			metadata.put(kv[0], kv[1]);
+		}
+		CuratorFramework client = CuratorFrameworkFactory.newClient(connect, Integer.getInteger("session", 10000), 5000, new ExponentialBackoffRetry(200, 5));
+		client.start();
+		ServiceInstance<ZookeeperInstance> instance = ServiceInstance.<ZookeeperInstance>builder()
+			.name(service).id(id).address(address).port(port)
+			.payload(new ZookeeperInstance(id, service, metadata)).build();
+		ServiceDiscovery<ZookeeperInstance> discovery = ServiceDiscoveryBuilder.builder(ZookeeperInstance.class)
+			.client(client).basePath(base).serializer(new JsonInstanceSerializer<>(ZookeeperInstance.class))
+			.thisInstance(instance).build();
+		discovery.start();
+		System.out.println("registered");
+		System.out.flush();
+		BufferedReader in = new BufferedReader(new InputStreamReader(System.in));
+		for (String line; (line = in.readLine()) != null;) {
+			String[] cmd = line.trim().split(" ", 2);
+			switch (cmd[0]) {
+			case "status":
+				metadata.put("instance_status", cmd[1]);
+				discovery.updateService(ServiceInstance.<ZookeeperInstance>builder()
+					.name(service).id(id).address(address).port(port)
+					.payload(new ZookeeperInstance(id, service, metadata)).build());
+				break;
+			case "disable":
+				discovery.updateService(ServiceInstance.<ZookeeperInstance>builder()
+					.name(service).id(id).address(address).port(port).enabled(false)
+					.payload(new ZookeeperInstance(id, service, metadata)).build());
+				break;
+			case "unregister":
+				discovery.unregisterService(instance);
+				break;
+			default:
+				System.out.println("unknown command: " + line);
+				continue;
+			}
+			System.out.println("ok");
+			System.out.flush();
+		}
+		discovery.close();
+		client.close();
+	}
+}

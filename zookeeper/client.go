@@ -1,0 +1,153 @@
+package zookeeper
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/go-zookeeper/zk"
+	"go.uber.org/zap"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
+)
+
+// client is one pooled ZooKeeper session for one connection (servers,
+// session timeout, user), shared by every watch through it. It is created
+// without any I/O: the session is opened in the background once the app
+// starts. The ZooKeeper client reconnects by itself, keeping the session
+// and its watches while the session lives; when the session expires every
+// watch ends, and the watches list their paths again on the new session.
+type client struct {
+	key string // in the pool
+	st  settings
+
+	upstreams.Runner // opens the session and follows its state
+
+	ready chan struct{} // closed once conn is set
+	conn  *zk.Conn
+
+	watches upstreams.Members[*watch] // the watches through the client
+	problem *upstreams.Condition      // the connection's
+	link    *upstreams.Link
+}
+
+func newClient(st settings) *client {
+	c := &client{st: st, ready: make(chan struct{}), link: upstreams.NewLink("zookeeper", st.conn, publishSeconds)}
+	c.problem = upstreams.NewCondition(caddy.Log().Named("zookeeper"), "zookeeper connection problem", "connected to zookeeper", zap.String("server", st.where))
+	c.problem.Set(upstreams.Pending(fmt.Errorf("%s: connecting", st.where)))
+	c.Init()
+	return c
+}
+
+// start opens the session in the background.
+func (c *client) start() { c.Start(c.run) }
+
+// zkLog sends the ZooKeeper client's log lines to Caddy's log, at debug
+// level: its connection errors reach the sources as problems, logged once.
+type zkLog struct{}
+
+func (zkLog) Printf(format string, args ...any) {
+	caddy.Log().Named("zookeeper.client").Debug(fmt.Sprintf(format, args...))
+}
+
+func (c *client) run() {
+	conn, events, err := zk.Connect(c.st.servers, c.st.timeout, zk.WithLogger(zkLog{}), zk.WithLogInfo(false))
+	if err != nil {
+		c.setProblem(upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("%s: %w; check servers", c.st.where, err)))
+		return
+	}
+	c.conn = conn
+	close(c.ready)
+	var auth sync.WaitGroup
+	defer auth.Wait()
+	defer conn.Close()
+	if c.st.username != "" {
+		auth.Go(func() {
+			// Sent once connected, and again by the client on every new
+			// connection; a refusal ends the connection (StateAuthFailed).
+			_ = conn.AddAuth("digest", []byte(c.st.username+":"+c.st.password))
+		})
+	}
+	var session int64 // of the latest StateHasSession
+	for {
+		select {
+		case <-c.Ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			session = c.follow(ev, session)
+		}
+	}
+}
+
+// follow takes in a session event and returns the session's ID: on a new
+// session after an expired one, the watches list their paths again.
+func (c *client) follow(ev zk.Event, session int64) int64 {
+	switch ev.State {
+	case zk.StateHasSession:
+		id := c.conn.SessionID()
+		if session != 0 && id != session {
+			c.link.WatchRestarted()
+			c.watches.Each(nil, (*watch).kick) // the old session's watches are gone
+		}
+		c.setProblem(nil)
+		return id
+	case zk.StateDisconnected:
+		c.setProblem(upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("cannot reach %s: the connection is lost or was never made (reconnecting; serving the last known instances meanwhile); check servers, and that ZooKeeper runs and listens there", c.st.where)))
+	case zk.StateExpired:
+		c.setProblem(upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("%s: the session expired (ZooKeeper had not heard from Caddy for session_timeout); opening a new one and listing again (serving the last known instances meanwhile)", c.st.where)))
+	case zk.StateAuthFailed:
+		c.setProblem(upstreams.Problem(upstreams.KindUnauthorized, fmt.Errorf("%s: digest authentication failed; check username and password (serving the last known instances meanwhile)", c.st.where)))
+	}
+	return session
+}
+
+// wait waits until the session is being opened, and reports false if the
+// runner stopped first or the connection could not be made at all.
+func (c *client) wait(done <-chan struct{}) bool {
+	select {
+	case <-c.ready:
+		return true
+	case <-done:
+		return false
+	}
+}
+
+// setProblem records the connection's problem, or its end (nil); its
+// condition logs it once, and the watches show it as their trouble.
+func (c *client) setProblem(err error) {
+	c.link.SetConnected(err == nil)
+	if c.problem.Set(err) {
+		c.watches.Each(nil, func(w *watch) { w.fan.Troubled() })
+	}
+}
+
+// connectionError reports whether err is the connection's matter, which
+// the session's state explains.
+func connectionError(err error) bool {
+	return errors.Is(err, zk.ErrConnectionClosed) || errors.Is(err, zk.ErrNoServer) || errors.Is(err, zk.ErrSessionExpired) ||
+		errors.Is(err, zk.ErrClosing) || errors.Is(err, zk.ErrAuthFailed)
+}
+
+// Destruct closes the session once the last watch through it is gone; it
+// returns at once.
+func (c *client) Destruct() error {
+	c.Stop()
+	c.link.Close()
+	return nil
+}
+
+// acquireClient returns the pooled session of the connection st, named
+// name in the zookeeper app ("" for a source's own fields), creating it if
+// needed, and holds it for src.
+func acquireClient(src *upstreams.Source, name string, st settings) (*client, error) {
+	key := "zookeeper/client/" + st.fingerprint(name)
+	return upstreams.Acquire(src, key, func() (*client, error) {
+		c := newClient(st)
+		c.key = key
+		return c, nil
+	})
+}

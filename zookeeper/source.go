@@ -1,0 +1,226 @@
+// Package zookeeper provides the http.reverse_proxy.upstreams.zookeeper
+// upstream source, fed by the instances that registrars (Curator service
+// discovery, which Spring Cloud Zookeeper and Dubbo 3 use, and Dubbo's
+// interface-level registry) keep as ephemeral nodes in ZooKeeper, followed
+// with ZooKeeper watches, and the zookeeper app that holds named server
+// connections.
+package zookeeper
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"unicode"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
+)
+
+func init() {
+	caddy.RegisterModule(ZooKeeperUpstreams{})
+	caddy.RegisterModule(new(App))
+}
+
+// ZooKeeperUpstreams provides upstreams from the instances of a service that
+// its registrar keeps in ZooKeeper: Curator service discovery (Spring Cloud
+// Zookeeper, Dubbo 3 application-level discovery; the default) or Dubbo's
+// interface-level providers. Each upstream keeps its instance's weight,
+// where the format has one, for weighted selection policies.
+//
+// Caddy lists the service's node once, then follows it with ZooKeeper
+// watches, armed again after each fires: a registration, a deregistration,
+// a status change, or a registrar whose session ended (ZooKeeper deletes its
+// ephemeral node) reaches Caddy within milliseconds. The watches are shared
+// by every site that reads the same path through the same connection, and
+// kept across config reloads; after the session expires, the path is listed
+// again. Upstreams are served from memory, so a request never waits for
+// ZooKeeper; they are sorted by IP address, then port.
+//
+// Until the first listing, and whenever the service has no usable
+// instance, it returns an error saying why, so that reverse_proxy falls
+// back to its static upstreams, if any. While ZooKeeper is unreachable, the
+// last known instances keep being used.
+type ZooKeeperUpstreams struct {
+	// The service: Curator's service name (Spring's
+	// spring.application.name), or with format dubbo the interface, e.g.
+	// org.example.GreeterService. Required.
+	Service string `json:"service,omitempty"`
+
+	// How instances are written: `curator` (a ServiceInstance JSON per
+	// node under <base_path>/<service>; Spring instances must have
+	// metadata instance_status UP) or `dubbo` (provider URLs under
+	// <base_path>/<service>/providers). Default: curator
+	Format string `json:"format,omitempty"`
+
+	// The path the registrars write under, with any chroot in front.
+	// Default: /services (curator, Spring Cloud Zookeeper's root), /dubbo
+	// (dubbo)
+	BasePath string `json:"base_path,omitempty"`
+
+	// With format curator: use each instance's sslPort instead of its
+	// port; the site then proxies over TLS (set `transport http { tls }`).
+	// Default: false
+	SSLPort bool `json:"ssl_port,omitempty"`
+
+	// With format dubbo: the provider protocols to proxy to, ones that speak
+	// HTTP. Default: ["tri", "rest"]
+	Protocols []string `json:"protocols,omitempty"`
+
+	// Only instances whose metadata has all of these keys with exactly
+	// these values are used (curator: the payload's metadata; dubbo: the
+	// URL's parameters, such as version or group). Default: no condition.
+	Metadata map[string]string `json:"metadata,omitempty"`
+
+	// The name of a server defined in the `zookeeper` app. Default: the
+	// connection fields below, if any are set; else the server named
+	// "default", if the app defines one; else 127.0.0.1:2181 without
+	// authentication.
+	ServerName string `json:"server,omitempty"`
+
+	// A connection of its own, when no `server` is named: see the
+	// `zookeeper` app's servers for the fields.
+	Server
+
+	upstreams.Source
+	watch *watch // the watch the source reads
+}
+
+// CaddyModule returns the Caddy module information.
+func (ZooKeeperUpstreams) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.upstreams.zookeeper",
+		New: func() caddy.Module { return new(ZooKeeperUpstreams) },
+	}
+}
+
+// Provision checks the configuration and joins (or creates) the session and
+// the watch. It makes no request to ZooKeeper: the zookeeper app starts them
+// when the config starts (which `caddy validate` never does).
+func (u *ZooKeeperUpstreams) Provision(ctx caddy.Context) error {
+	app, err := upstreams.Open[*App](ctx, "zookeeper")
+	if err != nil {
+		return err
+	}
+	return u.provision(ctx.Logger(), app)
+}
+
+func (u *ZooKeeperUpstreams) provision(log *zap.Logger, app *App) error {
+	v, err := u.view(caddy.NewReplacer())
+	if err != nil {
+		return err
+	}
+	name, srv, err := servers.Resolve(app.Servers, u.ServerName, u.Server)
+	if err != nil {
+		return err
+	}
+	st := srv.settings(name)
+	c, err := acquireClient(&u.Source, name, st)
+	if err != nil {
+		return err
+	}
+	w, err := acquireWatch(&u.Source, c, v.path)
+	if err != nil {
+		return err
+	}
+	service := v.path
+	if sel := v.selection(); sel != "" {
+		service += " (" + sel + ")"
+	}
+	v.where, v.pub = st.where, u.Publish(log, "zookeeper", service)
+	u.watch = w
+	w.fan.Add(v)
+	u.OnCleanup(func() { w.fan.Remove(v) })
+	app.Add(c.start, w.start)
+	return nil
+}
+
+// Validate checks the configuration as written: every field, except that
+// values with placeholders are checked once Provision has replaced them. It
+// runs at adapt time (UnmarshalCaddyfile) and after Provision.
+func (u *ZooKeeperUpstreams) Validate() error {
+	if _, err := u.view(nil); err != nil {
+		return err
+	}
+	if err := servers.CheckSource(u.ServerName, u.Server); err != nil {
+		return err
+	}
+	return u.Server.Validate()
+}
+
+// view replaces the placeholders in service and base_path and checks the
+// fields that make the source's view; with a nil repl, a field with
+// placeholders is not checked.
+func (u *ZooKeeperUpstreams) view(repl *caddy.Replacer) (*view, error) {
+	v := &view{format: u.Format, sslPort: u.SSLPort, protocols: slices.Clone(u.Protocols), metadata: maps.Clone(u.Metadata)}
+	if v.format == "" {
+		v.format = formatCurator
+	}
+	switch {
+	case !slices.Contains(formats, v.format):
+		return nil, fmt.Errorf("format: unknown format %q; use %s", v.format, strings.Join(formats, " or "))
+	case u.SSLPort && v.format != formatCurator:
+		return nil, errors.New("ssl_port: only applies to format curator")
+	case len(u.Protocols) > 0 && v.format != formatDubbo:
+		return nil, errors.New("protocols: only apply to format dubbo")
+	}
+	if len(v.protocols) == 0 {
+		v.protocols = []string{"tri", "rest"}
+	}
+	for k := range u.Metadata {
+		if k == "" {
+			return nil, errors.New("metadata: empty key")
+		}
+	}
+	service, ok, err := upstreams.Expand(repl, u.Service)
+	if err != nil {
+		return nil, fmt.Errorf("service: %w", err)
+	}
+	if ok {
+		if err := checkName(service); err != nil {
+			return nil, err
+		}
+	}
+	base, ok, err := upstreams.Expand(repl, u.BasePath)
+	if err != nil {
+		return nil, fmt.Errorf("base_path: %w", err)
+	}
+	if ok && base != "" {
+		if err := checkBase(base); err != nil {
+			return nil, err
+		}
+	}
+	if base == "" {
+		base = defaultBase(v.format)
+	}
+	v.path = path(v.format, base, service)
+	return v, nil
+}
+
+// checkName checks a service name: one ZooKeeper path element.
+func checkName(s string) error {
+	switch {
+	case s == "":
+		return errors.New("service: required; name the service as its registrar does, e.g. dynamic zookeeper orders")
+	case s == "." || s == ".." || strings.ContainsFunc(s, func(r rune) bool { return r == '/' || unicode.IsSpace(r) || unicode.IsControl(r) }):
+		return fmt.Errorf("service: %q is not one ZooKeeper node name: no '/', spaces or control characters, not . or ..", s)
+	}
+	return nil
+}
+
+// checkBase checks a base path: absolute, without an empty, . or ..
+// element.
+func checkBase(s string) error {
+	if !strings.HasPrefix(s, "/") || strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		return fmt.Errorf("base_path: %q is not an absolute ZooKeeper path such as /services", s)
+	}
+	for _, e := range strings.Split(strings.Trim(s, "/"), "/") {
+		if e == "" && s != "/" || e == "." || e == ".." {
+			return fmt.Errorf("base_path: %q has an empty, . or .. element", s)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,260 @@
+package zookeeper
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/go-zookeeper/zk"
+	"go.uber.org/zap"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
+)
+
+// Backoff of a watch whose reads fail.
+var (
+	retryMin = time.Second
+	retryMax = 30 * time.Second
+)
+
+// node is one child of a watched path: its name and its data.
+type node struct {
+	name string
+	data []byte
+}
+
+// event is a fired ZooKeeper watch of a watch's path (child "") or of one
+// child's data.
+type event struct {
+	child string
+	zk.Event
+}
+
+// watch follows the children of one path through one session, and each
+// child's data, for every source that reads the path, whatever their
+// format and selection: each source's view decodes the shared nodes.
+// ZooKeeper's watches fire once: each is armed again as it fires (the
+// children's when they change, a child's when its data changes), and all of
+// them after the session expired. A periodic listing (relist_interval) is a
+// safety net behind them.
+type watch struct {
+	c    *client
+	path string
+
+	upstreams.Runner // lists and watches the path
+
+	problem *upstreams.Condition // the watch's own failure, not the connection's
+	fan     *upstreams.Fanout[[]node]
+	kickCh  chan struct{} // list again, every watch lost: a new session
+	events  chan event
+
+	data  map[string][]byte // owned by run
+	armed map[string]bool   // children whose data watch is set; owned by run
+}
+
+func newWatch(c *client, path string) *watch {
+	w := &watch{c: c, path: path, kickCh: make(chan struct{}, 1), events: make(chan event, 16),
+		data: map[string][]byte{}, armed: map[string]bool{}}
+	w.problem = upstreams.NewCondition(caddy.Log().Named("zookeeper"), "reading zookeeper nodes failed; retrying with backoff", "reading zookeeper nodes works again",
+		zap.String("path", path), zap.String("server", c.st.where))
+	w.fan = upstreams.NewFanout[[]node](
+		upstreams.Pending(fmt.Errorf("%s: waiting for the first listing of %s", c.st.where, path)),
+		c.problem, w.problem)
+	w.Init()
+	c.watches.Add(w)
+	return w
+}
+
+// start starts listing and watching the path.
+func (w *watch) start() { w.Start(w.run) }
+
+// kick has the watch list its path again, arming every watch anew.
+func (w *watch) kick() {
+	select {
+	case w.kickCh <- struct{}{}:
+	default:
+	}
+}
+
+func (w *watch) run() {
+	if !w.c.wait(w.Ctx.Done()) {
+		return
+	}
+	var relist <-chan time.Time
+	if w.c.st.relist > 0 {
+		t := time.NewTicker(w.c.st.relist)
+		defer t.Stop()
+		relist = t.C
+	}
+	backoff := retryMin
+	var retry <-chan time.Time
+	list := func(all bool) {
+		if err := w.list(all); err != nil {
+			if !connectionError(err) {
+				w.fan.Set(w.problem, w.explain(err))
+			}
+			retry = time.After(backoff)
+			backoff = min(2*backoff, retryMax)
+			return
+		}
+		backoff, retry = retryMin, nil
+		w.fan.Set(w.problem, nil)
+	}
+	list(false)
+	for {
+		select {
+		case <-w.Ctx.Done():
+			return
+		case <-retry:
+			list(false)
+		case <-relist:
+			list(true)
+		case <-w.kickCh:
+			clear(w.armed) // the expired session took every watch with it
+			list(false)
+		case ev := <-w.events:
+			if err := w.fired(ev); err != nil {
+				list(false)
+			}
+		}
+	}
+}
+
+// list reads the path's children, arms the children watch, reads the data
+// of every child without a data watch (all: every child) and arms one, and
+// publishes the nodes.
+func (w *watch) list(all bool) error {
+	conn := w.c.conn
+	children, _, ch, err := conn.ChildrenW(w.path)
+	if errors.Is(err, zk.ErrNoNode) {
+		// No instance registered yet: wait for the path to appear.
+		exists, _, ech, err := conn.ExistsW(w.path)
+		if err != nil {
+			return err
+		}
+		if exists {
+			return w.list(all)
+		}
+		w.forward("", ech)
+		clear(w.data)
+		w.publish(time.Now())
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	received := time.Now()
+	w.forward("", ch)
+	for name := range w.data {
+		if !slices.Contains(children, name) {
+			delete(w.data, name)
+		}
+	}
+	for _, name := range children {
+		if w.armed[name] && !all {
+			continue
+		}
+		var data []byte
+		var dch <-chan zk.Event
+		if w.armed[name] {
+			data, _, err = conn.Get(w.path + "/" + name)
+		} else {
+			data, _, dch, err = conn.GetW(w.path + "/" + name)
+		}
+		switch {
+		case errors.Is(err, zk.ErrNoNode):
+			delete(w.data, name) // gone since the listing; the children watch says so
+			continue
+		case err != nil:
+			return err
+		}
+		w.data[name] = data
+		if dch != nil {
+			w.armed[name] = true
+			w.forward(name, dch)
+		}
+	}
+	w.publish(received)
+	return nil
+}
+
+// fired takes in a fired watch: the children changed (list again), or a
+// child's data changed or it was deleted.
+func (w *watch) fired(ev event) error {
+	switch {
+	case ev.child == "":
+		if ev.Type == zk.EventNotWatching {
+			return nil // the session expired: the client kicks once a new one is up
+		}
+		return w.list(false)
+	case ev.Type == zk.EventNodeDeleted:
+		delete(w.armed, ev.child)
+		delete(w.data, ev.child)
+		w.publish(time.Now())
+	case ev.Type == zk.EventNotWatching:
+		delete(w.armed, ev.child)
+	default: // the data changed: read it, and watch again
+		delete(w.armed, ev.child)
+		data, _, dch, err := w.c.conn.GetW(w.path + "/" + ev.child)
+		if errors.Is(err, zk.ErrNoNode) {
+			delete(w.data, ev.child)
+		} else if err != nil {
+			return err
+		} else {
+			w.data[ev.child] = data
+			w.armed[ev.child] = true
+			w.forward(ev.child, dch)
+		}
+		w.publish(time.Now())
+	}
+	return nil
+}
+
+// forward hands the one event a ZooKeeper watch delivers to run.
+func (w *watch) forward(child string, ch <-chan zk.Event) {
+	go func() {
+		ev, ok := <-ch
+		if !ok {
+			return
+		}
+		select {
+		case w.events <- event{child: child, Event: ev}:
+		case <-w.Ctx.Done():
+		}
+	}()
+}
+
+// publish hands the nodes, sorted by name, to every source's view.
+func (w *watch) publish(received time.Time) {
+	nodes := make([]node, 0, len(w.data))
+	for name, data := range w.data {
+		nodes = append(nodes, node{name: name, data: data})
+	}
+	slices.SortFunc(nodes, func(a, b node) int { return strings.Compare(a.name, b.name) })
+	w.fan.List(nodes)
+	w.c.link.Observe(time.Since(received))
+}
+
+// explain turns a failed read into the watch's problem.
+func (w *watch) explain(err error) error {
+	if errors.Is(err, zk.ErrNoAuth) {
+		return upstreams.Problem(upstreams.KindForbidden, fmt.Errorf("%s: the ACL of %s does not let Caddy read it (no auth); set username and password to a digest user it allows", w.c.st.where, w.path))
+	}
+	return fmt.Errorf("%s: reading %s: %w", w.c.st.where, w.path, err)
+}
+
+// Destruct ends the watch once its last source is gone; it returns at once.
+func (w *watch) Destruct() error {
+	w.c.watches.Remove(w)
+	w.Stop()
+	return nil
+}
+
+// acquireWatch returns the pooled watch of path through c, creating it if
+// needed, and holds it for src.
+func acquireWatch(src *upstreams.Source, c *client, path string) (*watch, error) {
+	return upstreams.Acquire(src, c.key+"/watch/"+path, func() (*watch, error) { return newWatch(c, path), nil })
+}
