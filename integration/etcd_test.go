@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -577,18 +578,8 @@ func TestEtcdGoZero(t *testing.T) {
 	dial := func(ip netip.Addr) string { return netip.AddrPortFrom(ip, 8080).String() }
 	register := func(ip netip.Addr) *exec.Cmd {
 		cmd := exec.Command(bin, "-etcd", e.addr, "-key", "user.rpc", "-value", dial(ip), "-ttl", "2")
-		out := new(strings.Builder)
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		harness.Eventually(t, 10*time.Second, func() error {
-			if !strings.Contains(out.String(), "registered") {
-				return fmt.Errorf("the go-zero registrar has not registered: %q", out.String())
-			}
-			return nil
-		})
+		lines := startWithLines(t, cmd)
+		expectLine(t, lines, "registered", 10*time.Second)
 		return cmd
 	}
 	register(a)
@@ -744,4 +735,40 @@ func TestEtcdWeighted(t *testing.T) {
 	put("a", a, 3)
 	put("b", b, 1)
 	harness.Eventually(t, 5*time.Second, func() error { return shares(cd.Spread(100), map[string]float64{"a": 75, "b": 25}, 3) })
+}
+
+// startWithLines starts cmd, killed when the test ends, and returns the
+// lines it prints on stdout.
+func startWithLines(t *testing.T, cmd *exec.Cmd) <-chan string {
+	t.Helper()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	return lines
+}
+
+// expectLine waits for the next line to be want.
+func expectLine(t *testing.T, lines <-chan string, want string, timeout time.Duration) {
+	t.Helper()
+	select {
+	case line, ok := <-lines:
+		if !ok || line != want {
+			t.Fatalf("the process said %q (still running: %v), want %q", line, ok, want)
+		}
+	case <-time.After(timeout):
+		t.Fatalf("the process did not say %q within %v", want, timeout)
+	}
 }

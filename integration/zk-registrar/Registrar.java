@@ -9,8 +9,9 @@
 //
 // It prints "registered" once the node is written, then reads commands, one
 // a line, answering "ok" to each: "status <STATUS>" (metadata
-// instance_status, as Spring's /service-registry endpoint sets it),
-// "disable" (ServiceInstance.enabled false), "unregister". It runs until
+// instance_status, as Spring's /service-registry endpoint sets it) and
+// "unregister". (JsonInstanceSerializer(Class) writes Curator's compatible
+// form, without ServiceInstance.enabled, as Spring and Dubbo use it.) It runs until
 // stdin closes or it is killed; its session, and so its node, ends with it.
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
@@ -55,11 +56,6 @@ public class Registrar {
 				metadata.put("instance_status", cmd[1]);
 				discovery.updateService(ServiceInstance.<ZookeeperInstance>builder()
 					.name(service).id(id).address(address).port(port)
-					.payload(new ZookeeperInstance(id, service, metadata)).build());
-				break;
-			case "disable":
-				discovery.updateService(ServiceInstance.<ZookeeperInstance>builder()
-					.name(service).id(id).address(address).port(port).enabled(false)
 					.payload(new ZookeeperInstance(id, service, metadata)).build());
 				break;
 			case "unregister":

@@ -1,0 +1,302 @@
+//go:build integration
+
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/caddy-discovery/caddy-discovery/integration/harness"
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
+)
+
+// Ports of the ZooKeeper tests: Caddy's sites and ZooKeeper's client port.
+const (
+	zkCaddyPort  = 18110
+	zkClientPort = 22181
+)
+
+// javaLib is where Debian's zookeeper and libcurator-discovery-java put
+// their jars.
+const javaLib = "/usr/share/java"
+
+// zkServer is a real ZooKeeper 3.8 (Debian's zookeeper package) on
+// loopback, standalone, with a client of the test's own.
+type zkServer struct {
+	addr string
+	conn *zk.Conn
+	cmd  *exec.Cmd
+}
+
+// startZooKeeper starts ZooKeeper in a new data directory, stopped when the
+// test ends.
+func startZooKeeper(t *testing.T) *zkServer {
+	t.Helper()
+	if err := harness.CheckPorts(zkClientPort); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command("java", "-cp", javaLib+"/zookeeper.jar:/etc/zookeeper/conf", "-Dzookeeper.admin.enableServer=false",
+		"org.apache.zookeeper.server.ZooKeeperServerMain", fmt.Sprint(zkClientPort), filepath.Join(dir, "data"))
+	log, err := os.Create(filepath.Join(dir, "zookeeper.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting ZooKeeper (Debian's zookeeper package): %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		log.Close()
+	})
+	s := &zkServer{addr: fmt.Sprintf("127.0.0.1:%d", zkClientPort), cmd: cmd}
+	conn, _, err := zk.Connect([]string{s.addr}, 10*time.Second, zk.WithLogInfo(false), zk.WithLogger(discardLog{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	s.conn = conn
+	harness.Eventually(t, 30*time.Second, func() error {
+		_, _, err := conn.Exists("/")
+		return err
+	})
+	return s
+}
+
+type discardLog struct{}
+
+func (discardLog) Printf(string, ...any) {}
+
+// create writes a node and its missing parents.
+func (s *zkServer) create(t *testing.T, path string, data []byte, flags int32) {
+	t.Helper()
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	for i := 1; i < len(parts); i++ {
+		p := "/" + strings.Join(parts[:i], "/")
+		if _, err := s.conn.Create(p, nil, 0, zk.WorldACL(zk.PermAll)); err != nil && err != zk.ErrNodeExists {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.conn.Create(path, data, flags, zk.WorldACL(zk.PermAll)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var (
+	zkRegistrarOnce sync.Once
+	zkRegistrarDir  string
+	zkRegistrarErr  error
+)
+
+// zkRegistrarClasspath compiles integration/zk-registrar (a Curator
+// registrar, as Spring Cloud Zookeeper registers) once per test run and
+// returns the classpath to run it with.
+func zkRegistrarClasspath(t *testing.T) string {
+	t.Helper()
+	jars := []string{"curator-x-discovery", "curator-framework", "curator-client", "zookeeper", "zookeeper-jute",
+		"jackson-databind", "jackson-core", "jackson-annotations", "guava"}
+	cp := make([]string, len(jars))
+	for i, j := range jars {
+		cp[i] = filepath.Join(javaLib, j+".jar")
+	}
+	zkRegistrarOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "caddy-discovery-zk-registrar-")
+		if err != nil {
+			zkRegistrarErr = err
+			return
+		}
+		atExit(func() { _ = os.RemoveAll(dir) })
+		zkRegistrarDir = dir
+		cmd := exec.Command("javac", "-d", dir, "-cp", strings.Join(cp, ":"), "Registrar.java",
+			"org/springframework/cloud/zookeeper/discovery/ZookeeperInstance.java")
+		cmd.Dir = "zk-registrar"
+		if out, err := cmd.CombinedOutput(); err != nil {
+			zkRegistrarErr = fmt.Errorf("javac integration/zk-registrar (needs Debian's libcurator-discovery-java): %v\n%s", err, out)
+		}
+	})
+	if zkRegistrarErr != nil {
+		t.Fatal(zkRegistrarErr)
+	}
+	return zkRegistrarDir + ":" + strings.Join(cp, ":")
+}
+
+// curatorInstance is a running Curator registrar process.
+type curatorInstance struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines <-chan string
+}
+
+// registerCurator starts a registrar for one instance (session timeout 4 s)
+// and waits until it has registered.
+func registerCurator(t *testing.T, s *zkServer, service, id string, addr netip.AddrPort, metadata ...string) *curatorInstance {
+	t.Helper()
+	args := append([]string{"-Dsession=4000", "-cp", zkRegistrarClasspath(t), "Registrar", s.addr, "/services", service, id,
+		addr.Addr().String(), fmt.Sprint(addr.Port())}, metadata...)
+	cmd := exec.Command("java", args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &curatorInstance{cmd: cmd, stdin: stdin, lines: startWithLines(t, cmd)}
+	expectLine(t, r.lines, "registered", 30*time.Second)
+	return r
+}
+
+// do sends the registrar a command and waits for its "ok".
+func (r *curatorInstance) do(t *testing.T, command string) {
+	t.Helper()
+	if _, err := fmt.Fprintln(r.stdin, command); err != nil {
+		t.Fatal(err)
+	}
+	expectLine(t, r.lines, "ok", 30*time.Second)
+}
+
+// zkProxy is a reverse_proxy handler with the zookeeper source.
+func zkProxy(source map[string]any) string {
+	source["source"] = "zookeeper"
+	b, _ := json.Marshal(source)
+	return fmt.Sprintf(`{"handler": "reverse_proxy", "load_balancing": {"selection_policy": {"policy": "round_robin"}}, "dynamic_upstreams": %s}`, b)
+}
+
+// zkApp is the zookeeper app with the default server at addr, its periodic
+// listing turned off: only the watches can bring a change.
+func zkApp(addr string) string {
+	return fmt.Sprintf(`"zookeeper": {"servers": {"default": {"servers": [%q], "session_timeout": "4s", "relist_interval": -1}}}`, addr)
+}
+
+// expectZK polls until the admin dump's one zookeeper source lists exactly
+// the given targets with their weights, and requests reach exactly the
+// given backends.
+func expectZK(t *testing.T, cd *harness.Caddy, timeout time.Duration, name string, weights map[string]float64, backends ...string) {
+	t.Helper()
+	start := time.Now()
+	harness.Eventually(t, timeout, func() error {
+		got := map[string]float64{}
+		n := 0
+		for _, e := range upstreams.Dump() {
+			if e.Source != "zookeeper" {
+				continue
+			}
+			n++
+			for _, u := range e.Upstreams {
+				got[u.Dial] = u.Weight
+			}
+		}
+		if n != 1 || !maps.Equal(got, weights) {
+			return fmt.Errorf("%s: %d zookeeper sources in the admin dump with targets %v, want one with %v", name, n, got, weights)
+		}
+		want := slices.Sorted(slices.Values(backends))
+		if spread := cd.Spread(6 * max(len(backends), 1)); !slices.Equal(harness.Names(spread), want) {
+			return fmt.Errorf("%s: requests reached %v, want exactly %v", name, spread, want)
+		}
+		return nil
+	})
+	t.Logf("%-44s followed in %v", name, time.Since(start).Round(time.Millisecond))
+}
+
+// expectZKError polls until the one zookeeper source's error in the admin
+// dump contains every part.
+func expectZKError(t *testing.T, timeout time.Duration, parts ...string) {
+	t.Helper()
+	harness.Eventually(t, timeout, func() error {
+		var msg string
+		for _, e := range upstreams.Dump() {
+			if e.Source == "zookeeper" {
+				msg = e.Error
+			}
+		}
+		for _, p := range parts {
+			if !strings.Contains(msg, p) {
+				return fmt.Errorf("the dump's error %q does not contain %q", msg, p)
+			}
+		}
+		return nil
+	})
+}
+
+// TestZooKeeperCurator: instances registered through real Curator service
+// discovery, the way Spring Cloud Zookeeper registers them, reach Caddy
+// through ZooKeeper's watches alone (the periodic listing is off): a
+// registration, a status DOWN and UP again (Spring's instance_status), an
+// unregistration, and a registrar killed with -9, whose
+// session ends and takes its ephemeral node with it.
+func TestZooKeeperCurator(t *testing.T) {
+	s := startZooKeeper(t)
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	da, db := netip.AddrPortFrom(a, 8080), netip.AddrPortFrom(b, 8080)
+	ra := registerCurator(t, s, "orders", "a", da, "zone=east")
+	cd := harness.StartCaddy(t, zkCaddyPort, zkProxy(map[string]any{"service": "orders"}), zkApp(s.addr))
+	expectZK(t, cd, 15*time.Second, "first listing", map[string]float64{da.String(): 1}, "a")
+
+	const within = 2 * time.Second
+	rb := registerCurator(t, s, "orders", "b", db, "zone=west")
+	expectZK(t, cd, within, "curator registers b", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
+	rb.do(t, "status DOWN")
+	expectZK(t, cd, within, "b's instance_status DOWN", map[string]float64{da.String(): 1}, "a")
+	rb.do(t, "status UP")
+	expectZK(t, cd, within, "b's instance_status UP", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
+	ra.do(t, "unregister")
+	expectZK(t, cd, within, "a unregisters", map[string]float64{db.String(): 1}, "b")
+	_ = rb.cmd.Process.Signal(syscall.SIGKILL)
+	killed := time.Now()
+	expectZKError(t, 15*time.Second, "/services/orders has no instances")
+	t.Logf("registrar killed: its node went after %v (session timeout 4 s)", time.Since(killed).Round(time.Millisecond))
+
+	cd.Load(zkProxy(map[string]any{"service": "orders", "metadata": map[string]string{"zone": "west"}}), zkApp(s.addr))
+	registerCurator(t, s, "orders", "a2", da, "zone=east")
+	registerCurator(t, s, "orders", "b2", db, "zone=west")
+	expectZK(t, cd, within, "metadata zone=west", map[string]float64{db.String(): 1}, "b")
+}
+
+// TestZooKeeperDubbo: Dubbo interface-level providers, written as Dubbo
+// writes them (ephemeral nodes named by the URL-encoded provider URL under
+// /dubbo/<interface>/providers), with their weights, followed as they come
+// and go; a protocol Caddy does not proxy (dubbo://) is left out and
+// explained.
+func TestZooKeeperDubbo(t *testing.T) {
+	s := startZooKeeper(t)
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 50051)
+	n.Backend(t, "b", b, 50051)
+	const iface = "org.example.GreeterService"
+	provider := func(proto string, ip netip.Addr, params string) string {
+		u := fmt.Sprintf("%s://%s/%s?anyhost=true&application=greeter&interface=%s&side=provider&%s", proto, netip.AddrPortFrom(ip, 50051), iface, iface, params)
+		return "/dubbo/" + iface + "/providers/" + url.QueryEscape(u)
+	}
+	s.create(t, provider("tri", a, "weight=100&version=1.0.0"), []byte(a.String()), zk.FlagEphemeral)
+	cd := harness.StartCaddy(t, zkCaddyPort, zkProxy(map[string]any{"service": iface, "format": "dubbo"}), zkApp(s.addr))
+	expectZK(t, cd, 15*time.Second, "dubbo: first listing", map[string]float64{netip.AddrPortFrom(a, 50051).String(): 100}, "a")
+	s.create(t, provider("tri", b, "weight=300&version=1.0.0"), []byte(b.String()), zk.FlagEphemeral)
+	expectZK(t, cd, 2*time.Second, "dubbo: b provides, weight 300", map[string]float64{netip.AddrPortFrom(a, 50051).String(): 100, netip.AddrPortFrom(b, 50051).String(): 300}, "a", "b")
+	if err := s.conn.Delete(provider("tri", a, "weight=100&version=1.0.0"), -1); err != nil {
+		t.Fatal(err)
+	}
+	expectZK(t, cd, 2*time.Second, "dubbo: a stops providing", map[string]float64{netip.AddrPortFrom(b, 50051).String(): 300}, "b")
+	if err := s.conn.Delete(provider("tri", b, "weight=300&version=1.0.0"), -1); err != nil {
+		t.Fatal(err)
+	}
+	s.create(t, provider("dubbo", b, "weight=300"), nil, zk.FlagEphemeral)
+	expectZKError(t, 2*time.Second, "protocol dubbo, which Caddy does not proxy here (protocols: tri, rest)")
+}
