@@ -97,5 +97,8 @@ func explainPoll(where string, err error) error {
 // the eureka app ("" for a source's own fields), creating it if needed, and
 // holds it for src.
 func acquireFeed(src *upstreams.Source, name string, srv Server) (*feed, error) {
-	return upstreams.Acquire(src, "eureka/"+srv.fingerprint(name), func() (*feed, error) { return newFeed(srv.where(name), srv) })
+	return upstreams.Acquire(src, feedKey(name, srv), func() (*feed, error) { return newFeed(srv.where(name), srv) })
 }
+
+// feedKey is the pool key of the feed of the connection srv, named name.
+func feedKey(name string, srv Server) string { return "eureka/" + srv.fingerprint(name) }

@@ -108,20 +108,13 @@ func (u *EurekaUpstreams) provision(log *zap.Logger, app *App) error {
 	if s := sel.String(); s != "" {
 		service += " (" + s + ")"
 	}
-	pub := u.Publish(log, "eureka", service)
-	pub.Trouble(f.problem.Err())
-	u.OnCleanup(f.poller.Subscribe(name, func(up Update) {
-		trouble := f.observe(up.Err)
-		if up.Err == nil {
-			targets, skip := sel.targets(up.Instances)
-			var why error
-			if len(targets) == 0 {
-				why = noTargets(f.where, strings.ToUpper(name), sel, skip)
-			}
-			pub.List(targets, why)
-		}
-		pub.Trouble(trouble)
-	}))
+	a, err := acquireApplication(&u.Source, f, feedKey(serverName, srv), name)
+	if err != nil {
+		return err
+	}
+	v := &view{sel: sel, where: f.where, app: strings.ToUpper(name), pub: u.Publish(log, "eureka", service)}
+	a.fan.Add(v)
+	u.OnCleanup(func() { a.fan.Remove(v) })
 	app.Add(f.start)
 	return nil
 }
