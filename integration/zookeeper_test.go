@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,6 +54,7 @@ func startZooKeeper(t *testing.T) *zkServer {
 	}
 	dir := t.TempDir()
 	cmd := exec.Command("java", "-cp", javaLib+"/zookeeper.jar:/etc/zookeeper/conf", "-Dzookeeper.admin.enableServer=false",
+		"-Dzookeeper.4lw.commands.whitelist=wchs",
 		"org.apache.zookeeper.server.ZooKeeperServerMain", fmt.Sprint(zkClientPort), filepath.Join(dir, "data"))
 	log, err := os.Create(filepath.Join(dir, "zookeeper.log"))
 	if err != nil {
@@ -299,4 +302,163 @@ func TestZooKeeperDubbo(t *testing.T) {
 	}
 	s.create(t, provider("dubbo", b, "weight=300"), nil, zk.FlagEphemeral)
 	expectZKError(t, 2*time.Second, "protocol dubbo, which Caddy does not proxy here (protocols: tri, rest)")
+}
+
+// curatorJSON is a node's data as Curator writes it for Spring Cloud
+// Zookeeper (TestZooKeeperCurator reads the real thing).
+func curatorJSON(id string, addr netip.AddrPort) []byte {
+	return []byte(fmt.Sprintf(`{"name":"orders","id":%q,"address":%q,"port":%d,"sslPort":null,"payload":{"@class":"org.springframework.cloud.zookeeper.discovery.ZookeeperInstance","id":%q,"name":"orders","metadata":{"instance_status":"UP"}},"registrationTimeUTC":0,"serviceType":"DYNAMIC","uriSpec":null}`,
+		id, addr.Addr(), addr.Port(), id))
+}
+
+// TestZooKeeperSessionExpiry: Caddy's connection is cut for longer than its
+// session timeout while the instances change; ZooKeeper expires the session,
+// taking every watch with it. Meanwhile the last known instances serve and
+// the problem is reported; once the connection is back, a new session lists
+// the path again (the periodic listing is off), and the changes are served.
+func TestZooKeeperSessionExpiry(t *testing.T) {
+	s := startZooKeeper(t)
+	f := harness.NewForwarder(t, s.addr)
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	da, db := netip.AddrPortFrom(a, 8080), netip.AddrPortFrom(b, 8080)
+	s.create(t, "/services/orders/a", curatorJSON("a", da), 0)
+	cd := harness.StartCaddy(t, zkCaddyPort, zkProxy(map[string]any{"service": "orders"}), zkApp(fmt.Sprintf("127.0.0.1:%d", f.Port())))
+	expectZK(t, cd, 15*time.Second, "first listing", map[string]float64{da.String(): 1}, "a")
+	restarts := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", "default")
+
+	f.SetOpen(false)
+	f.Cut()
+	cut := time.Now()
+	s.create(t, "/services/orders/b", curatorJSON("b", db), 0)
+	if err := s.conn.Delete("/services/orders/a", -1); err != nil {
+		t.Fatal(err)
+	}
+	expectZKError(t, 10*time.Second, `cannot reach zookeeper server "default"`, "serving the last known instances meanwhile")
+	t.Logf("connection cut: reported after %v", time.Since(cut).Round(time.Millisecond))
+	if spread := cd.Spread(12); !slices.Equal(harness.Names(spread), []string{"a"}) {
+		t.Errorf("during the cut, requests reached %v, want the last known a", spread)
+	}
+	time.Sleep(10 * time.Second) // well past the 4 s session timeout: ZooKeeper expires the session
+	f.SetOpen(true)
+	expectZK(t, cd, 15*time.Second, "new session lists again", map[string]float64{db.String(): 1}, "b")
+	if got := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", "default"); got != restarts+1 {
+		t.Errorf("watch restarts %v, want %v (one new session)", got, restarts+1)
+	}
+	// the new session's watches work
+	s.create(t, "/services/orders/a", curatorJSON("a", da), 0)
+	expectZK(t, cd, 2*time.Second, "a change on the new session", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
+}
+
+// zkWatches asks ZooKeeper (the wchs command) how many watches its clients
+// hold in all; ZooKeeper 3.8 counts the data watches there (one per
+// instance Caddy follows), not the children watches.
+func zkWatches(t *testing.T, s *zkServer) int {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", s.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("wchs")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, total, ok := strings.Cut(string(out), "Total watches:")
+	if !ok {
+		t.Fatalf("wchs answered %q", out)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(total))
+	if err != nil {
+		t.Fatalf("wchs answered %q", out)
+	}
+	return n
+}
+
+// TestZooKeeperReloadsKeepOneWatch: 20 reloads, alternating two configs whose
+// sites read the same path with other selections, keep one connection to
+// ZooKeeper (counted by a forwarder) and one set of watches (ZooKeeper's own
+// count, the same as for the first config); the sites serve right after each
+// reload. caddy.Stop leaves no watch behind.
+func TestZooKeeperReloadsKeepOneWatch(t *testing.T) {
+	s := startZooKeeper(t)
+	f := harness.NewForwarder(t, s.addr)
+	n := harness.NewNetns(t)
+	a := n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	da := netip.AddrPortFrom(a, 8080)
+	s.create(t, "/services/orders/a", curatorJSON("a", da), 0)
+	app := zkApp(fmt.Sprintf("127.0.0.1:%d", f.Port()))
+	configs := []string{
+		zkProxy(map[string]any{"service": "orders"}),
+		zkProxy(map[string]any{"service": "orders", "metadata": map[string]string{"instance_status": "UP"}}),
+	}
+	cd := harness.StartCaddy(t, zkCaddyPort, configs[0], app)
+	expectZK(t, cd, 15*time.Second, "first listing", map[string]float64{da.String(): 1}, "a")
+	watches := zkWatches(t, s)
+	if watches != 1 {
+		t.Errorf("ZooKeeper holds %d data watches for one instance, want 1", watches)
+	}
+	for i := range 20 {
+		cd.Load(configs[(i+1)%2], app)
+		if spread := cd.Spread(3); !slices.Equal(harness.Names(spread), []string{"a"}) {
+			t.Fatalf("reload %d: requests reached %v", i+1, spread)
+		}
+	}
+	if got := f.Accepted(); got != 1 {
+		t.Errorf("%d connections to ZooKeeper over 20 reloads, want 1", got)
+	}
+	if got := zkWatches(t, s); got != watches {
+		t.Errorf("ZooKeeper holds %d watches after 20 reloads, %d before them", got, watches)
+	}
+	cd.Stop()
+	harness.Eventually(t, 10*time.Second, func() error {
+		if got := zkWatches(t, s); got != 0 {
+			return fmt.Errorf("ZooKeeper holds %d watches after caddy.Stop", got)
+		}
+		return nil
+	})
+}
+
+// TestZooKeeperHung: ZooKeeper stops answering (SIGSTOP) with its
+// connections open: Caddy reports it within 15 s, keeps serving the last
+// known instances, and follows changes again once it answers (SIGCONT).
+func TestZooKeeperHung(t *testing.T) {
+	s := startZooKeeper(t)
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	da, db := netip.AddrPortFrom(a, 8080), netip.AddrPortFrom(b, 8080)
+	s.create(t, "/services/orders/a", curatorJSON("a", da), 0)
+	cd := harness.StartCaddy(t, zkCaddyPort, zkProxy(map[string]any{"service": "orders"}), zkApp(s.addr))
+	expectZK(t, cd, 15*time.Second, "first listing", map[string]float64{da.String(): 1}, "a")
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	expectZKError(t, 15*time.Second, `cannot reach zookeeper server "default"`)
+	t.Logf("hung ZooKeeper: reported after %v", time.Since(stopped).Round(time.Millisecond))
+	if spread := cd.Spread(12); !slices.Equal(harness.Names(spread), []string{"a"}) {
+		t.Errorf("while ZooKeeper hangs, requests reached %v, want the last known a", spread)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 20*time.Second, func() error {
+		for _, d := range upstreams.Dump() {
+			if d.Source == "zookeeper" && d.Error != "" {
+				return fmt.Errorf("still: %s", d.Error)
+			}
+		}
+		return nil
+	})
+	s.create(t, "/services/orders/b", curatorJSON("b", db), 0)
+	expectZK(t, cd, 2*time.Second, "a change after the hang", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
 }

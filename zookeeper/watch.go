@@ -53,6 +53,10 @@ type watch struct {
 
 	data  map[string][]byte // owned by run
 	armed map[string]bool   // children whose data watch is set; owned by run
+	// watching is set while the path's children (or existence) watch is
+	// set: a listing then arms none, so that one change fires one event.
+	// Owned by run.
+	watching bool
 }
 
 func newWatch(c *client, path string) *watch {
@@ -114,6 +118,7 @@ func (w *watch) run() {
 			list(true)
 		case <-w.kickCh:
 			clear(w.armed) // the expired session took every watch with it
+			w.watching = false
 			list(false)
 		case ev := <-w.events:
 			if err := w.fired(ev); err != nil {
@@ -128,7 +133,14 @@ func (w *watch) run() {
 // publishes the nodes.
 func (w *watch) list(all bool) error {
 	conn := w.c.conn
-	children, _, ch, err := conn.ChildrenW(w.path)
+	var children []string
+	var ch <-chan zk.Event
+	var err error
+	if w.watching {
+		children, _, err = conn.Children(w.path)
+	} else {
+		children, _, ch, err = conn.ChildrenW(w.path)
+	}
 	if errors.Is(err, zk.ErrNoNode) {
 		// No instance registered yet: wait for the path to appear.
 		exists, _, ech, err := conn.ExistsW(w.path)
@@ -138,6 +150,7 @@ func (w *watch) list(all bool) error {
 		if exists {
 			return w.list(all)
 		}
+		w.watching = true // until the path appears
 		w.forward("", ech)
 		clear(w.data)
 		w.publish(time.Now())
@@ -147,7 +160,10 @@ func (w *watch) list(all bool) error {
 		return err
 	}
 	received := time.Now()
-	w.forward("", ch)
+	if ch != nil {
+		w.watching = true
+		w.forward("", ch)
+	}
 	for name := range w.data {
 		if !slices.Contains(children, name) {
 			delete(w.data, name)
@@ -186,6 +202,7 @@ func (w *watch) list(all bool) error {
 func (w *watch) fired(ev event) error {
 	switch {
 	case ev.child == "":
+		w.watching = false
 		if ev.Type == zk.EventNotWatching {
 			return nil // the session expired: the client kicks once a new one is up
 		}
