@@ -70,7 +70,7 @@ func (v *view) targets(keys []kv) ([]upstreams.Target, skipped) {
 			s.add(&s.badAddr, e.key, fmt.Errorf("%q is not an IP address: register the instance with its IP", clip(in.host)))
 			continue
 		}
-		if !matches(in.metadata, v.metadata) {
+		if !upstreams.HasMetadata(in.metadata, v.metadata) {
 			s.metadata++
 			continue
 		}
@@ -98,16 +98,6 @@ func (v *view) Receive(keys []kv) {
 
 // Trouble publishes what keeps the keys from being current.
 func (v *view) Trouble(err error) { v.pub.Trouble(err) }
-
-// matches reports whether md has every pair of want.
-func matches(md, want map[string]string) bool {
-	for k, w := range want {
-		if got, ok := md[k]; !ok || got != w {
-			return false
-		}
-	}
-	return true
-}
 
 // selection describes the view's selection for the admin dump.
 func (v *view) selection() string {

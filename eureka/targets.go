@@ -64,14 +64,7 @@ func (s selection) targets(list []Instance) ([]upstreams.Target, skipped) {
 			skip.notUp++
 			continue
 		}
-		match := true
-		for k, v := range s.metadata {
-			if got, ok := in.Metadata[k]; !ok || got != v {
-				match = false
-				break
-			}
-		}
-		if !match {
+		if !upstreams.HasMetadata(in.Metadata, s.metadata) {
 			skip.metadata++
 			continue
 		}

@@ -80,14 +80,7 @@ func (f filter) targets(list []model.Instance) ([]upstreams.Target, skipped) {
 			s.cluster++
 			continue
 		}
-		match := true
-		for k, v := range f.metadata {
-			if got, ok := in.Metadata[k]; !ok || got != v {
-				match = false
-				break
-			}
-		}
-		if !match {
+		if !upstreams.HasMetadata(in.Metadata, f.metadata) {
 			s.metadata++
 			continue
 		}

@@ -82,7 +82,7 @@ func (v *view) targets(nodes []node) ([]upstreams.Target, skipped) {
 			note(&s.badAddr, n.name, fmt.Errorf("%q is not an IP address: register the instance with its IP (Spring Cloud Zookeeper: spring.cloud.zookeeper.discovery.prefer-ip-address=true)", clip(in.host)))
 			continue
 		}
-		if !matches(in.metadata, v.metadata) {
+		if !upstreams.HasMetadata(in.metadata, v.metadata) {
 			s.metadata++
 			continue
 		}
@@ -110,16 +110,6 @@ func (v *view) Receive(nodes []node) {
 
 // Trouble publishes what keeps the nodes from being current.
 func (v *view) Trouble(err error) { v.pub.Trouble(err) }
-
-// matches reports whether md has every pair of want.
-func matches(md, want map[string]string) bool {
-	for k, w := range want {
-		if got, ok := md[k]; !ok || got != w {
-			return false
-		}
-	}
-	return true
-}
 
 // selection describes the view's selection for the admin dump.
 func (v *view) selection() string {
