@@ -67,16 +67,18 @@ func (f *Fanout[L]) Remove(r Receiver[L]) {
 	f.mu.Unlock()
 }
 
-// List hands a new list to every receiver, then the trouble, which the
-// first list may have ended.
+// List hands a new list to every receiver, each first told the trouble as
+// it stands with the list (the first list ends the wait for it), so that
+// no snapshot pairs the new list with a trouble it ended.
 func (f *Fanout[L]) List(list L) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.listed, f.last = true, list
+	t := f.troubleLocked()
 	for r := range f.receivers {
+		r.Trouble(t)
 		r.Receive(list)
 	}
-	f.troubledLocked()
 }
 
 // Relist hands the last list to every receiver again, as when what they
