@@ -129,17 +129,17 @@ func etcdApp(addr string) string {
 	return fmt.Sprintf(`"etcd": {"servers": {"default": {"endpoints": [%q]}}}`, addr)
 }
 
-// expectEtcd polls until the admin dump's one etcd source lists exactly the
-// given targets with their weights, and requests reach exactly the given
-// backends; it returns how long that took.
-func expectEtcd(t *testing.T, cd *harness.Caddy, timeout time.Duration, name string, weights map[string]float64, backends ...string) time.Duration {
+// expectDump polls until the admin dump has one source of the kind source
+// ("etcd"), listing exactly the given targets with their weights, and
+// requests reach exactly the given backends; it logs how long that took.
+func expectDump(t *testing.T, cd *harness.Caddy, source string, timeout time.Duration, name string, weights map[string]float64, backends ...string) {
 	t.Helper()
 	start := time.Now()
 	harness.Eventually(t, timeout, func() error {
 		got := map[string]float64{}
 		n := 0
 		for _, e := range upstreams.Dump() {
-			if e.Source != "etcd" {
+			if e.Source != source {
 				continue
 			}
 			n++
@@ -148,7 +148,7 @@ func expectEtcd(t *testing.T, cd *harness.Caddy, timeout time.Duration, name str
 			}
 		}
 		if n != 1 || !maps.Equal(got, weights) {
-			return fmt.Errorf("%s: %d etcd sources in the admin dump with targets %v, want one with %v", name, n, got, weights)
+			return fmt.Errorf("%s: %d %s sources in the admin dump with targets %v, want one with %v", name, n, source, got, weights)
 		}
 		want := slices.Sorted(slices.Values(backends))
 		if spread := cd.Spread(6 * max(len(backends), 1)); !slices.Equal(harness.Names(spread), want) {
@@ -156,19 +156,17 @@ func expectEtcd(t *testing.T, cd *harness.Caddy, timeout time.Duration, name str
 		}
 		return nil
 	})
-	took := time.Since(start)
-	t.Logf("%-40s followed in %v", name, took.Round(time.Millisecond))
-	return took
+	t.Logf("%-44s followed in %v", name, time.Since(start).Round(time.Millisecond))
 }
 
-// expectEtcdError polls until the one etcd source's error in the admin dump
-// contains every part.
-func expectEtcdError(t *testing.T, timeout time.Duration, parts ...string) {
+// expectDumpError polls until the error of the one source of the kind
+// source in the admin dump contains every part.
+func expectDumpError(t *testing.T, source string, timeout time.Duration, parts ...string) {
 	t.Helper()
 	harness.Eventually(t, timeout, func() error {
 		var msg string
 		for _, e := range upstreams.Dump() {
-			if e.Source == "etcd" {
+			if e.Source == source {
 				msg = e.Error
 			}
 		}
@@ -250,13 +248,13 @@ func TestEtcdFollowsRegistrars(t *testing.T) {
 	add(a, map[string]any{"zone": "east", "weight": 3})
 
 	cd := harness.StartCaddy(t, etcdCaddyPort, etcdProxy(map[string]any{"service": target}), etcdApp(e.addr))
-	expectEtcd(t, cd, 10*time.Second, "first read", map[string]float64{dial(a): 3}, "a")
+	expectDump(t, cd, "etcd", 10*time.Second, "first read", map[string]float64{dial(a): 3}, "a")
 	conn := "default"
 	restarts := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", conn)
 
 	const within = time.Second
 	add(b, nil)
-	expectEtcd(t, cd, within, "endpoints manager adds b", map[string]float64{dial(a): 3, dial(b): 1}, "a", "b")
+	expectDump(t, cd, "etcd", within, "endpoints manager adds b", map[string]float64{dial(a): 3, dial(b): 1}, "a", "b")
 
 	registrar := exec.Command(os.Args[0], "-test.run=^TestEtcdRegistrarProcess$", "-test.v")
 	registrar.Env = append(os.Environ(), "ETCD_REGISTRAR_TARGET="+target, "ETCD_REGISTRAR_ADDR="+dial(c),
@@ -267,10 +265,10 @@ func TestEtcdFollowsRegistrars(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = registrar.Process.Kill(); _ = registrar.Wait() })
-	expectEtcd(t, cd, 10*time.Second, "registrar process adds c", map[string]float64{dial(a): 3, dial(b): 1, dial(c): 1}, "a", "b", "c")
+	expectDump(t, cd, "etcd", 10*time.Second, "registrar process adds c", map[string]float64{dial(a): 3, dial(b): 1, dial(c): 1}, "a", "b", "c")
 	_ = registrar.Process.Signal(syscall.SIGKILL)
 	killed := time.Now()
-	expectEtcd(t, cd, 10*time.Second, "registrar killed: its lease expires", map[string]float64{dial(a): 3, dial(b): 1}, "a", "b")
+	expectDump(t, cd, "etcd", 10*time.Second, "registrar killed: its lease expires", map[string]float64{dial(a): 3, dial(b): 1}, "a", "b")
 	if d := time.Since(killed); d > 4*time.Second {
 		t.Errorf("the killed registrar's instance went after %v; its lease TTL is 2 s", d)
 	}
@@ -278,13 +276,13 @@ func TestEtcdFollowsRegistrars(t *testing.T) {
 	if err := em.DeleteEndpoint(ctx, target+"/"+dial(a)); err != nil {
 		t.Fatal(err)
 	}
-	expectEtcd(t, cd, within, "endpoints manager deletes a", map[string]float64{dial(b): 1}, "b")
+	expectDump(t, cd, "etcd", within, "endpoints manager deletes a", map[string]float64{dial(b): 1}, "b")
 	if err := em.DeleteEndpoint(ctx, target+"/"+dial(b)); err != nil {
 		t.Fatal(err)
 	}
-	expectEtcdError(t, within, `no keys under "shop/web/"`)
+	expectDumpError(t, "etcd", within, `no keys under "shop/web/"`)
 	add(a, map[string]any{"zone": "east"})
-	expectEtcd(t, cd, within, "a back", map[string]float64{dial(a): 1}, "a")
+	expectDump(t, cd, "etcd", within, "a back", map[string]float64{dial(a): 1}, "a")
 
 	if got := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", conn); got != restarts {
 		t.Errorf("the watch restarted %v times without an error", got-restarts)
@@ -315,21 +313,21 @@ func TestEtcdFormats(t *testing.T) {
 	e.put(t, "/microservices/shop/2", kratos("2", b, "v2", "4"), 0)
 
 	cd := harness.StartCaddy(t, etcdCaddyPort, etcdProxy(map[string]any{"service": "shop", "format": "kratos"}), etcdApp(e.addr))
-	expectEtcd(t, cd, 10*time.Second, "kratos", map[string]float64{dial(a): 1, dial(b): 4}, "a", "b")
+	expectDump(t, cd, "etcd", 10*time.Second, "kratos", map[string]float64{dial(a): 1, dial(b): 4}, "a", "b")
 	cd.Load(etcdProxy(map[string]any{"service": "shop", "format": "kratos", "metadata": map[string]string{"version": "v2"}}), etcdApp(e.addr))
-	expectEtcd(t, cd, 10*time.Second, "kratos version v2", map[string]float64{dial(b): 4}, "b")
+	expectDump(t, cd, "etcd", 10*time.Second, "kratos version v2", map[string]float64{dial(b): 4}, "b")
 
 	e.put(t, "apps/cart/a", fmt.Sprintf(`{"host":%q,"p":8000,"w":2}`, a), 0)
 	e.put(t, "apps/cart/b", fmt.Sprintf(`{"host":"%s:8000"}`, b), 0)
 	cd.Load(etcdProxy(map[string]any{"service": "cart", "format": "json", "prefix": "apps/cart/",
 		"fields": map[string]string{"address": "host", "port": "p", "weight": "w"}}), etcdApp(e.addr))
-	expectEtcd(t, cd, 10*time.Second, "json with named fields", map[string]float64{dial(a): 2, dial(b): 1}, "a", "b")
+	expectDump(t, cd, "etcd", 10*time.Second, "json with named fields", map[string]float64{dial(a): 2, dial(b): 1}, "a", "b")
 	e.put(t, "apps/cart/b", "not json", 0)
-	expectEtcd(t, cd, time.Second, "json: a key not in the format", map[string]float64{dial(a): 2}, "a")
+	expectDump(t, cd, "etcd", time.Second, "json: a key not in the format", map[string]float64{dial(a): 2}, "a")
 	if _, err := e.cli.Delete(context.Background(), "apps/cart/a"); err != nil {
 		t.Fatal(err)
 	}
-	expectEtcdError(t, time.Second, `none of the 1 keys under "apps/cart/" is a usable json instance`, `key "apps/cart/b": not a JSON object`)
+	expectDumpError(t, "etcd", time.Second, `none of the 1 keys under "apps/cart/" is a usable json instance`, `key "apps/cart/b": not a JSON object`)
 }
 
 // TestEtcdOutages: Caddy keeps serving the last known instances while etcd
@@ -352,7 +350,7 @@ func TestEtcdOutages(t *testing.T) {
 	e.put(t, "svc/b", value(b), 0)
 	cd := harness.StartCaddy(t, etcdCaddyPort, etcdProxy(map[string]any{"service": "svc"}),
 		etcdApp(fmt.Sprintf("127.0.0.1:%d", f.Port())))
-	expectEtcd(t, cd, 10*time.Second, "first read", map[string]float64{dial(a): 1, dial(b): 1}, "a", "b")
+	expectDump(t, cd, "etcd", 10*time.Second, "first read", map[string]float64{dial(a): 1, dial(b): 1}, "a", "b")
 	conn := "default"
 	restarts := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", conn)
 
@@ -371,13 +369,13 @@ func TestEtcdOutages(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	expectEtcdError(t, 12*time.Second, `cannot reach etcd server "default"`, "serving the last known instances meanwhile")
+	expectDumpError(t, "etcd", 12*time.Second, `cannot reach etcd server "default"`, "serving the last known instances meanwhile")
 	t.Logf("connection cut: reported after %v", time.Since(start).Round(time.Millisecond))
 	if spread := cd.Spread(12); !slices.Equal(harness.Names(spread), []string{"a", "b"}) {
 		t.Errorf("during the cut, requests reached %v, want the last known a and b", spread)
 	}
 	f.SetOpen(true)
-	expectEtcd(t, cd, 15*time.Second, "back after the cut and a compaction", map[string]float64{dial(a): 1, dial(c): 1}, "a", "c")
+	expectDump(t, cd, "etcd", 15*time.Second, "back after the cut and a compaction", map[string]float64{dial(a): 1, dial(c): 1}, "a", "c")
 	harness.Eventually(t, 5*time.Second, func() error {
 		if got := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", conn); got != restarts+1 {
 			return fmt.Errorf("watch restarts %v, want %v (one read after the compaction)", got, restarts+1)
@@ -390,7 +388,7 @@ func TestEtcdOutages(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopped := time.Now()
-	expectEtcdError(t, 12*time.Second, `cannot reach etcd server "default"`)
+	expectDumpError(t, "etcd", 12*time.Second, `cannot reach etcd server "default"`)
 	t.Logf("hung etcd: reported after %v", time.Since(stopped).Round(time.Millisecond))
 	if spread := cd.Spread(12); !slices.Equal(harness.Names(spread), []string{"a", "c"}) {
 		t.Errorf("while etcd hangs, requests reached %v, want the last known a and c", spread)
@@ -407,7 +405,7 @@ func TestEtcdOutages(t *testing.T) {
 		return nil
 	})
 	e.put(t, "svc/b", value(b), 0)
-	expectEtcd(t, cd, 2*time.Second, "a change after the hang", map[string]float64{dial(a): 1, dial(b): 1, dial(c): 1}, "a", "b", "c")
+	expectDump(t, cd, "etcd", 2*time.Second, "a change after the hang", map[string]float64{dial(a): 1, dial(b): 1, dial(c): 1}, "a", "b", "c")
 }
 
 // TestEtcdAuth: with authentication on, a user with read permission on
@@ -449,12 +447,12 @@ func TestEtcdAuth(t *testing.T) {
 		return fmt.Sprintf(`"etcd": {"servers": {"default": {"endpoints": [%q], "username": %q, "password": %q}}}`, e.addr, user, pw)
 	}
 	cd := harness.StartCaddy(t, etcdCaddyPort, etcdProxy(map[string]any{"service": "shop"}), app("caddy", readerPassword))
-	expectEtcd(t, cd, 10*time.Second, "reader", map[string]float64{dialA: 1}, "a")
+	expectDump(t, cd, "etcd", 10*time.Second, "reader", map[string]float64{dialA: 1}, "a")
 
 	cd.Load(etcdProxy(map[string]any{"service": "other"}), app("caddy", readerPassword))
-	expectEtcdError(t, 10*time.Second, `user "caddy" may not read the keys under "other/" (permission denied)`, "etcdctl role grant-permission")
+	expectDumpError(t, "etcd", 10*time.Second, `user "caddy" may not read the keys under "other/" (permission denied)`, "etcdctl role grant-permission")
 	cd.Load(etcdProxy(map[string]any{"service": "shop"}), app("caddy", "wrong-"+readerPassword))
-	expectEtcdError(t, 15*time.Second, "the user name or password is wrong", "check username and password")
+	expectDumpError(t, "etcd", 15*time.Second, "the user name or password is wrong", "check username and password")
 
 	seen, _ := json.Marshal(upstreams.Dump())
 	for _, secret := range []string{password, readerPassword} {
@@ -509,7 +507,7 @@ func TestEtcdReloadsKeepOneWatch(t *testing.T) {
 		etcdProxy(map[string]any{"service": "svc", "metadata": map[string]string{"zone": "east"}}),
 	}
 	cd := harness.StartCaddy(t, etcdCaddyPort, configs[0], app)
-	expectEtcd(t, cd, 10*time.Second, "first read", map[string]float64{dial(a): 1}, "a")
+	expectDump(t, cd, "etcd", 10*time.Second, "first read", map[string]float64{dial(a): 1}, "a")
 	for i := range 20 {
 		cd.Load(configs[(i+1)%2], app)
 		if spread := cd.Spread(3); !slices.Equal(harness.Names(spread), []string{"a"}) {
@@ -523,7 +521,7 @@ func TestEtcdReloadsKeepOneWatch(t *testing.T) {
 		t.Errorf("etcd has %d watchers after 20 reloads, want 1", got)
 	}
 	e.put(t, "svc/b", fmt.Sprintf(`{"Op":0,"Addr":%q,"Metadata":{"zone":"east"}}`, dial(b)), 0)
-	expectEtcd(t, cd, time.Second, "a change after the reloads", map[string]float64{dial(a): 1, dial(b): 1}, "a", "b")
+	expectDump(t, cd, "etcd", time.Second, "a change after the reloads", map[string]float64{dial(a): 1, dial(b): 1}, "a", "b")
 	cd.Stop()
 	harness.Eventually(t, 5*time.Second, func() error {
 		if got := etcdWatchers(t, e); got != 0 {
@@ -584,12 +582,12 @@ func TestEtcdGoZero(t *testing.T) {
 	}
 	register(a)
 	cd := harness.StartCaddy(t, etcdCaddyPort, etcdProxy(map[string]any{"service": "user.rpc", "format": "go-zero"}), etcdApp(e.addr))
-	expectEtcd(t, cd, 10*time.Second, "go-zero: first read", map[string]float64{dial(a): 1}, "a")
+	expectDump(t, cd, "etcd", 10*time.Second, "go-zero: first read", map[string]float64{dial(a): 1}, "a")
 	bcmd := register(b)
-	expectEtcd(t, cd, time.Second, "go-zero: b registers", map[string]float64{dial(a): 1, dial(b): 1}, "a", "b")
+	expectDump(t, cd, "etcd", time.Second, "go-zero: b registers", map[string]float64{dial(a): 1, dial(b): 1}, "a", "b")
 	_ = bcmd.Process.Signal(syscall.SIGKILL)
 	killed := time.Now()
-	expectEtcd(t, cd, 10*time.Second, "go-zero: b killed, its lease expires", map[string]float64{dial(a): 1}, "a")
+	expectDump(t, cd, "etcd", 10*time.Second, "go-zero: b killed, its lease expires", map[string]float64{dial(a): 1}, "a")
 	if d := time.Since(killed); d > 4*time.Second {
 		t.Errorf("the killed service's instance went after %v; its lease TTL is 2 s", d)
 	}
@@ -672,12 +670,12 @@ func TestEtcdTLS(t *testing.T) {
 	}
 	full := fmt.Sprintf(`, "ca_file": %q, "cert_file": %q, "key_file": %q`, pki.ca, pki.clientCert, pki.clientKey)
 	cd := harness.StartCaddy(t, etcdCaddyPort, etcdProxy(map[string]any{"service": "secure"}), app(full))
-	expectEtcd(t, cd, 10*time.Second, "TLS with a client certificate", map[string]float64{dialA: 1}, "a")
+	expectDump(t, cd, "etcd", 10*time.Second, "TLS with a client certificate", map[string]float64{dialA: 1}, "a")
 
 	cd.Load(etcdProxy(map[string]any{"service": "secure"}), app(fmt.Sprintf(`, "cert_file": %q, "key_file": %q`, pki.clientCert, pki.clientKey)))
-	expectEtcdError(t, 15*time.Second, "not signed by a CA Caddy trusts", "set ca_file")
+	expectDumpError(t, "etcd", 15*time.Second, "not signed by a CA Caddy trusts", "set ca_file")
 	cd.Load(etcdProxy(map[string]any{"service": "secure"}), app(fmt.Sprintf(`, "ca_file": %q`, pki.ca)))
-	expectEtcdError(t, 15*time.Second, "client certificate", "set cert_file and key_file")
+	expectDumpError(t, "etcd", 15*time.Second, "client certificate", "set cert_file and key_file")
 }
 
 // TestEtcdPropagation measures, over 20 changes (PROPAGATION_CHANGES), the

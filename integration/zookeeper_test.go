@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -185,56 +184,6 @@ func zkApp(addr string) string {
 	return fmt.Sprintf(`"zookeeper": {"servers": {"default": {"servers": [%q], "session_timeout": "4s", "relist_interval": -1}}}`, addr)
 }
 
-// expectZK polls until the admin dump's one zookeeper source lists exactly
-// the given targets with their weights, and requests reach exactly the
-// given backends.
-func expectZK(t *testing.T, cd *harness.Caddy, timeout time.Duration, name string, weights map[string]float64, backends ...string) {
-	t.Helper()
-	start := time.Now()
-	harness.Eventually(t, timeout, func() error {
-		got := map[string]float64{}
-		n := 0
-		for _, e := range upstreams.Dump() {
-			if e.Source != "zookeeper" {
-				continue
-			}
-			n++
-			for _, u := range e.Upstreams {
-				got[u.Dial] = u.Weight
-			}
-		}
-		if n != 1 || !maps.Equal(got, weights) {
-			return fmt.Errorf("%s: %d zookeeper sources in the admin dump with targets %v, want one with %v", name, n, got, weights)
-		}
-		want := slices.Sorted(slices.Values(backends))
-		if spread := cd.Spread(6 * max(len(backends), 1)); !slices.Equal(harness.Names(spread), want) {
-			return fmt.Errorf("%s: requests reached %v, want exactly %v", name, spread, want)
-		}
-		return nil
-	})
-	t.Logf("%-44s followed in %v", name, time.Since(start).Round(time.Millisecond))
-}
-
-// expectZKError polls until the one zookeeper source's error in the admin
-// dump contains every part.
-func expectZKError(t *testing.T, timeout time.Duration, parts ...string) {
-	t.Helper()
-	harness.Eventually(t, timeout, func() error {
-		var msg string
-		for _, e := range upstreams.Dump() {
-			if e.Source == "zookeeper" {
-				msg = e.Error
-			}
-		}
-		for _, p := range parts {
-			if !strings.Contains(msg, p) {
-				return fmt.Errorf("the dump's error %q does not contain %q", msg, p)
-			}
-		}
-		return nil
-	})
-}
-
 // TestZooKeeperCurator: instances registered through real Curator service
 // discovery, the way Spring Cloud Zookeeper registers them, reach Caddy
 // through ZooKeeper's watches alone (the periodic listing is off): a
@@ -250,26 +199,26 @@ func TestZooKeeperCurator(t *testing.T) {
 	da, db := netip.AddrPortFrom(a, 8080), netip.AddrPortFrom(b, 8080)
 	ra := registerCurator(t, s, "orders", "a", da, "zone=east")
 	cd := harness.StartCaddy(t, zkCaddyPort, zkProxy(map[string]any{"service": "orders"}), zkApp(s.addr))
-	expectZK(t, cd, 15*time.Second, "first listing", map[string]float64{da.String(): 1}, "a")
+	expectDump(t, cd, "zookeeper", 15*time.Second, "first listing", map[string]float64{da.String(): 1}, "a")
 
 	const within = 2 * time.Second
 	rb := registerCurator(t, s, "orders", "b", db, "zone=west")
-	expectZK(t, cd, within, "curator registers b", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
+	expectDump(t, cd, "zookeeper", within, "curator registers b", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
 	rb.do(t, "status DOWN")
-	expectZK(t, cd, within, "b's instance_status DOWN", map[string]float64{da.String(): 1}, "a")
+	expectDump(t, cd, "zookeeper", within, "b's instance_status DOWN", map[string]float64{da.String(): 1}, "a")
 	rb.do(t, "status UP")
-	expectZK(t, cd, within, "b's instance_status UP", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
+	expectDump(t, cd, "zookeeper", within, "b's instance_status UP", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
 	ra.do(t, "unregister")
-	expectZK(t, cd, within, "a unregisters", map[string]float64{db.String(): 1}, "b")
+	expectDump(t, cd, "zookeeper", within, "a unregisters", map[string]float64{db.String(): 1}, "b")
 	_ = rb.cmd.Process.Signal(syscall.SIGKILL)
 	killed := time.Now()
-	expectZKError(t, 15*time.Second, "/services/orders has no instances")
+	expectDumpError(t, "zookeeper", 15*time.Second, "/services/orders has no instances")
 	t.Logf("registrar killed: its node went after %v (session timeout 4 s)", time.Since(killed).Round(time.Millisecond))
 
 	cd.Load(zkProxy(map[string]any{"service": "orders", "metadata": map[string]string{"zone": "west"}}), zkApp(s.addr))
 	registerCurator(t, s, "orders", "a2", da, "zone=east")
 	registerCurator(t, s, "orders", "b2", db, "zone=west")
-	expectZK(t, cd, within, "metadata zone=west", map[string]float64{db.String(): 1}, "b")
+	expectDump(t, cd, "zookeeper", within, "metadata zone=west", map[string]float64{db.String(): 1}, "b")
 }
 
 // TestZooKeeperDubbo: Dubbo interface-level providers, written as Dubbo
@@ -290,18 +239,18 @@ func TestZooKeeperDubbo(t *testing.T) {
 	}
 	s.create(t, provider("tri", a, "weight=100&version=1.0.0"), []byte(a.String()), zk.FlagEphemeral)
 	cd := harness.StartCaddy(t, zkCaddyPort, zkProxy(map[string]any{"service": iface, "format": "dubbo"}), zkApp(s.addr))
-	expectZK(t, cd, 15*time.Second, "dubbo: first listing", map[string]float64{netip.AddrPortFrom(a, 50051).String(): 100}, "a")
+	expectDump(t, cd, "zookeeper", 15*time.Second, "dubbo: first listing", map[string]float64{netip.AddrPortFrom(a, 50051).String(): 100}, "a")
 	s.create(t, provider("tri", b, "weight=300&version=1.0.0"), []byte(b.String()), zk.FlagEphemeral)
-	expectZK(t, cd, 2*time.Second, "dubbo: b provides, weight 300", map[string]float64{netip.AddrPortFrom(a, 50051).String(): 100, netip.AddrPortFrom(b, 50051).String(): 300}, "a", "b")
+	expectDump(t, cd, "zookeeper", 2*time.Second, "dubbo: b provides, weight 300", map[string]float64{netip.AddrPortFrom(a, 50051).String(): 100, netip.AddrPortFrom(b, 50051).String(): 300}, "a", "b")
 	if err := s.conn.Delete(provider("tri", a, "weight=100&version=1.0.0"), -1); err != nil {
 		t.Fatal(err)
 	}
-	expectZK(t, cd, 2*time.Second, "dubbo: a stops providing", map[string]float64{netip.AddrPortFrom(b, 50051).String(): 300}, "b")
+	expectDump(t, cd, "zookeeper", 2*time.Second, "dubbo: a stops providing", map[string]float64{netip.AddrPortFrom(b, 50051).String(): 300}, "b")
 	if err := s.conn.Delete(provider("tri", b, "weight=300&version=1.0.0"), -1); err != nil {
 		t.Fatal(err)
 	}
 	s.create(t, provider("dubbo", b, "weight=300"), nil, zk.FlagEphemeral)
-	expectZKError(t, 2*time.Second, "protocol dubbo, which Caddy does not proxy here (protocols: tri, rest)")
+	expectDumpError(t, "zookeeper", 2*time.Second, "protocol dubbo, which Caddy does not proxy here (protocols: tri, rest)")
 }
 
 // curatorJSON is a node's data as Curator writes it for Spring Cloud
@@ -326,7 +275,7 @@ func TestZooKeeperSessionExpiry(t *testing.T) {
 	da, db := netip.AddrPortFrom(a, 8080), netip.AddrPortFrom(b, 8080)
 	s.create(t, "/services/orders/a", curatorJSON("a", da), 0)
 	cd := harness.StartCaddy(t, zkCaddyPort, zkProxy(map[string]any{"service": "orders"}), zkApp(fmt.Sprintf("127.0.0.1:%d", f.Port())))
-	expectZK(t, cd, 15*time.Second, "first listing", map[string]float64{da.String(): 1}, "a")
+	expectDump(t, cd, "zookeeper", 15*time.Second, "first listing", map[string]float64{da.String(): 1}, "a")
 	restarts := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", "default")
 
 	f.SetOpen(false)
@@ -336,20 +285,20 @@ func TestZooKeeperSessionExpiry(t *testing.T) {
 	if err := s.conn.Delete("/services/orders/a", -1); err != nil {
 		t.Fatal(err)
 	}
-	expectZKError(t, 10*time.Second, `cannot reach zookeeper server "default"`, "serving the last known instances meanwhile")
+	expectDumpError(t, "zookeeper", 10*time.Second, `cannot reach zookeeper server "default"`, "serving the last known instances meanwhile")
 	t.Logf("connection cut: reported after %v", time.Since(cut).Round(time.Millisecond))
 	if spread := cd.Spread(12); !slices.Equal(harness.Names(spread), []string{"a"}) {
 		t.Errorf("during the cut, requests reached %v, want the last known a", spread)
 	}
 	time.Sleep(10 * time.Second) // well past the 4 s session timeout: ZooKeeper expires the session
 	f.SetOpen(true)
-	expectZK(t, cd, 15*time.Second, "new session lists again", map[string]float64{db.String(): 1}, "b")
+	expectDump(t, cd, "zookeeper", 15*time.Second, "new session lists again", map[string]float64{db.String(): 1}, "b")
 	if got := discoveryMetric(t, "caddy_discovery_watch_restarts_total", "connection", "default"); got != restarts+1 {
 		t.Errorf("watch restarts %v, want %v (one new session)", got, restarts+1)
 	}
 	// the new session's watches work
 	s.create(t, "/services/orders/a", curatorJSON("a", da), 0)
-	expectZK(t, cd, 2*time.Second, "a change on the new session", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
+	expectDump(t, cd, "zookeeper", 2*time.Second, "a change on the new session", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
 }
 
 // zkWatches asks ZooKeeper (the wchs command) how many watches its clients
@@ -400,7 +349,7 @@ func TestZooKeeperReloadsKeepOneWatch(t *testing.T) {
 		zkProxy(map[string]any{"service": "orders", "metadata": map[string]string{"instance_status": "UP"}}),
 	}
 	cd := harness.StartCaddy(t, zkCaddyPort, configs[0], app)
-	expectZK(t, cd, 15*time.Second, "first listing", map[string]float64{da.String(): 1}, "a")
+	expectDump(t, cd, "zookeeper", 15*time.Second, "first listing", map[string]float64{da.String(): 1}, "a")
 	watches := zkWatches(t, s)
 	if watches != 1 {
 		t.Errorf("ZooKeeper holds %d data watches for one instance, want 1", watches)
@@ -438,12 +387,12 @@ func TestZooKeeperHung(t *testing.T) {
 	da, db := netip.AddrPortFrom(a, 8080), netip.AddrPortFrom(b, 8080)
 	s.create(t, "/services/orders/a", curatorJSON("a", da), 0)
 	cd := harness.StartCaddy(t, zkCaddyPort, zkProxy(map[string]any{"service": "orders"}), zkApp(s.addr))
-	expectZK(t, cd, 15*time.Second, "first listing", map[string]float64{da.String(): 1}, "a")
+	expectDump(t, cd, "zookeeper", 15*time.Second, "first listing", map[string]float64{da.String(): 1}, "a")
 	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	stopped := time.Now()
-	expectZKError(t, 15*time.Second, `cannot reach zookeeper server "default"`)
+	expectDumpError(t, "zookeeper", 15*time.Second, `cannot reach zookeeper server "default"`)
 	t.Logf("hung ZooKeeper: reported after %v", time.Since(stopped).Round(time.Millisecond))
 	if spread := cd.Spread(12); !slices.Equal(harness.Names(spread), []string{"a"}) {
 		t.Errorf("while ZooKeeper hangs, requests reached %v, want the last known a", spread)
@@ -460,5 +409,5 @@ func TestZooKeeperHung(t *testing.T) {
 		return nil
 	})
 	s.create(t, "/services/orders/b", curatorJSON("b", db), 0)
-	expectZK(t, cd, 2*time.Second, "a change after the hang", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
+	expectDump(t, cd, "zookeeper", 2*time.Second, "a change after the hang", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
 }
