@@ -6,6 +6,8 @@ package caddyfile
 
 import (
 	"encoding/json"
+	"maps"
+	"slices"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -16,95 +18,164 @@ import (
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
-// String reads the single argument of the current subdirective into dst.
-func String(d *caddyfile.Dispenser, dst *string) error {
-	if err := once(d, *dst != ""); err != nil {
-		return err
-	}
-	if !d.NextArg() {
-		return d.ArgErr()
-	}
-	*dst = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	return nil
+// An Option reads one subdirective of a block (its name is d.Val()) into
+// the config field it was made for. The readers below refuse a subdirective
+// given twice and a wrong number of arguments.
+type Option struct {
+	read   func(d *caddyfile.Dispenser) error
+	former bool // a former name, read but not listed among the known ones
 }
 
-// Secret reads the single argument of the current subdirective, a password,
-// token or key, into dst. Unlike String's, its errors never show an argument:
-// a secret written with a space in it would otherwise appear in the error.
-func Secret(d *caddyfile.Dispenser, dst *string) error {
-	name := d.Val()
-	if err := once(d, *dst != ""); err != nil {
-		return err
-	}
-	args := d.RemainingArgs()
-	if len(args) != 1 {
-		return d.Errf("%s takes one argument, not %d; quote a value with spaces in it, or use a placeholder such as {env.SECRET}", name, len(args))
-	}
-	*dst = args[0]
-	return nil
+// Read reads the current subdirective with o, for an option whose own
+// reader builds on another's.
+func (o Option) Read(d *caddyfile.Dispenser) error { return o.read(d) }
+
+// Options are the subdirectives a block knows, by name: one table is both
+// what a block reads and what its unknown-option error lists.
+type Options map[string]Option
+
+// With adds more's options to o and returns o.
+func (o Options) With(more Options) Options {
+	maps.Copy(o, more)
+	return o
 }
 
-// Strings reads the one or more arguments of the current subdirective into dst.
-func Strings(d *caddyfile.Dispenser, dst *[]string) error {
-	if err := once(d, len(*dst) > 0); err != nil {
-		return err
+// Read reads the current subdirective; ok is false for one o does not know.
+func (o Options) Read(d *caddyfile.Dispenser) (ok bool, err error) {
+	opt, ok := o[d.Val()]
+	if !ok {
+		return false, nil
 	}
-	args := d.RemainingArgs()
-	if len(args) == 0 {
-		return d.ArgErr()
+	return true, opt.read(d)
+}
+
+// names lists the options for an error, sorted, without former names.
+func (o Options) names() []string {
+	var names []string
+	for name, opt := range o {
+		if !opt.former {
+			names = append(names, name)
+		}
 	}
-	*dst = args
-	return nil
+	slices.Sort(names)
+	return names
+}
+
+// Func is an option read by f, for a subdirective with a syntax of its own.
+func Func(f func(d *caddyfile.Dispenser) error) Option { return Option{read: f} }
+
+// Former is opt under a name that has been replaced: still read, not listed.
+func Former(opt Option) Option {
+	opt.former = true
+	return opt
+}
+
+// String reads the single argument of a subdirective into dst.
+func String(dst *string) Option {
+	return Func(func(d *caddyfile.Dispenser) error {
+		if err := once(d, *dst != ""); err != nil {
+			return err
+		}
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		*dst = d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		return nil
+	})
+}
+
+// Secret reads the single argument of a subdirective, a password, token or
+// key, into dst. Unlike String's, its errors never show an argument: a
+// secret written with a space in it would otherwise appear in the error.
+func Secret(dst *string) Option {
+	return Func(func(d *caddyfile.Dispenser) error {
+		name := d.Val()
+		if err := once(d, *dst != ""); err != nil {
+			return err
+		}
+		args := d.RemainingArgs()
+		if len(args) != 1 {
+			return d.Errf("%s takes one argument, not %d; quote a value with spaces in it, or use a placeholder such as {env.SECRET}", name, len(args))
+		}
+		*dst = args[0]
+		return nil
+	})
+}
+
+// Strings reads the one or more arguments of a subdirective into dst.
+func Strings(dst *[]string) Option {
+	return Func(func(d *caddyfile.Dispenser) error {
+		if err := once(d, len(*dst) > 0); err != nil {
+			return err
+		}
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		*dst = args
+		return nil
+	})
 }
 
 // Flag sets dst for a subdirective that takes no argument.
-func Flag(d *caddyfile.Dispenser, dst *bool) error {
-	if err := once(d, *dst); err != nil {
-		return err
-	}
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	*dst = true
-	return nil
+func Flag(dst *bool) Option {
+	return Func(func(d *caddyfile.Dispenser) error {
+		if err := once(d, *dst); err != nil {
+			return err
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		*dst = true
+		return nil
+	})
 }
 
-// Duration reads the single duration argument (e.g. 5s, 1m) of the current
+// Duration reads the single duration argument (e.g. 5s, 1m) of a
 // subdirective into dst.
-func Duration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
-	name, s := d.Val(), ""
-	if err := once(d, *dst != 0); err != nil {
-		return err
-	}
-	if err := String(d, &s); err != nil {
-		return err
-	}
-	v, err := caddy.ParseDuration(s)
-	if err != nil {
-		return d.Errf("%s: %q is not a duration such as 5s or 1m: %v", name, s, err)
-	}
-	*dst = caddy.Duration(v)
-	return nil
+func Duration(dst *caddy.Duration) Option {
+	return Func(func(d *caddyfile.Dispenser) error {
+		name, s, err := single(d, *dst != 0)
+		if err != nil {
+			return err
+		}
+		v, err := caddy.ParseDuration(s)
+		if err != nil {
+			return d.Errf("%s: %q is not a duration such as 5s or 1m: %v", name, s, err)
+		}
+		*dst = caddy.Duration(v)
+		return nil
+	})
 }
 
-// Int reads the single integer argument of the current subdirective into dst.
-func Int(d *caddyfile.Dispenser, dst *int) error {
-	name, s := d.Val(), ""
-	if err := once(d, *dst != 0); err != nil {
-		return err
+// Int reads the single integer argument of a subdirective into dst.
+func Int(dst *int) Option {
+	return Func(func(d *caddyfile.Dispenser) error {
+		name, s, err := single(d, *dst != 0)
+		if err != nil {
+			return err
+		}
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			return d.Errf("%s takes a whole number, not %q", name, s)
+		}
+		*dst = v
+		return nil
+	})
+}
+
+// single reads the one argument of the current subdirective, refused when
+// set says it was given before; name is the subdirective's.
+func single(d *caddyfile.Dispenser, set bool) (name, arg string, err error) {
+	name = d.Val()
+	if err := once(d, set); err != nil {
+		return name, "", err
 	}
-	if err := String(d, &s); err != nil {
-		return err
-	}
-	v, err := strconv.Atoi(s)
-	if err != nil {
-		return d.Errf("%s takes a whole number, not %q", name, s)
-	}
-	*dst = v
-	return nil
+	err = String(&arg).read(d)
+	return name, arg, err
 }
 
 func once(d *caddyfile.Dispenser, set bool) error {
@@ -114,27 +185,29 @@ func once(d *caddyfile.Dispenser, set bool) error {
 	return nil
 }
 
-// Map reads the key and the value that the current subdirective (such as
-// metadata) takes into dst, once per key. example completes "<name> takes a
-// key and a value, e.g. ".
-func Map(d *caddyfile.Dispenser, dst *map[string]string, example string) error {
-	name := d.Val()
-	var k, v string
-	if !d.Args(&k, &v) || d.NextArg() {
-		return d.Errf("%s takes a key and a value, e.g. %s", name, example)
-	}
-	if _, dup := (*dst)[k]; dup {
-		return d.Errf("%s %q has already been specified", name, k)
-	}
-	if *dst == nil {
-		*dst = make(map[string]string)
-	}
-	(*dst)[k] = v
-	return nil
+// Map reads the key and the value that a subdirective (such as metadata)
+// takes into dst, once per key. example completes "<name> takes a key and a
+// value, e.g. ".
+func Map(dst *map[string]string, example string) Option {
+	return Func(func(d *caddyfile.Dispenser) error {
+		name := d.Val()
+		var k, v string
+		if !d.Args(&k, &v) || d.NextArg() {
+			return d.Errf("%s takes a key and a value, e.g. %s", name, example)
+		}
+		if _, dup := (*dst)[k]; dup {
+			return d.Errf("%s %q has already been specified", name, k)
+		}
+		if *dst == nil {
+			*dst = make(map[string]string)
+		}
+		(*dst)[k] = v
+		return nil
+	})
 }
 
-// Unknown is the error for a subdirective that the block does not know.
-func Unknown(d *caddyfile.Dispenser, block string, known ...string) error {
+// unknown is the error for a subdirective that the block does not know.
+func unknown(d *caddyfile.Dispenser, block string, known []string) error {
 	return d.Errf("unrecognized %s option '%s' (known options: %v)", block, d.Val(), known)
 }
 
@@ -151,12 +224,11 @@ func Unknown(d *caddyfile.Dispenser, block string, known ...string) error {
 // existing holds what the earlier ones gave, and the blocks are added to
 // theirs; a name given twice is refused, and so is one that breaks
 // upstreams.CheckName. example completes "<kind> needs a name, e.g. ".
-// option reads one subdirective of a block into its connection, ok false
-// for one it does not know; known lists those it does, for the error. Each
-// connection is checked with its Validate. It returns the app for
+// options gives the subdirectives of a block, bound to its connection.
+// Each connection is checked with its Validate. It returns the app for
 // httpcaddyfile.RegisterGlobalOption.
 func NamedBlocks[T interface{ Validate() error }](d *caddyfile.Dispenser, existing any, appName string, app any,
-	blocks *map[string]*T, kind, example string, known []string, option func(*T, *caddyfile.Dispenser) (ok bool, err error),
+	blocks *map[string]*T, kind, example string, options func(*T) Options,
 ) (any, error) {
 	if prev, ok := existing.(httpcaddyfile.App); ok {
 		if err := json.Unmarshal(prev.Value, app); err != nil {
@@ -169,7 +241,7 @@ func NamedBlocks[T interface{ Validate() error }](d *caddyfile.Dispenser, existi
 	}
 	for d.NextBlock(0) {
 		if d.Val() != kind {
-			return nil, Unknown(d, appName+" global", kind)
+			return nil, unknown(d, appName+" global", []string{kind})
 		}
 		if !d.NextArg() {
 			return nil, d.Errf("%s needs a name, e.g. %s", kind, example)
@@ -185,10 +257,11 @@ func NamedBlocks[T interface{ Validate() error }](d *caddyfile.Dispenser, existi
 			return nil, d.Err(err.Error())
 		}
 		c := new(T)
+		opts := options(c)
 		for d.NextBlock(1) {
-			ok, err := option(c, d)
+			ok, err := opts.Read(d)
 			if !ok {
-				return nil, Unknown(d, appName+" "+kind, known...)
+				return nil, unknown(d, appName+" "+kind, opts.names())
 			}
 			if err != nil {
 				return nil, err
@@ -207,13 +280,10 @@ func NamedBlocks[T interface{ Validate() error }](d *caddyfile.Dispenser, existi
 
 // Source reads the tokens of `dynamic <source> <arg> { … }`: the one
 // argument into arg (without one, the error is need, which shows how to
-// write it), each subdirective through option, which reports false for one
-// it does not know (the error then lists known), and last checks the
-// result with validate, so that what can be known before placeholders are
-// replaced is reported at adapt time.
-func Source(d *caddyfile.Dispenser, source string, arg *string, need string,
-	option func(*caddyfile.Dispenser) (bool, error), validate func() error, known ...string,
-) error {
+// write it), each subdirective through options, and last checks the result
+// with validate, so that what can be known before placeholders are replaced
+// is reported at adapt time.
+func Source(d *caddyfile.Dispenser, source string, arg *string, need string, options Options, validate func() error) error {
 	d.Next() // the source's name
 	if !d.NextArg() {
 		return d.Err(need)
@@ -223,9 +293,9 @@ func Source(d *caddyfile.Dispenser, source string, arg *string, need string,
 		return d.ArgErr()
 	}
 	for d.NextBlock(0) {
-		ok, err := option(d)
+		ok, err := options.Read(d)
 		if !ok {
-			return Unknown(d, source, known...)
+			return unknown(d, source, options.names())
 		}
 		if err != nil {
 			return err
@@ -237,23 +307,29 @@ func Source(d *caddyfile.Dispenser, source string, arg *string, need string,
 	return nil
 }
 
-// TLSOptions are the subdirectives of an upstreams.ClientTLS.
-var TLSOptions = []string{"tls", "ca_file", "cert_file", "key_file", "tls_server_name"}
+// TLS gives the subdirectives of a connection's TLS settings, bound to t.
+func TLS(t *upstreams.ClientTLS) Options {
+	return Options{"tls": Flag(&t.TLS), "ca_file": String(&t.CAFile), "cert_file": String(&t.CertFile),
+		"key_file": String(&t.KeyFile), "tls_server_name": String(&t.TLSServerName)}
+}
 
-// TLS reads one subdirective of a connection's TLS settings into t; ok is
-// false for any other subdirective.
-func TLS(d *caddyfile.Dispenser, t *upstreams.ClientTLS) (ok bool, err error) {
-	switch d.Val() {
-	case "tls":
-		return true, Flag(d, &t.TLS)
-	case "ca_file":
-		return true, String(d, &t.CAFile)
-	case "cert_file":
-		return true, String(d, &t.CertFile)
-	case "key_file":
-		return true, String(d, &t.KeyFile)
-	case "tls_server_name":
-		return true, String(d, &t.TLSServerName)
+// ServerOption is the global option of an app whose named connections are
+// its servers (consul, etcd, eureka, nacos, zookeeper), for
+// httpcaddyfile.RegisterGlobalOption:
+//
+//	{
+//		<app> {
+//			server <name> {
+//				<connection subdirectives>
+//			}
+//		}
+//	}
+//
+// example completes "server needs a name, e.g. "; options gives a block's
+// subdirectives, bound to its connection.
+func ServerOption[T upstreams.Connection[T]](app, example string, options func(*T) Options) httpcaddyfile.UnmarshalGlobalFunc {
+	return func(d *caddyfile.Dispenser, existing any) (any, error) {
+		a := new(upstreams.ServerApp[T])
+		return NamedBlocks(d, existing, app, a, &a.Servers, "server", example, options)
 	}
-	return false, nil
 }

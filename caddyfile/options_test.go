@@ -26,22 +26,8 @@ func (c conf) Validate() error {
 	return nil
 }
 
-var known = []string{"name", "addrs", "on", "timeout", "port"}
-
-func (c *conf) option(d *caddyfile.Dispenser) (bool, error) {
-	switch d.Val() {
-	case "name":
-		return true, String(d, &c.Name)
-	case "addrs":
-		return true, Strings(d, &c.Addrs)
-	case "on":
-		return true, Flag(d, &c.On)
-	case "timeout":
-		return true, Duration(d, &c.Timeout)
-	case "port":
-		return true, Int(d, &c.Port)
-	}
-	return false, nil
+func (c *conf) options() Options {
+	return Options{"name": String(&c.Name), "addrs": Strings(&c.Addrs), "on": Flag(&c.On), "timeout": Duration(&c.Timeout), "port": Int(&c.Port)}
 }
 
 type app struct {
@@ -51,7 +37,7 @@ type app struct {
 func parse(input string, existing any) (any, error) {
 	a := new(app)
 	d := caddyfile.NewTestDispenser(input)
-	return NamedBlocks(d, existing, "test", a, &a.Things, "thing", "thing one { ... }", known, (*conf).option)
+	return NamedBlocks(d, existing, "test", a, &a.Things, "thing", "thing one { ... }", (*conf).options)
 }
 
 func TestNamedBlocksAndOptions(t *testing.T) {
@@ -104,7 +90,7 @@ func TestOptionErrors(t *testing.T) {
 		"test {\n thing a {\n timeout 1s\n timeout 2s\n }\n}": "timeout has already been specified",
 		"test {\n thing a {\n port eighty\n }\n}":             `port takes a whole number, not "eighty"`,
 		"test {\n thing a {\n addrs\n }\n}":                   "wrong argument count",
-		"test {\n thing a {\n bogus 1\n }\n}":                 "unrecognized test thing option 'bogus' (known options: [name addrs on timeout port])",
+		"test {\n thing a {\n bogus 1\n }\n}":                 "unrecognized test thing option 'bogus' (known options: [addrs name on port timeout])",
 		"test {\n thing a {\n port -1\n }\n}":                 `thing "a": port: negative`,
 		"test {\n thing a.b {\n }\n}":                         `invalid thing name "a.b"`,
 	} {
@@ -119,7 +105,7 @@ func TestSecret(t *testing.T) {
 		d := caddyfile.NewTestDispenser(input)
 		var dst string
 		for d.Next() {
-			if err := Secret(d, &dst); err != nil {
+			if err := Secret(&dst).Read(d); err != nil {
 				return dst, err
 			}
 		}
@@ -148,7 +134,7 @@ func TestMap(t *testing.T) {
 		d := caddyfile.NewTestDispenser(input)
 		var m map[string]string
 		for d.Next() {
-			if err := Map(d, &m, "metadata zone east"); err != nil {
+			if err := Map(&m, "metadata zone east").Read(d); err != nil {
 				return m, err
 			}
 		}

@@ -11,11 +11,23 @@ func init() {
 	httpcaddyfile.RegisterGlobalOption("consul", parseGlobalOption)
 }
 
-var connectionOptions = append([]string{"addresses", "token", "token_file"}, cf.TLSOptions...)
-
-var sourceOptions = append([]string{
-	"datacenter", "tags", "filter", "namespace", "partition", "server",
-}, connectionOptions...)
+// parseGlobalOption reads the consul global option into the consul app:
+//
+//	{
+//		consul {
+//			server <name> {
+//				addresses        <address...>
+//				token            <token>
+//				token_file       <path>
+//				tls
+//				ca_file          <path>
+//				cert_file        <path>
+//				key_file         <path>
+//				tls_server_name  <name>
+//			}
+//		}
+//	}
+var parseGlobalOption = cf.ServerOption("consul", "server default { addresses 10.0.0.1:8500 }", (*Server).options)
 
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens. Syntax:
 //
@@ -41,70 +53,34 @@ var sourceOptions = append([]string{
 // filter `Service.Meta.version == "v2"`. An address is host[:port] or
 // http[s]://host[:port][/path-prefix].
 func (u *ConsulUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	return cf.Source(d, "consul", &u.Service, "dynamic consul needs a service, e.g. dynamic consul web",
-		u.unmarshalOption, u.Validate, sourceOptions...)
+	return cf.Source(d, "consul", &u.Service, "dynamic consul needs a service, e.g. dynamic consul web", u.options(), u.Validate)
 }
 
-// unmarshalOption reads one subdirective of the source; ok is false for an
-// unknown one.
-func (u *ConsulUpstreams) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error) {
-	switch d.Val() {
-	case "datacenter":
-		return true, cf.String(d, &u.Datacenter)
-	case "tags":
-		return true, cf.Strings(d, &u.Tags)
-	case "filter":
-		if u.Filter != "" {
-			return true, d.Errf("filter has already been specified")
-		}
-		args := d.RemainingArgs()
-		if len(args) != 1 {
-			return true, d.Errf("filter takes one expression, not %d arguments: quote it with backticks, e.g. filter `Service.Meta.version == \"v2\"`", len(args))
-		}
-		u.Filter = args[0]
-		return true, nil
-	case "namespace":
-		return true, cf.String(d, &u.Namespace)
-	case "partition":
-		return true, cf.String(d, &u.Partition)
-	case "server":
-		return true, cf.String(d, &u.ServerName)
+// options are the source's subdirectives.
+func (u *ConsulUpstreams) options() cf.Options {
+	return cf.Options{
+		"datacenter": cf.String(&u.Datacenter), "tags": cf.Strings(&u.Tags), "filter": cf.Func(u.unmarshalFilter),
+		"namespace": cf.String(&u.Namespace), "partition": cf.String(&u.Partition),
+		"server": cf.String(&u.ServerName),
+	}.With(u.Server.options())
+}
+
+// unmarshalFilter reads the filter subdirective: one expression, which has
+// spaces and quotes.
+func (u *ConsulUpstreams) unmarshalFilter(d *caddyfile.Dispenser) error {
+	if u.Filter != "" {
+		return d.Errf("filter has already been specified")
 	}
-	return u.Server.unmarshalOption(d)
-}
-
-// unmarshalOption reads one connection subdirective; ok is false for any
-// other subdirective.
-func (s *Server) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error) {
-	switch d.Val() {
-	case "addresses":
-		return true, cf.Strings(d, &s.Addresses)
-	case "token":
-		return true, cf.Secret(d, &s.Token)
-	case "token_file":
-		return true, cf.String(d, &s.TokenFile)
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return d.Errf("filter takes one expression, not %d arguments: quote it with backticks, e.g. filter `Service.Meta.version == \"v2\"`", len(args))
 	}
-	return cf.TLS(d, &s.ClientTLS)
+	u.Filter = args[0]
+	return nil
 }
 
-// parseGlobalOption reads the consul global option into the consul app:
-//
-//	{
-//		consul {
-//			server <name> {
-//				addresses        <address...>
-//				token            <token>
-//				token_file       <path>
-//				tls
-//				ca_file          <path>
-//				cert_file        <path>
-//				key_file         <path>
-//				tls_server_name  <name>
-//			}
-//		}
-//	}
-func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
-	app := new(App)
-	return cf.NamedBlocks(d, existing, "consul", app, &app.Servers, "server",
-		"server default { addresses 10.0.0.1:8500 }", connectionOptions, (*Server).unmarshalOption)
+// options are the subdirectives of a connection.
+func (s *Server) options() cf.Options {
+	return cf.Options{"addresses": cf.Strings(&s.Addresses), "token": cf.Secret(&s.Token), "token_file": cf.String(&s.TokenFile)}.
+		With(cf.TLS(&s.ClientTLS))
 }

@@ -11,9 +11,21 @@ func init() {
 	httpcaddyfile.RegisterGlobalOption("zookeeper", parseGlobalOption)
 }
 
-var connectionOptions = []string{"servers", "session_timeout", "username", "password", "relist_interval"}
-
-var sourceOptions = append([]string{"format", "base_path", "ssl_port", "protocols", "metadata", "server"}, connectionOptions...)
+// parseGlobalOption reads the zookeeper global option into the zookeeper
+// app:
+//
+//	{
+//		zookeeper {
+//			server <name> {
+//				servers          <host:port...>
+//				session_timeout  <duration>
+//				username         <user>
+//				password         <password>
+//				relist_interval  <duration>
+//			}
+//		}
+//	}
+var parseGlobalOption = cf.ServerOption("zookeeper", "server default { servers 10.0.0.1:2181 }", (*Server).options)
 
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens. Syntax:
 //
@@ -34,64 +46,22 @@ var sourceOptions = append([]string{"format", "base_path", "ssl_port", "protocol
 //
 // metadata may be given once per key.
 func (u *ZooKeeperUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	return cf.Source(d, "zookeeper", &u.Service, "dynamic zookeeper needs a service, e.g. dynamic zookeeper orders",
-		u.unmarshalOption, u.Validate, sourceOptions...)
+	return cf.Source(d, "zookeeper", &u.Service, "dynamic zookeeper needs a service, e.g. dynamic zookeeper orders", u.options(), u.Validate)
 }
 
-// unmarshalOption reads one subdirective of the source; ok is false for an
-// unknown one.
-func (u *ZooKeeperUpstreams) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error) {
-	switch d.Val() {
-	case "format":
-		return true, cf.String(d, &u.Format)
-	case "base_path":
-		return true, cf.String(d, &u.BasePath)
-	case "ssl_port":
-		return true, cf.Flag(d, &u.SSLPort)
-	case "protocols":
-		return true, cf.Strings(d, &u.Protocols)
-	case "metadata":
-		return true, cf.Map(d, &u.Metadata, "metadata version 1.0.0")
-	case "server":
-		return true, cf.String(d, &u.ServerName)
+// options are the source's subdirectives.
+func (u *ZooKeeperUpstreams) options() cf.Options {
+	return cf.Options{
+		"format": cf.String(&u.Format), "base_path": cf.String(&u.BasePath), "ssl_port": cf.Flag(&u.SSLPort),
+		"protocols": cf.Strings(&u.Protocols), "metadata": cf.Map(&u.Metadata, "metadata version 1.0.0"),
+		"server": cf.String(&u.ServerName),
+	}.With(u.Server.options())
+}
+
+// options are the subdirectives of a connection.
+func (s *Server) options() cf.Options {
+	return cf.Options{
+		"servers": cf.Strings(&s.Servers), "session_timeout": cf.Duration(&s.SessionTimeout), "relist_interval": cf.Duration(&s.RelistInterval),
+		"username": cf.String(&s.Username), "password": cf.Secret(&s.Password),
 	}
-	return u.Server.unmarshalOption(d)
-}
-
-// unmarshalOption reads one connection subdirective; ok is false for any
-// other subdirective.
-func (s *Server) unmarshalOption(d *caddyfile.Dispenser) (ok bool, err error) {
-	switch d.Val() {
-	case "servers":
-		return true, cf.Strings(d, &s.Servers)
-	case "session_timeout":
-		return true, cf.Duration(d, &s.SessionTimeout)
-	case "username":
-		return true, cf.String(d, &s.Username)
-	case "password":
-		return true, cf.Secret(d, &s.Password)
-	case "relist_interval":
-		return true, cf.Duration(d, &s.RelistInterval)
-	}
-	return false, nil
-}
-
-// parseGlobalOption reads the zookeeper global option into the zookeeper
-// app:
-//
-//	{
-//		zookeeper {
-//			server <name> {
-//				servers          <host:port...>
-//				session_timeout  <duration>
-//				username         <user>
-//				password         <password>
-//				relist_interval  <duration>
-//			}
-//		}
-//	}
-func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
-	app := new(App)
-	return cf.NamedBlocks(d, existing, "zookeeper", app, &app.Servers, "server",
-		"server default { servers 10.0.0.1:2181 }", connectionOptions, (*Server).unmarshalOption)
 }
