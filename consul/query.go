@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // query is what one long-poll asks Consul: the passing instances of a
@@ -52,14 +54,14 @@ func (q query) subject() string {
 
 // selection describes the tags and filter, or "" without them.
 func (q query) selection() string {
-	var parts []string
+	var tags, filter string
 	if len(q.tags) > 0 {
-		parts = append(parts, "tags "+strings.Join(q.tags, ","))
+		tags = "tags " + strings.Join(q.tags, ",")
 	}
 	if q.filter != "" {
-		parts = append(parts, fmt.Sprintf("filter %q", q.filter))
+		filter = fmt.Sprintf("filter %q", q.filter)
 	}
-	return strings.Join(parts, ", ")
+	return upstreams.Selecting(nil, tags, filter)
 }
 
 // name is the source's service name in the admin dump and the metrics:
@@ -76,10 +78,7 @@ func (q query) name() string {
 	if q.namespace != "" {
 		s = q.namespace + "/" + s
 	}
-	if sel := q.selection(); sel != "" {
-		s += " (" + sel + ")"
-	}
-	return s
+	return upstreams.Named(s, q.selection())
 }
 
 // normalizeTags sorts tags and drops duplicates: the order of tags does not

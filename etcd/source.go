@@ -126,11 +126,7 @@ func (u *EtcdUpstreams) provision(log *zap.Logger, app *App) error {
 	if err != nil {
 		return err
 	}
-	service := v.prefix
-	if sel := v.selection(); sel != "" {
-		service += " (" + sel + ")"
-	}
-	v.where, v.pub = st.where, u.Publish(log, "etcd", service)
+	v.where, v.pub = st.where, u.Publish(log, "etcd", upstreams.Named(v.prefix, v.selection()))
 	u.watch = w
 	w.fan.Add(v)
 	u.OnCleanup(func() { w.fan.Remove(v) })

@@ -2,8 +2,6 @@ package etcd
 
 import (
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
@@ -22,56 +20,26 @@ type view struct {
 	pub      *upstreams.Publisher
 }
 
-// skipped counts why keys were left out, for messages.
-type skipped struct {
-	undecodable, badAddr, metadata int
-	example                        string // one key's problem
-}
-
-func (s *skipped) add(n *int, key string, err error) {
-	*n++
-	if s.example == "" {
-		s.example = fmt.Sprintf("key %q: %v", key, err)
-	}
-}
-
-func (s skipped) String() string {
-	var parts []string
-	for _, p := range []struct {
-		n    int
-		what string
-	}{{s.undecodable, "not in the format"}, {s.badAddr, "without an IP address Caddy can dial"}, {s.metadata, "not matching the metadata"}} {
-		if p.n > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", p.n, p.what))
-		}
-	}
-	s2 := strings.Join(parts, ", ")
-	if s.example != "" {
-		s2 += " (such as " + s.example + ")"
-	}
-	return s2
-}
-
 // targets decodes the keys into targets: each key's instance in the view's
 // format, with an IP address Caddy can dial (see upstreams.ParseAddr; a
 // host name is skipped, never looked up), matching the metadata. Nothing a
 // key holds can make it panic.
-func (v *view) targets(keys []kv) ([]upstreams.Target, skipped) {
+func (v *view) targets(keys []kv) ([]upstreams.Target, upstreams.Skipped) {
 	out := make([]upstreams.Target, 0, len(keys))
-	var s skipped
+	var s upstreams.Skipped
 	for _, e := range keys {
 		in, err := decode(v.format, v.fields, e.value)
 		if err != nil {
-			s.add(&s.undecodable, e.key, err)
+			s.AddExample("not in the format", fmt.Sprintf("key %q: %v", e.key, err))
 			continue
 		}
 		addr, ok := upstreams.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(in.host, "["), "]"))
 		if !ok {
-			s.add(&s.badAddr, e.key, fmt.Errorf("%q is not an IP address: register the instance with its IP", clip(in.host)))
+			s.AddExample("without an IP address Caddy can dial", fmt.Sprintf("key %q: %q is not an IP address: register the instance with its IP", e.key, clip(in.host)))
 			continue
 		}
 		if !upstreams.HasMetadata(in.metadata, v.metadata) {
-			s.metadata++
+			s.Add("not matching the metadata")
 			continue
 		}
 		out = append(out, upstreams.Target{Addr: addr, Port: uint16(in.port), Weight: max(in.weight, 1)})
@@ -101,16 +69,9 @@ func (v *view) Trouble(err error) { v.pub.Trouble(err) }
 
 // selection describes the view's selection for the admin dump.
 func (v *view) selection() string {
-	var parts []string
+	format := ""
 	if v.format != formatEtcd {
-		parts = append(parts, "format "+v.format)
+		format = "format " + v.format
 	}
-	if len(v.metadata) > 0 {
-		var kv []string
-		for _, k := range slices.Sorted(maps.Keys(v.metadata)) {
-			kv = append(kv, k+"="+v.metadata[k])
-		}
-		parts = append(parts, "metadata "+strings.Join(kv, ","))
-	}
-	return strings.Join(parts, ", ")
+	return upstreams.Selecting(v.metadata, format)
 }

@@ -104,15 +104,11 @@ func (u *EurekaUpstreams) provision(log *zap.Logger, app *App) error {
 		return servers.In(serverName, err)
 	}
 	u.feed = f
-	service := strings.ToUpper(name)
-	if s := sel.String(); s != "" {
-		service += " (" + s + ")"
-	}
 	a, err := acquireApplication(&u.Source, f, feedKey(serverName, srv), name)
 	if err != nil {
 		return err
 	}
-	v := &view{sel: sel, where: f.where, app: strings.ToUpper(name), pub: u.Publish(log, "eureka", service)}
+	v := &view{sel: sel, where: f.where, app: strings.ToUpper(name), pub: u.Publish(log, "eureka", upstreams.Named(strings.ToUpper(name), sel.String()))}
 	a.fan.Add(v)
 	u.OnCleanup(func() { a.fan.Remove(v) })
 	app.Add(f.start)

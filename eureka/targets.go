@@ -2,8 +2,6 @@ package eureka
 
 import (
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
@@ -16,18 +14,11 @@ type selection struct {
 }
 
 func (s selection) String() string {
-	var parts []string
+	port := ""
 	if s.secure {
-		parts = append(parts, "secure port")
+		port = "secure port"
 	}
-	if len(s.metadata) > 0 {
-		var kv []string
-		for _, k := range slices.Sorted(maps.Keys(s.metadata)) {
-			kv = append(kv, k+"="+s.metadata[k])
-		}
-		parts = append(parts, "metadata "+strings.Join(kv, ","))
-	}
-	return strings.Join(parts, ", ")
+	return upstreams.Selecting(s.metadata, port)
 }
 
 // skipped counts why instances were left out, for error messages.

@@ -158,11 +158,7 @@ func (u *NacosUpstreams) provision(log *zap.Logger, app *App) error {
 	if err != nil {
 		return err
 	}
-	dumpName := ref.String()
-	if sel := f.String(); sel != "" {
-		dumpName += " (" + sel + ")"
-	}
-	u.view = &view{filter: f, protect: u.ProtectThreshold, reconcile: reconcile, pub: u.Publish(log, "nacos", dumpName)}
+	u.view = &view{filter: f, protect: u.ProtectThreshold, reconcile: reconcile, pub: u.Publish(log, "nacos", upstreams.Named(ref.String(), f.String()))}
 	u.subscription = w
 	w.addView(u.view)
 	u.OnCleanup(func() { w.removeView(u.view) })

@@ -2,7 +2,6 @@ package nacos
 
 import (
 	"fmt"
-	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -22,18 +21,11 @@ type filter struct {
 }
 
 func (f filter) String() string {
-	var parts []string
+	clusters := ""
 	if len(f.clusters) > 0 {
-		parts = append(parts, "clusters "+strings.Join(f.clusters, ","))
+		clusters = "clusters " + strings.Join(f.clusters, ",")
 	}
-	if len(f.metadata) > 0 {
-		var kv []string
-		for _, k := range slices.Sorted(maps.Keys(f.metadata)) {
-			kv = append(kv, k+"="+f.metadata[k])
-		}
-		parts = append(parts, "metadata "+strings.Join(kv, ","))
-	}
-	return strings.Join(parts, ", ")
+	return upstreams.Selecting(f.metadata, clusters)
 }
 
 // skipped counts why instances were left out, for error messages.

@@ -20,14 +20,3 @@ func ParseAddr(s string) (netip.Addr, bool) {
 	}
 	return addr, true
 }
-
-// HasMetadata reports whether an instance's metadata has every pair of
-// want, the selection a source's `metadata` option makes.
-func HasMetadata(metadata, want map[string]string) bool {
-	for k, w := range want {
-		if got, ok := metadata[k]; !ok || got != w {
-			return false
-		}
-	}
-	return true
-}

@@ -126,11 +126,7 @@ func (u *ZooKeeperUpstreams) provision(log *zap.Logger, app *App) error {
 	if err != nil {
 		return err
 	}
-	service := v.path
-	if sel := v.selection(); sel != "" {
-		service += " (" + sel + ")"
-	}
-	v.where, v.pub = st.where, u.Publish(log, "zookeeper", service)
+	v.where, v.pub = st.where, u.Publish(log, "zookeeper", upstreams.Named(v.path, v.selection()))
 	u.watch = w
 	w.fan.Add(v)
 	u.OnCleanup(func() { w.fan.Remove(v) })

@@ -3,8 +3,6 @@ package zookeeper
 import (
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
@@ -23,29 +21,6 @@ type view struct {
 	pub       *upstreams.Publisher
 }
 
-// skipped counts why nodes were left out, for messages.
-type skipped struct {
-	undecodable, disabled, badAddr, metadata int
-	example                                  string // one node's problem
-}
-
-func (s skipped) String() string {
-	var parts []string
-	for _, p := range []struct {
-		n    int
-		what string
-	}{{s.undecodable, "not in the format"}, {s.disabled, "disabled or not UP"}, {s.badAddr, "without an IP address Caddy can dial"}, {s.metadata, "not matching the metadata"}} {
-		if p.n > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", p.n, p.what))
-		}
-	}
-	out := strings.Join(parts, ", ")
-	if s.example != "" {
-		out += " (such as " + s.example + ")"
-	}
-	return out
-}
-
 // decode reads one node in the view's format.
 func (v *view) decode(n node) (instance, error) {
 	if v.format == formatDubbo {
@@ -58,32 +33,26 @@ func (v *view) decode(n node) (instance, error) {
 // with an IP address Caddy can dial (see upstreams.ParseAddr; a host name
 // is skipped and explained, never looked up), matching the metadata.
 // Nothing a node holds can make it panic.
-func (v *view) targets(nodes []node) ([]upstreams.Target, skipped) {
+func (v *view) targets(nodes []node) ([]upstreams.Target, upstreams.Skipped) {
 	out := make([]upstreams.Target, 0, len(nodes))
-	var s skipped
-	note := func(n *int, name string, err error) {
-		*n++
-		if s.example == "" {
-			s.example = fmt.Sprintf("node %q: %v", clip(name), err)
-		}
-	}
+	var s upstreams.Skipped
 	for _, n := range nodes {
 		in, err := v.decode(n)
 		switch {
 		case errors.Is(err, errDisabled):
-			s.disabled++
+			s.Add("disabled or not UP")
 			continue
 		case err != nil:
-			note(&s.undecodable, n.name, err)
+			s.AddExample("not in the format", fmt.Sprintf("node %q: %v", clip(n.name), err))
 			continue
 		}
 		addr, ok := upstreams.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(in.host, "["), "]"))
 		if !ok {
-			note(&s.badAddr, n.name, fmt.Errorf("%q is not an IP address: register the instance with its IP (Spring Cloud Zookeeper: spring.cloud.zookeeper.discovery.prefer-ip-address=true)", clip(in.host)))
+			s.AddExample("without an IP address Caddy can dial", fmt.Sprintf("node %q: %q is not an IP address: register the instance with its IP (Spring Cloud Zookeeper: spring.cloud.zookeeper.discovery.prefer-ip-address=true)", clip(n.name), clip(in.host)))
 			continue
 		}
 		if !upstreams.HasMetadata(in.metadata, v.metadata) {
-			s.metadata++
+			s.Add("not matching the metadata")
 			continue
 		}
 		out = append(out, upstreams.Target{Addr: addr, Port: uint16(in.port), Weight: max(in.weight, 1)})
@@ -113,16 +82,9 @@ func (v *view) Trouble(err error) { v.pub.Trouble(err) }
 
 // selection describes the view's selection for the admin dump.
 func (v *view) selection() string {
-	var parts []string
+	ssl := ""
 	if v.sslPort {
-		parts = append(parts, "sslPort")
+		ssl = "sslPort"
 	}
-	if len(v.metadata) > 0 {
-		var kv []string
-		for _, k := range slices.Sorted(maps.Keys(v.metadata)) {
-			kv = append(kv, k+"="+v.metadata[k])
-		}
-		parts = append(parts, "metadata "+strings.Join(kv, ","))
-	}
-	return strings.Join(parts, ", ")
+	return upstreams.Selecting(v.metadata, ssl)
 }
