@@ -248,6 +248,7 @@ func checkFilter(s string) error {
 
 // Interface guards
 var (
+	_ caddy.App                   = (*App)(nil)
 	_ caddy.Provisioner           = (*ConsulUpstreams)(nil)
 	_ caddy.Validator             = (*ConsulUpstreams)(nil)
 	_ caddy.CleanerUpper          = (*ConsulUpstreams)(nil)

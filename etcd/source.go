@@ -14,6 +14,7 @@ import (
 	"unicode"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
@@ -202,3 +203,12 @@ func checkKey(field, s string) error {
 	}
 	return nil
 }
+
+// Interface guards
+var (
+	_ caddy.App                   = (*App)(nil)
+	_ caddy.Provisioner           = (*EtcdUpstreams)(nil)
+	_ caddy.Validator             = (*EtcdUpstreams)(nil)
+	_ caddy.CleanerUpper          = (*EtcdUpstreams)(nil)
+	_ reverseproxy.UpstreamSource = (*EtcdUpstreams)(nil)
+)

@@ -157,6 +157,7 @@ func (u *EurekaUpstreams) selection() (selection, error) {
 
 // Interface guards
 var (
+	_ caddy.App                   = (*App)(nil)
 	_ caddy.Provisioner           = (*EurekaUpstreams)(nil)
 	_ caddy.Validator             = (*EurekaUpstreams)(nil)
 	_ caddy.CleanerUpper          = (*EurekaUpstreams)(nil)

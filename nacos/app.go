@@ -24,5 +24,3 @@ type App struct{ upstreams.ServerApp[Server] }
 func (*App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "nacos", New: func() caddy.Module { return new(App) }}
 }
-
-var _ caddy.App = (*App)(nil)

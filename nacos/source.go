@@ -277,6 +277,7 @@ func (u *NacosUpstreams) filter() (filter, error) {
 
 // Interface guards
 var (
+	_ caddy.App                   = (*App)(nil)
 	_ caddy.Provisioner           = (*NacosUpstreams)(nil)
 	_ caddy.Validator             = (*NacosUpstreams)(nil)
 	_ caddy.CleanerUpper          = (*NacosUpstreams)(nil)

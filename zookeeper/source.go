@@ -15,6 +15,7 @@ import (
 	"unicode"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
@@ -220,3 +221,12 @@ func checkBase(s string) error {
 	}
 	return nil
 }
+
+// Interface guards
+var (
+	_ caddy.App                   = (*App)(nil)
+	_ caddy.Provisioner           = (*ZooKeeperUpstreams)(nil)
+	_ caddy.Validator             = (*ZooKeeperUpstreams)(nil)
+	_ caddy.CleanerUpper          = (*ZooKeeperUpstreams)(nil)
+	_ reverseproxy.UpstreamSource = (*ZooKeeperUpstreams)(nil)
+)
