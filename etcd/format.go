@@ -4,11 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // The formats a source reads: each is what a registrar writes under a key
@@ -72,17 +73,9 @@ func (f JSONFields) names() JSONFields {
 	}
 }
 
-// instance is what a format reads from one key.
-type instance struct {
-	host     string // as registered: an IP address, or a name Caddy cannot dial
-	port     int
-	weight   float64 // 0: none given
-	metadata map[string]string
-}
-
 // decode reads one key's value in format. Errors say what is wrong with
 // the value, never more of it than the offending part.
-func decode(format string, fields JSONFields, value []byte) (instance, error) {
+func decode(format string, fields JSONFields, value []byte) (upstreams.Record, error) {
 	switch format {
 	case formatEtcd:
 		return decodeEtcd(value)
@@ -93,30 +86,30 @@ func decode(format string, fields JSONFields, value []byte) (instance, error) {
 	case formatJSON:
 		return decodeJSON(fields.names(), value)
 	}
-	return instance{}, fmt.Errorf("unknown format %q", format)
+	return upstreams.Record{}, fmt.Errorf("unknown format %q", format)
 }
 
-func decodeEtcd(value []byte) (instance, error) {
+func decodeEtcd(value []byte) (upstreams.Record, error) {
 	var v struct {
 		Op       *int
 		Addr     string
 		Metadata any
 	}
 	if err := json.Unmarshal(value, &v); err != nil || v.Op == nil {
-		return instance{}, errors.New(`not an etcd naming endpoint {"Op":0,"Addr":"ip:port"}` + jsonHint(value))
+		return upstreams.Record{}, errors.New(`not an etcd naming endpoint {"Op":0,"Addr":"ip:port"}` + jsonHint(value))
 	}
 	if *v.Op != 0 {
-		return instance{}, fmt.Errorf("Op is %d, not 0 (Add)", *v.Op)
+		return upstreams.Record{}, fmt.Errorf("Op is %d, not 0 (Add)", *v.Op)
 	}
 	in, err := decodeHostPort(v.Addr)
 	if err != nil {
 		return in, fmt.Errorf("Addr: %w", err)
 	}
-	in.metadata, in.weight = metadataOf(v.Metadata)
+	in.Metadata, in.Weight = metadataOf(v.Metadata)
 	return in, nil
 }
 
-func decodeKratos(value []byte) (instance, error) {
+func decodeKratos(value []byte) (upstreams.Record, error) {
 	var v struct {
 		ID        string            `json:"id"`
 		Version   string            `json:"version"`
@@ -124,7 +117,7 @@ func decodeKratos(value []byte) (instance, error) {
 		Endpoints []string          `json:"endpoints"`
 	}
 	if err := json.Unmarshal(value, &v); err != nil || v.Endpoints == nil {
-		return instance{}, errors.New(`not a kratos ServiceInstance {"id","name","endpoints":["http://ip:port"]}` + jsonHint(value))
+		return upstreams.Record{}, errors.New(`not a kratos ServiceInstance {"id","name","endpoints":["http://ip:port"]}` + jsonHint(value))
 	}
 	for _, e := range v.Endpoints {
 		u, err := url.Parse(e)
@@ -135,65 +128,57 @@ func decodeKratos(value []byte) (instance, error) {
 		if err != nil {
 			return in, fmt.Errorf("endpoint %q: %w", e, err)
 		}
-		in.metadata = v.Metadata
+		in.Metadata = v.Metadata
 		if v.Version != "" {
-			in.metadata = withDefault(in.metadata, "version", v.Version)
+			in.Metadata = withDefault(in.Metadata, "version", v.Version)
 		}
-		in.weight = weightOf(v.Metadata["weight"])
+		in.Weight = weightOf(v.Metadata["weight"])
 		return in, nil
 	}
-	return instance{}, fmt.Errorf("no http:// endpoint among %q: Caddy proxies HTTP; register the service's HTTP server too", v.Endpoints)
+	return upstreams.Record{}, fmt.Errorf("no http:// endpoint among %q: Caddy proxies HTTP; register the service's HTTP server too", v.Endpoints)
 }
 
-func decodeJSON(f JSONFields, value []byte) (instance, error) {
+func decodeJSON(f JSONFields, value []byte) (upstreams.Record, error) {
 	var obj map[string]any
 	if err := json.Unmarshal(value, &obj); err != nil || obj == nil {
-		return instance{}, errors.New("not a JSON object" + jsonHint(value))
+		return upstreams.Record{}, errors.New("not a JSON object" + jsonHint(value))
 	}
 	addr, ok := obj[f.Address].(string)
 	if !ok {
-		return instance{}, fmt.Errorf("no string field %q with the address", f.Address)
+		return upstreams.Record{}, fmt.Errorf("no string field %q with the address", f.Address)
 	}
-	var in instance
-	if host, port, err := net.SplitHostPort(addr); err == nil {
-		in.host, in.port = host, atoi(port)
+	var in upstreams.Record
+	port := ""
+	if host, p, err := net.SplitHostPort(addr); err == nil {
+		in.Host, port = host, p
 	} else {
-		in.host = addr
+		in.Host = addr
 		switch p := obj[f.Port].(type) {
 		case float64:
-			in.port = int(p)
-			if float64(in.port) != p {
-				in.port = -1
-			}
+			port = strconv.FormatFloat(p, 'f', -1, 64)
 		case string:
-			in.port = atoi(p)
+			port = p
 		default:
-			return instance{}, fmt.Errorf("%q has no port, and there is no field %q with one", addr, f.Port)
+			return upstreams.Record{}, fmt.Errorf("%q has no port, and there is no field %q with one", addr, f.Port)
 		}
 	}
-	if err := checkPort(in.port); err != nil {
-		return instance{}, fmt.Errorf("%s: %w", f.Port, err)
+	var err error
+	if in.Port, err = upstreams.ParsePort(port); err != nil {
+		return upstreams.Record{}, fmt.Errorf("%s: %w", f.Port, err)
 	}
-	in.weight = weightOf(obj[f.Weight])
-	in.metadata, _ = metadataOf(obj[f.Metadata])
+	in.Weight = weightOf(obj[f.Weight])
+	in.Metadata, _ = metadataOf(obj[f.Metadata])
 	return in, nil
 }
 
 // decodeHostPort reads host:port.
-func decodeHostPort(s string) (instance, error) {
+func decodeHostPort(s string) (upstreams.Record, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return instance{}, fmt.Errorf("%q is not ip:port", clip(s))
+		return upstreams.Record{}, fmt.Errorf("%q is not ip:port", upstreams.Clip(s))
 	}
-	in := instance{host: host, port: atoi(port)}
-	return in, checkPort(in.port)
-}
-
-func checkPort(p int) error {
-	if p < 1 || p > 65535 {
-		return errors.New("the port is not a number in 1-65535")
-	}
-	return nil
+	p, err := upstreams.ParsePort(port)
+	return upstreams.Record{Host: host, Port: p}, err
 }
 
 // metadataOf reads a metadata object: its string values, numbers and
@@ -217,20 +202,16 @@ func metadataOf(v any) (map[string]string, float64) {
 	return md, weightOf(obj["weight"])
 }
 
-// weightOf reads a weight, a number or a string holding one; 0 for none or
-// one that is not a finite number above 0.
+// weightOf reads a weight, a number or a string holding one (see
+// upstreams.ParseWeight).
 func weightOf(v any) float64 {
-	var w float64
 	switch v := v.(type) {
 	case float64:
-		w = v
+		return upstreams.ParseWeight(strconv.FormatFloat(v, 'g', -1, 64))
 	case string:
-		w, _ = strconv.ParseFloat(v, 64)
+		return upstreams.ParseWeight(v)
 	}
-	if !(w > 0) || math.IsInf(w, 0) {
-		return 0
-	}
-	return w
+	return 0
 }
 
 func withDefault(md map[string]string, k, v string) map[string]string {
@@ -245,26 +226,10 @@ func withDefault(md map[string]string, k, v string) map[string]string {
 	return out
 }
 
-func atoi(s string) int {
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return -1
-	}
-	return n
-}
-
 // jsonHint shows the start of a value that is not what a format expects,
 // so that a key of another format is recognized.
 func jsonHint(value []byte) string {
-	return fmt.Sprintf("; the value starts %q", clip(string(value)))
-}
-
-// clip shortens s for a message.
-func clip(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "…"
-	}
-	return s
+	return fmt.Sprintf("; the value starts %q", upstreams.Clip(string(value)))
 }
 
 func cmpString(s, def string) string {

@@ -2,7 +2,6 @@ package etcd
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
@@ -21,9 +20,9 @@ type view struct {
 }
 
 // targets decodes the keys into targets: each key's instance in the view's
-// format, with an IP address Caddy can dial (see upstreams.ParseAddr; a
-// host name is skipped, never looked up), matching the metadata. Nothing a
-// key holds can make it panic.
+// format, with an address Caddy can dial (an IP address or a host name,
+// see upstreams.Skipped.Take), matching the metadata. Nothing a key holds
+// can make it panic.
 func (v *view) targets(keys []kv) ([]upstreams.Target, upstreams.Skipped) {
 	out := make([]upstreams.Target, 0, len(keys))
 	var s upstreams.Skipped
@@ -33,16 +32,7 @@ func (v *view) targets(keys []kv) ([]upstreams.Target, upstreams.Skipped) {
 			s.AddExample("not in the format", fmt.Sprintf("key %q: %v", e.key, err))
 			continue
 		}
-		addr, ok := upstreams.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(in.host, "["), "]"))
-		if !ok {
-			s.AddExample("without an IP address Caddy can dial", fmt.Sprintf("key %q: %q is not an IP address: register the instance with its IP", e.key, clip(in.host)))
-			continue
-		}
-		if !upstreams.HasMetadata(in.metadata, v.metadata) {
-			s.Add("not matching the metadata")
-			continue
-		}
-		out = append(out, upstreams.Target{Addr: addr, Port: uint16(in.port), Weight: max(in.weight, 1)})
+		out = s.Take(out, fmt.Sprintf("key %q", e.key), in, v.metadata)
 	}
 	return out, s
 }

@@ -15,8 +15,12 @@ import (
 
 // Target is one backend address as a registry reports it.
 type Target struct {
-	// Addr is the backend's IP address.
+	// Addr is the backend's IP address; invalid when Host is set.
 	Addr netip.Addr
+	// Host is the backend's DNS name, for registrars that write a name
+	// rather than an IP address; Caddy resolves it when it connects, never
+	// in GetUpstreams.
+	Host string
 	// Port is the backend's TCP port.
 	Port uint16
 	// Weight is the registry's relative weight for this backend. Sources
@@ -26,14 +30,16 @@ type Target struct {
 
 // Dial is the target's network address in the form reverse_proxy dials.
 func (t Target) Dial() string {
-	return net.JoinHostPort(t.Addr.String(), strconv.Itoa(int(t.Port)))
+	host := t.Host
+	if host == "" {
+		host = t.Addr.String()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(t.Port)))
 }
 
+// compareTargets orders IP addresses first, then host names, then ports.
 func compareTargets(a, b Target) int {
-	if c := a.Addr.Compare(b.Addr); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.Port, b.Port)
+	return cmp.Or(cmp.Compare(a.Host, b.Host), a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port))
 }
 
 // Snapshot is an immutable view of one service: the targets to proxy to, and

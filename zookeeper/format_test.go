@@ -18,7 +18,7 @@ const spring = `{"name":"orders","id":"i1","address":"10.0.0.1","port":8080,"ssl
 
 func TestDecodeCurator(t *testing.T) {
 	in, err := decodeCurator([]byte(spring), false)
-	if err != nil || in.host != "10.0.0.1" || in.port != 8080 || in.weight != 3 || in.metadata["zone"] != "east" {
+	if err != nil || in.Host != "10.0.0.1" || in.Port != 8080 || in.Weight != 3 || in.Metadata["zone"] != "east" {
 		t.Fatalf("%+v, %v", in, err)
 	}
 	for data, want := range map[string]string{
@@ -33,7 +33,7 @@ func TestDecodeCurator(t *testing.T) {
 			t.Errorf("%s: %v, want %q", data, err, want)
 		}
 	}
-	if in, err := decodeCurator([]byte(`{"name":"x","address":"10.0.0.1","port":null,"sslPort":8443}`), true); err != nil || in.port != 8443 {
+	if in, err := decodeCurator([]byte(`{"name":"x","address":"10.0.0.1","port":null,"sslPort":8443}`), true); err != nil || in.Port != 8443 {
 		t.Errorf("sslPort: %+v, %v", in, err)
 	}
 }
@@ -41,7 +41,7 @@ func TestDecodeCurator(t *testing.T) {
 func TestDecodeDubbo(t *testing.T) {
 	name := url.QueryEscape("tri://10.0.0.2:50051/org.example.Greeter?application=greeter&version=1.0.0&weight=200")
 	in, err := decodeDubbo(name, []string{"tri", "rest"})
-	if err != nil || in.host != "10.0.0.2" || in.port != 50051 || in.weight != 200 || in.metadata["version"] != "1.0.0" {
+	if err != nil || in.Host != "10.0.0.2" || in.Port != 50051 || in.Weight != 200 || in.Metadata["version"] != "1.0.0" {
 		t.Fatalf("%+v, %v", in, err)
 	}
 	for raw, want := range map[string]string{
@@ -62,23 +62,24 @@ func TestDecodeDubbo(t *testing.T) {
 }
 
 // TestViewTargets: a view selects UP, enabled instances with an IP address
-// (a host name is explained, never looked up) that match the metadata, and
-// says why when nothing is left.
+// or a host name (served as it is, never looked up) that match the
+// metadata, and says why when nothing is left.
 func TestViewTargets(t *testing.T) {
 	nodes := []node{
 		{"i1", []byte(spring)},
 		{"i2", []byte(strings.NewReplacer(`"10.0.0.1"`, `"web-2.local"`, `"i1"`, `"i2"`).Replace(spring))},
 		{"i3", []byte(strings.Replace(spring, `"UP"`, `"OUT_OF_SERVICE"`, 1))},
+		{"i4", []byte(strings.NewReplacer(`"10.0.0.1"`, `"0.0.0.0"`, `"i1"`, `"i4"`).Replace(spring))},
 	}
 	v := &view{format: formatCurator, path: "/services/orders", where: "zookeeper at 127.0.0.1:2181", pub: upstreams.NewPublisher(zap.NewNop(), "/services/orders")}
 	v.Receive(nodes)
-	if got := v.pub.Load().Dials(); !slices.Equal(got, []string{"10.0.0.1:8080"}) {
+	if got := v.pub.Load().Dials(); !slices.Equal(got, []string{"10.0.0.1:8080", "web-2.local:8080"}) {
 		t.Errorf("dials %v", got)
 	}
 	v.metadata = map[string]string{"zone": "west"}
 	v.Receive(nodes)
 	_, err := v.pub.Load().Upstreams()
-	for _, want := range []string{"none of the 3 nodes under /services/orders is a usable curator instance", "1 disabled or not UP", "1 without an IP address", "1 not matching the metadata", "prefer-ip-address"} {
+	for _, want := range []string{"none of the 4 nodes under /services/orders is a usable curator instance", "1 disabled or not UP", "1 without an IP address or host name", "2 not matching the metadata", `node "i4": "0.0.0.0" is not an address the gateway can dial`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v, want %q", err, want)
 		}
@@ -91,13 +92,13 @@ func FuzzDecode(f *testing.F) {
 	f.Add(spring)
 	f.Add(url.QueryEscape("tri://10.0.0.2:50051/org.example.Greeter?weight=1e400"))
 	f.Fuzz(func(t *testing.T, s string) {
-		for _, in := range []func() (instance, error){
-			func() (instance, error) { return decodeCurator([]byte(s), false) },
-			func() (instance, error) { return decodeCurator([]byte(s), true) },
-			func() (instance, error) { return decodeDubbo(s, []string{"tri", "rest"}) },
+		for _, in := range []func() (upstreams.Record, error){
+			func() (upstreams.Record, error) { return decodeCurator([]byte(s), false) },
+			func() (upstreams.Record, error) { return decodeCurator([]byte(s), true) },
+			func() (upstreams.Record, error) { return decodeDubbo(s, []string{"tri", "rest"}) },
 		} {
 			got, err := in()
-			if err == nil && (got.port < 1 || got.port > 65535 || got.weight < 0) {
+			if err == nil && (got.Port < 1 || got.Port > 65535 || got.Weight < 0) {
 				t.Fatalf("%q decoded to %+v", s, got)
 			}
 		}

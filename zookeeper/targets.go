@@ -3,7 +3,6 @@ package zookeeper
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
@@ -22,7 +21,7 @@ type view struct {
 }
 
 // decode reads one node in the view's format.
-func (v *view) decode(n node) (instance, error) {
+func (v *view) decode(n node) (upstreams.Record, error) {
 	if v.format == formatDubbo {
 		return decodeDubbo(n.name, v.protocols)
 	}
@@ -30,9 +29,9 @@ func (v *view) decode(n node) (instance, error) {
 }
 
 // targets decodes the nodes into targets: each node's instance, enabled,
-// with an IP address Caddy can dial (see upstreams.ParseAddr; a host name
-// is skipped and explained, never looked up), matching the metadata.
-// Nothing a node holds can make it panic.
+// with an address Caddy can dial (an IP address or a host name, see
+// upstreams.Skipped.Take), matching the metadata. Nothing a node holds can
+// make it panic.
 func (v *view) targets(nodes []node) ([]upstreams.Target, upstreams.Skipped) {
 	out := make([]upstreams.Target, 0, len(nodes))
 	var s upstreams.Skipped
@@ -43,19 +42,10 @@ func (v *view) targets(nodes []node) ([]upstreams.Target, upstreams.Skipped) {
 			s.Add("disabled or not UP")
 			continue
 		case err != nil:
-			s.AddExample("not in the format", fmt.Sprintf("node %q: %v", clip(n.name), err))
+			s.AddExample("not in the format", fmt.Sprintf("node %q: %v", upstreams.Clip(n.name), err))
 			continue
 		}
-		addr, ok := upstreams.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(in.host, "["), "]"))
-		if !ok {
-			s.AddExample("without an IP address Caddy can dial", fmt.Sprintf("node %q: %q is not an IP address: register the instance with its IP (Spring Cloud Zookeeper: spring.cloud.zookeeper.discovery.prefer-ip-address=true)", clip(n.name), clip(in.host)))
-			continue
-		}
-		if !upstreams.HasMetadata(in.metadata, v.metadata) {
-			s.Add("not matching the metadata")
-			continue
-		}
-		out = append(out, upstreams.Target{Addr: addr, Port: uint16(in.port), Weight: max(in.weight, 1)})
+		out = s.Take(out, fmt.Sprintf("node %q", upstreams.Clip(n.name)), in, v.metadata)
 	}
 	return out, s
 }
