@@ -4,6 +4,7 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -150,8 +151,15 @@ type curatorInstance struct {
 // and waits until it has registered.
 func registerCurator(t *testing.T, s *zkServer, service, id string, addr netip.AddrPort, metadata ...string) *curatorInstance {
 	t.Helper()
-	args := append([]string{"-Dsession=4000", "-cp", zkRegistrarClasspath(t), "Registrar", s.addr, "/services", service, id,
-		addr.Addr().String(), fmt.Sprint(addr.Port())}, metadata...)
+	return startRegistrar(t, []string{"-Dsession=4000"}, s, "/services", service, id, addr, metadata...)
+}
+
+// startRegistrar starts the Curator registrar with the JVM options opts,
+// and waits until it has registered.
+func startRegistrar(t *testing.T, opts []string, s *zkServer, base, service, id string, addr netip.AddrPort, metadata ...string) *curatorInstance {
+	t.Helper()
+	args := append(append(opts, "-cp", zkRegistrarClasspath(t), "Registrar", s.addr, base, service, id,
+		addr.Addr().String(), fmt.Sprint(addr.Port())), metadata...)
 	cmd := exec.Command("java", args...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -219,6 +227,46 @@ func TestZooKeeperCurator(t *testing.T) {
 	registerCurator(t, s, "orders", "a2", da, "zone=east")
 	registerCurator(t, s, "orders", "b2", db, "zone=west")
 	expectDump(t, cd, "zookeeper", within, "metadata zone=west", map[string]float64{db.String(): 1}, "b")
+}
+
+// TestZooKeeperDigest: a registrar that authenticates with ZooKeeper's
+// digest scheme and writes its nodes readable by its user alone (Curator's
+// authorization and ACLProvider): without credentials, or with a wrong
+// password, Caddy says the ACL keeps it out and what to set; with the
+// user's, it serves the instance. The password appears nowhere Caddy shows.
+func TestZooKeeperDigest(t *testing.T) {
+	const password = "zk-digest-s3cret"
+	s := startZooKeeper(t)
+	n := harness.NewNetns(t)
+	a := n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	da := netip.AddrPortFrom(a, 8080)
+	startRegistrar(t, []string{"-Dsession=4000", "-Ddigest=orders:" + password}, s, "/secure", "orders", "a", da)
+	if _, _, err := s.conn.Children("/secure/orders"); !errors.Is(err, zk.ErrNoAuth) {
+		t.Fatalf("listing /secure/orders without credentials: %v; want the ACL to refuse it", err)
+	}
+	app := func(user, pw string) string {
+		return fmt.Sprintf(`"zookeeper": {"servers": {"default": {"servers": [%q], "relist_interval": -1, "username": %q, "password": %q}}}`, s.addr, user, pw)
+	}
+	proxy := zkProxy(map[string]any{"service": "orders", "base_path": "/secure"})
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	cd := harness.StartCaddyLogged(t, zkCaddyPort, proxy, zkApp(s.addr), logFile)
+	expectDumpError(t, "zookeeper", 10*time.Second, "the ACL of /secure/orders does not let Caddy read it (no auth); set username and password")
+	cd.Load(proxy, app("orders", "wrong-"+password))
+	expectDumpError(t, "zookeeper", 10*time.Second, "the ACL of /secure/orders does not let Caddy read it (no auth)")
+	cd.Load(proxy, app("orders", password))
+	expectDump(t, cd, "zookeeper", 10*time.Second, "digest user", map[string]float64{da.String(): 1}, "a")
+
+	seen, _ := json.Marshal(upstreams.Dump())
+	logged, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for where, text := range map[string]string{"admin dump": string(seen), "log": string(logged)} {
+		if strings.Contains(text, password) {
+			t.Errorf("the %s shows the password", where)
+		}
+	}
 }
 
 // TestZooKeeperDubbo: Dubbo interface-level providers, written as Dubbo

@@ -5,7 +5,12 @@
 // <base>/<service>. The zookeeper source's integration tests run it and
 // drive it through stdin:
 //
-//   java [-Dsession=<ms>] Registrar <connect string> <base path> <service> <id> <address> <port> [key=value...]
+//   java [-Dsession=<ms>] [-Ddigest=<user>:<password>] Registrar <connect string> <base path> <service> <id> <address> <port> [key=value...]
+//
+// With -Ddigest, it authenticates with ZooKeeper's digest scheme and creates
+// every node (the base path's too) with the ACL creator_all, readable by that
+// user alone, as a Curator client with authorization() and an ACLProvider
+// does.
 //
 // It prints "registered" once the node is written, then reads commands, one
 // a line, answering "ok" to each: "status <STATUS>" (metadata
@@ -15,16 +20,21 @@
 // stdin closes or it is killed; its session, and so its node, ends with it.
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
+import java.nio.charset.StandardCharsets;
 import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
 
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.framework.api.ACLProvider;
 import org.apache.curator.retry.ExponentialBackoffRetry;
 import org.apache.curator.x.discovery.ServiceDiscovery;
 import org.apache.curator.x.discovery.ServiceDiscoveryBuilder;
 import org.apache.curator.x.discovery.ServiceInstance;
 import org.apache.curator.x.discovery.details.JsonInstanceSerializer;
+import org.apache.zookeeper.ZooDefs;
+import org.apache.zookeeper.data.ACL;
 import org.springframework.cloud.zookeeper.discovery.ZookeeperInstance;
 
 public class Registrar {
@@ -37,7 +47,17 @@ public class Registrar {
 			String[] kv = args[i].split("=", 2);
 			metadata.put(kv[0], kv[1]);
 		}
-		CuratorFramework client = CuratorFrameworkFactory.newClient(connect, Integer.getInteger("session", 10000), 5000, new ExponentialBackoffRetry(200, 5));
+		CuratorFrameworkFactory.Builder builder = CuratorFrameworkFactory.builder().connectString(connect)
+			.sessionTimeoutMs(Integer.getInteger("session", 10000)).connectionTimeoutMs(5000)
+			.retryPolicy(new ExponentialBackoffRetry(200, 5));
+		String digest = System.getProperty("digest");
+		if (digest != null) {
+			builder.authorization("digest", digest.getBytes(StandardCharsets.UTF_8)).aclProvider(new ACLProvider() {
+				public List<ACL> getDefaultAcl() { return ZooDefs.Ids.CREATOR_ALL_ACL; }
+				public List<ACL> getAclForPath(String path) { return ZooDefs.Ids.CREATOR_ALL_ACL; }
+			});
+		}
+		CuratorFramework client = builder.build();
 		client.start();
 		ServiceInstance<ZookeeperInstance> instance = ServiceInstance.<ZookeeperInstance>builder()
 			.name(service).id(id).address(address).port(port)
