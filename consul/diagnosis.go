@@ -3,7 +3,6 @@ package consul
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -40,27 +39,17 @@ func (c *client) connectionError(err error, timeout time.Duration) error {
 	if errors.As(cause, &op) && op.Err != nil {
 		cause = op.Err // without the local address, which changes
 	}
-	var (
-		unknownCA x509.UnknownAuthorityError
-		hostname  x509.HostnameError
-		invalid   x509.CertificateInvalidError
-		record    tls.RecordHeaderError
-	)
+	var record tls.RecordHeaderError
 	msg := ue.Err.Error()
 	fix := "check addresses, and that the Consul agent runs and its HTTP API listens there"
+	tlsFix, tlsFailed := upstreams.TLSFailure(err, "Consul", "verify_incoming")
 	switch {
-	case errors.As(err, &unknownCA):
-		fix = "its certificate is not signed by a CA Caddy trusts: set ca_file to the Consul CA's certificate"
-	case errors.As(err, &hostname):
-		fix = "its certificate is not valid for the address's host: set tls_server_name to a name it is valid for, such as server.<datacenter>.consul"
-	case errors.As(err, &invalid):
-		fix = "its certificate is invalid (expired, or not for a server): check the Consul servers' certificates"
+	case tlsFailed:
+		fix = tlsFix
 	case strings.Contains(msg, "server gave HTTP response to HTTPS client"), errors.As(err, &record):
 		fix = "it speaks plain HTTP: write http:// addresses (or host:port) and remove tls, ca_file, cert_file, key_file and tls_server_name, or enable its HTTPS port"
 	case strings.Contains(msg, "malformed HTTP response") || strings.Contains(msg, "\x15\x03"):
 		fix = "it speaks HTTPS: write https:// addresses, or set tls"
-	case strings.Contains(msg, "certificate required") || strings.Contains(msg, "bad certificate") || strings.Contains(msg, "unknown certificate"):
-		fix = "it refused Caddy's client certificate, or wants one (verify_incoming): set cert_file and key_file to a certificate it trusts"
 	case ue.Timeout():
 		cause = fmt.Errorf("no answer within %s", timeout)
 		fix = "check that the Consul agent is not hung and that nothing on the way drops long-lived requests"

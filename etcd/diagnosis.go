@@ -3,7 +3,6 @@ package etcd
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -33,17 +32,12 @@ func (c *client) explain(err error) error {
 	case errors.Is(err, rpctypes.ErrUserEmpty), errors.Is(err, rpctypes.ErrInvalidAuthToken):
 		return upstreams.Problem(upstreams.KindUnauthorized, fmt.Errorf("%s: the cluster requires authentication; set username and password (serving the last known instances meanwhile)", c.st.where))
 	}
+	if fix, ok := upstreams.TLSFailure(err, "etcd", "--client-cert-auth"); ok {
+		return upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("cannot reach %s: %s (serving the last known instances meanwhile)", c.st.where, fix))
+	}
 	cause, fix := "no answer", "check endpoints, and that etcd runs and listens there for clients"
-	var unknownCA x509.UnknownAuthorityError
-	var hostname x509.HostnameError
 	msg := err.Error()
 	switch {
-	case errors.As(err, &unknownCA) || strings.Contains(msg, "certificate signed by unknown authority"):
-		cause, fix = "its certificate is not signed by a CA Caddy trusts", "set ca_file to the etcd CA's certificate"
-	case errors.As(err, &hostname) || strings.Contains(msg, "certificate is valid for"):
-		cause, fix = "its certificate is not valid for the endpoint's host", "set tls_server_name to a name it is valid for"
-	case strings.Contains(msg, "bad certificate") || strings.Contains(msg, "certificate required"):
-		cause, fix = "it refused Caddy's client certificate, or wants one", "set cert_file and key_file to a certificate signed by the CA etcd trusts (--trusted-ca-file)"
 	case strings.Contains(msg, "first record does not look like a TLS handshake"):
 		cause, fix = "it speaks plain HTTP/2", "write the endpoints as host:port or http:// and remove tls, ca_file, cert_file, key_file and tls_server_name"
 	case strings.Contains(msg, "connection refused"):

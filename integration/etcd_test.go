@@ -597,7 +597,10 @@ func TestEtcdGoZero(t *testing.T) {
 // certificate, as PEM files in dir.
 type testPKI struct {
 	ca, serverCert, serverKey, clientCert, clientKey string
-	clientTLS                                        *tls.Config // for the test's own client
+	// serverPEM holds the server's PKCS #8 key and certificate, as Java's
+	// PEM key stores read them.
+	serverPEM string
+	clientTLS *tls.Config // for the test's own client
 }
 
 func newTestPKI(t *testing.T, dir string) testPKI {
@@ -625,6 +628,7 @@ func newTestPKI(t *testing.T, dir string) testPKI {
 		t.Fatal(err)
 	}
 	caCert, _ := x509.ParseCertificate(caDER)
+	var serverPEM []byte
 	issue := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string, tls.Certificate) {
 		k := key()
 		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
@@ -639,11 +643,22 @@ func newTestPKI(t *testing.T, dir string) testPKI {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if usage == x509.ExtKeyUsageServerAuth {
+			pkcs8, err := x509.MarshalPKCS8PrivateKey(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			serverPEM = append(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+		}
 		return write(name+".pem", "CERTIFICATE", der), write(name+"-key.pem", "EC PRIVATE KEY", kder),
 			tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
 	}
 	p := testPKI{ca: write("ca.pem", "CERTIFICATE", caDER)}
 	p.serverCert, p.serverKey, _ = issue("server", 2, x509.ExtKeyUsageServerAuth)
+	p.serverPEM = filepath.Join(dir, "server-bundle.pem")
+	if err := os.WriteFile(p.serverPEM, serverPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var cert tls.Certificate
 	p.clientCert, p.clientKey, cert = issue("client", 3, x509.ExtKeyUsageClientAuth)
 	roots := x509.NewCertPool()

@@ -27,10 +27,12 @@ import (
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
-// Ports of the ZooKeeper tests: Caddy's sites and ZooKeeper's client port.
+// Ports of the ZooKeeper tests: Caddy's sites and ZooKeeper's client ports,
+// plain and TLS.
 const (
 	zkCaddyPort  = 18110
 	zkClientPort = 22181
+	zkSecurePort = 22182
 )
 
 // javaLib is where Debian's zookeeper and libcurator-discovery-java put
@@ -47,15 +49,28 @@ type zkServer struct {
 
 // startZooKeeper starts ZooKeeper in a new data directory, stopped when the
 // test ends.
-func startZooKeeper(t *testing.T) *zkServer {
+func startZooKeeper(t *testing.T) *zkServer { return startZooKeeperWith(t) }
+
+// startZooKeeperWith starts ZooKeeper with more lines of zoo.cfg, such as
+// a secureClientPort's settings.
+func startZooKeeperWith(t *testing.T, config ...string) *zkServer {
 	t.Helper()
-	if err := harness.CheckPorts(zkClientPort); err != nil {
+	if err := harness.CheckPorts(zkClientPort, zkSecurePort); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	cmd := exec.Command("java", "-cp", javaLib+"/zookeeper.jar:/etc/zookeeper/conf", "-Dzookeeper.admin.enableServer=false",
-		"-Dzookeeper.4lw.commands.whitelist=wchs",
-		"org.apache.zookeeper.server.ZooKeeperServerMain", fmt.Sprint(zkClientPort), filepath.Join(dir, "data"))
+	// tickTime 3000 as without a zoo.cfg: sessions last 6-60 s. Keys
+	// ZooKeeper does not know become system properties zookeeper.<key>.
+	cfg := append([]string{"tickTime=3000", "dataDir=" + filepath.Join(dir, "data"), fmt.Sprintf("clientPort=%d", zkClientPort),
+		"admin.enableServer=false", "4lw.commands.whitelist=wchs"}, config...)
+	if err := os.WriteFile(filepath.Join(dir, "zoo.cfg"), []byte(strings.Join(cfg, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Debian's zookeeper.jar lists its dependencies in its manifest, but
+	// not netty-codec, which the Netty connection factory (TLS) needs;
+	// slf4j-simple writes the server's log to zookeeper.log.
+	cp := strings.Join([]string{javaLib + "/zookeeper.jar", javaLib + "/netty-codec.jar", javaLib + "/slf4j-simple.jar", "/etc/zookeeper/conf"}, ":")
+	cmd := exec.Command("java", "-cp", cp, "org.apache.zookeeper.server.ZooKeeperServerMain", filepath.Join(dir, "zoo.cfg"))
 	log, err := os.Create(filepath.Join(dir, "zookeeper.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -267,6 +282,35 @@ func TestZooKeeperDigest(t *testing.T) {
 			t.Errorf("the %s shows the password", where)
 		}
 	}
+}
+
+// TestZooKeeperTLS: ZooKeeper's secureClientPort (its Netty connection
+// factory) requiring client certificates: Caddy verifies the server against
+// ca_file and presents cert_file; without the CA, or without a client
+// certificate, it says which field to set.
+func TestZooKeeperTLS(t *testing.T) {
+	pki := newTestPKI(t, t.TempDir())
+	s := startZooKeeperWith(t, fmt.Sprintf("secureClientPort=%d", zkSecurePort),
+		"serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+		"ssl.keyStore.location="+pki.serverPEM, "ssl.keyStore.type=PEM",
+		"ssl.trustStore.location="+pki.ca, "ssl.trustStore.type=PEM", "ssl.clientAuth=need")
+	n := harness.NewNetns(t)
+	a := n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	da := netip.AddrPortFrom(a, 8080)
+	registerCurator(t, s, "orders", "a", da)
+	app := func(fields string) string {
+		return fmt.Sprintf(`"zookeeper": {"servers": {"default": {"servers": ["127.0.0.1:%d"], "relist_interval": -1%s}}}`, zkSecurePort, fields)
+	}
+	proxy := zkProxy(map[string]any{"service": "orders"})
+	full := fmt.Sprintf(`, "ca_file": %q, "cert_file": %q, "key_file": %q`, pki.ca, pki.clientCert, pki.clientKey)
+	cd := harness.StartCaddy(t, zkCaddyPort, proxy, app(full))
+	expectDump(t, cd, "zookeeper", 15*time.Second, "TLS with a client certificate", map[string]float64{da.String(): 1}, "a")
+
+	cd.Load(proxy, app(fmt.Sprintf(`, "cert_file": %q, "key_file": %q`, pki.clientCert, pki.clientKey)))
+	expectDumpError(t, "zookeeper", 15*time.Second, "not signed by a CA Caddy trusts", "set ca_file")
+	cd.Load(proxy, app(fmt.Sprintf(`, "ca_file": %q`, pki.ca)))
+	expectDumpError(t, "zookeeper", 15*time.Second, "client certificate", "set cert_file and key_file")
 }
 
 // TestZooKeeperDubbo: Dubbo interface-level providers, written as Dubbo

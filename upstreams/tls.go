@@ -96,3 +96,29 @@ func LoadCA(file string) (*x509.CertPool, error) {
 	}
 	return pool, nil
 }
+
+// TLSFailure says what is wrong when err is a TLS failure between Caddy and
+// a registry, and which field fixes it: an untrusted, invalid or misnamed
+// server certificate, or a client certificate refused or missing. ok is
+// false for any other error. registry names the server's kind ("Consul"),
+// and clientAuth the server setting that makes it verify clients (such as
+// "verify_incoming"), for the message.
+func TLSFailure(err error, registry, clientAuth string) (fix string, ok bool) {
+	var (
+		unknownCA x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+	)
+	msg := err.Error()
+	switch {
+	case errors.As(err, &unknownCA) || strings.Contains(msg, "certificate signed by unknown authority"):
+		return fmt.Sprintf("its certificate is not signed by a CA Caddy trusts: set ca_file to the %s CA's certificate", registry), true
+	case errors.As(err, &hostname) || strings.Contains(msg, "certificate is valid for"):
+		return "its certificate is not valid for the address's host: set tls_server_name to a name it is valid for", true
+	case errors.As(err, &invalid):
+		return fmt.Sprintf("its certificate is invalid (expired, or not for a server): check the %s servers' certificates", registry), true
+	case strings.Contains(msg, "certificate required") || strings.Contains(msg, "bad certificate") || strings.Contains(msg, "unknown certificate"):
+		return fmt.Sprintf("it refused Caddy's client certificate, or wants one (%s): set cert_file and key_file to a certificate signed by a CA it trusts", clientAuth), true
+	}
+	return "", false
+}

@@ -22,6 +22,11 @@ func init() {
 //				username         <user>
 //				password         <password>
 //				relist_interval  <duration>
+//				tls
+//				ca_file          <path>
+//				cert_file        <path>
+//				key_file         <path>
+//				tls_server_name  <name>
 //			}
 //		}
 //	}
@@ -42,6 +47,11 @@ var parseGlobalOption = cf.ServerOption("zookeeper", "server default { servers 1
 //		username         <user>
 //		password         <password>
 //		relist_interval  <duration>
+//		tls
+//		ca_file          <path>
+//		cert_file        <path>
+//		key_file         <path>
+//		tls_server_name  <name>
 //	}
 //
 // metadata may be given once per key.
@@ -63,5 +73,5 @@ func (s *Server) options() cf.Options {
 	return cf.Options{
 		"servers": cf.Strings(&s.Servers), "session_timeout": cf.Duration(&s.SessionTimeout), "relist_interval": cf.Duration(&s.RelistInterval),
 		"username": cf.String(&s.Username), "password": cf.Secret(&s.Password),
-	}
+	}.With(cf.TLS(&s.ClientTLS))
 }

@@ -1,9 +1,12 @@
 package zookeeper
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/go-zookeeper/zk"
@@ -52,7 +55,7 @@ func (zkLog) Printf(format string, args ...any) {
 }
 
 func (c *client) run() {
-	conn, events, err := zk.Connect(c.st.servers, c.st.timeout, zk.WithLogger(zkLog{}), zk.WithLogInfo(false))
+	conn, events, err := zk.Connect(c.st.servers, c.st.timeout, zk.WithLogger(zkLog{}), zk.WithLogInfo(false), zk.WithDialer(c.dial))
 	if err != nil {
 		c.setProblem(upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("%s: %w; check servers", c.st.where, err)))
 		return
@@ -103,6 +106,53 @@ func (c *client) follow(ev zk.Event, session int64) int64 {
 		c.setProblem(upstreams.Problem(upstreams.KindUnauthorized, fmt.Errorf("%s: digest authentication failed; check username and password (serving the last known instances meanwhile)", c.st.where)))
 	}
 	return session
+}
+
+// dial connects to a server for the ZooKeeper client, with TLS if the
+// connection has it. The client only logs why a connection failed and tries
+// the next server, so a TLS failure, of the handshake or an alert the
+// server sends after it (as when it refuses the client certificate under
+// TLS 1.3), becomes the connection's problem here.
+func (c *client) dial(network, address string, timeout time.Duration) (net.Conn, error) {
+	if c.st.tls == nil {
+		return net.DialTimeout(network, address, timeout)
+	}
+	cfg := c.st.tls.Clone()
+	if cfg.ServerName == "" {
+		cfg.ServerName, _, _ = net.SplitHostPort(address)
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, network, address, cfg)
+	if err != nil {
+		c.tlsFailed(err)
+		return nil, err
+	}
+	return &tlsConn{Conn: conn, c: c}, nil
+}
+
+// tlsFailed makes err the connection's problem when it is a TLS failure.
+func (c *client) tlsFailed(err error) {
+	fix, ok := upstreams.TLSFailure(err, "ZooKeeper", "ssl.clientAuth")
+	var record tls.RecordHeaderError
+	if !ok && errors.As(err, &record) {
+		fix, ok = "it does not speak TLS there: list the servers' secureClientPort, or remove tls, ca_file, cert_file, key_file and tls_server_name", true
+	}
+	if ok {
+		c.setProblem(upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("cannot reach %s: %s (serving the last known instances meanwhile)", c.st.where, fix)))
+	}
+}
+
+// tlsConn is a TLS connection whose read errors dial looks at.
+type tlsConn struct {
+	net.Conn
+	c *client
+}
+
+func (t *tlsConn) Read(b []byte) (int, error) {
+	n, err := t.Conn.Read(b)
+	if err != nil {
+		t.c.tlsFailed(err)
+	}
+	return n, err
 }
 
 // wait waits until the session is being opened, and reports false if the

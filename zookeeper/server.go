@@ -1,6 +1,7 @@
 package zookeeper
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -53,12 +54,19 @@ type Server struct {
 	// ZooKeeper's watches (which deliver every change, and are re-armed
 	// after each). A negative value disables it. Default: 1m
 	RelistInterval caddy.Duration `json:"relist_interval,omitempty"`
+
+	// TLS, to the servers' secureClientPort (ZooKeeper 3.5+ with
+	// serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory):
+	// the servers' certificates are always verified, against `ca_file` or
+	// the system trust store; `cert_file` and `key_file` for servers that
+	// verify clients (ssl.clientAuth=need, the default).
+	upstreams.ClientTLS
 }
 
 // IsSet reports whether any field is set, i.e. whether a source brings a
 // connection of its own.
 func (s Server) IsSet() bool {
-	return len(s.Servers) > 0 || s.SessionTimeout != 0 || s.Username != "" || s.Password != "" || s.RelistInterval != 0
+	return len(s.Servers) > 0 || s.SessionTimeout != 0 || s.Username != "" || s.Password != "" || s.RelistInterval != 0 || s.ClientTLS.Wanted()
 }
 
 // Validate checks that the fields fit together; field names in the errors
@@ -83,7 +91,7 @@ func (s Server) Validate() error {
 	case s.SessionTimeout != 0 && time.Duration(s.SessionTimeout) < time.Second:
 		return fmt.Errorf("session_timeout: %s is too short; use 1s or more", time.Duration(s.SessionTimeout))
 	}
-	return nil
+	return s.ClientTLS.Validate()
 }
 
 // checkServer checks one host:port.
@@ -102,7 +110,8 @@ func checkServer(a string) error {
 func (s Server) Expand(repl *caddy.Replacer) (Server, error) {
 	err := upstreams.ExpandList(repl, "servers", &s.Servers)
 	if err == nil {
-		err = upstreams.ExpandFields(repl, upstreams.Field{Name: "username", Value: &s.Username}, upstreams.Field{Name: "password", Value: &s.Password})
+		err = upstreams.ExpandFields(repl, append([]upstreams.Field{{Name: "username", Value: &s.Username}, {Name: "password", Value: &s.Password}},
+			s.ClientTLS.Fields()...)...)
 	}
 	return s, err
 }
@@ -114,13 +123,17 @@ type settings struct {
 	relist   time.Duration // 0: off
 	username string
 	password string
-	where    string // for messages
-	conn     string // the connection label of the metrics
+	tls      *tls.Config // nil: plain
+	tlsKey   string      // the TLS settings, for the fingerprint
+	where    string      // for messages
+	conn     string      // the connection label of the metrics
 }
 
 // settings resolves the server's (placeholder-free, validated) fields,
-// named name in the zookeeper app ("" for a source's own fields).
-func (s Server) settings(name string) settings {
+// named name in the zookeeper app ("" for a source's own fields). It reads
+// the TLS files, to report what is wrong with them when the config loads,
+// but makes no request.
+func (s Server) settings(name string) (settings, error) {
 	st := settings{servers: s.Servers, username: s.Username, password: s.Password, timeout: time.Duration(s.SessionTimeout)}
 	if len(st.servers) == 0 {
 		st.servers = []string{defaultServer}
@@ -139,12 +152,20 @@ func (s Server) settings(name string) settings {
 	if name != "" {
 		st.where, st.conn = fmt.Sprintf("zookeeper server %q at %s", name, list), name
 	}
-	return st
+	if s.ClientTLS.Wanted() {
+		cfg, err := s.ClientTLS.Config()
+		if err != nil {
+			return settings{}, err
+		}
+		st.tls, st.tlsKey = cfg, s.ClientTLS.Key()
+	}
+	return st, nil
 }
 
 // fingerprint identifies the connection, named name in the zookeeper app
 // ("" for a source's own fields), without holding any secret: equal
 // fingerprints share one session.
 func (st settings) fingerprint(name string) string {
-	return upstreams.Fingerprint(append([]string{name, st.username, st.password, st.timeout.String(), st.relist.String()}, st.servers...)...)
+	return upstreams.Fingerprint(append([]string{name, st.username, st.password, st.timeout.String(), st.relist.String(), fmt.Sprint(st.tls != nil), st.tlsKey},
+		st.servers...)...)
 }

@@ -118,7 +118,10 @@ func (u *ZooKeeperUpstreams) provision(log *zap.Logger, app *App) error {
 	if err != nil {
 		return err
 	}
-	st := srv.settings(name)
+	st, err := srv.settings(name)
+	if err != nil {
+		return servers.In(name, err)
+	}
 	c, err := acquireClient(&u.Source, name, st)
 	if err != nil {
 		return err
