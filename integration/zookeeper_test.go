@@ -42,9 +42,9 @@ const javaLib = "/usr/share/java"
 // zkServer is a real ZooKeeper 3.8 (Debian's zookeeper package) on
 // loopback, standalone, with a client of the test's own.
 type zkServer struct {
+	*harness.Server
 	addr string
 	conn *zk.Conn
-	cmd  *exec.Cmd
 }
 
 // startZooKeeper starts ZooKeeper in a new data directory, stopped when the
@@ -70,21 +70,9 @@ func startZooKeeperWith(t *testing.T, config ...string) *zkServer {
 	// not netty-codec, which the Netty connection factory (TLS) needs;
 	// slf4j-simple writes the server's log to zookeeper.log.
 	cp := strings.Join([]string{javaLib + "/zookeeper.jar", javaLib + "/netty-codec.jar", javaLib + "/slf4j-simple.jar", "/etc/zookeeper/conf"}, ":")
-	cmd := exec.Command("java", "-cp", cp, "org.apache.zookeeper.server.ZooKeeperServerMain", filepath.Join(dir, "zoo.cfg"))
-	log, err := os.Create(filepath.Join(dir, "zookeeper.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting ZooKeeper (Debian's zookeeper package): %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		log.Close()
-	})
-	s := &zkServer{addr: fmt.Sprintf("127.0.0.1:%d", zkClientPort), cmd: cmd}
+	srv := harness.StartServer(t, dir, "zookeeper", "ZooKeeper (Debian's zookeeper package)",
+		"java", "-cp", cp, "org.apache.zookeeper.server.ZooKeeperServerMain", filepath.Join(dir, "zoo.cfg"))
+	s := &zkServer{Server: srv, addr: fmt.Sprintf("127.0.0.1:%d", zkClientPort)}
 	conn, _, err := zk.Connect([]string{s.addr}, 10*time.Second, zk.WithLogInfo(false), zk.WithLogger(discardLog{}))
 	if err != nil {
 		t.Fatal(err)
@@ -313,6 +301,45 @@ func TestZooKeeperTLS(t *testing.T) {
 	expectDumpError(t, "zookeeper", 15*time.Second, "client certificate", "set cert_file and key_file")
 }
 
+// TestZooKeeperRestarted: ZooKeeper crashes (SIGKILL) under a request loop
+// and starts again on its data 2 s later, within the sessions' timeout:
+// no request fails, the sessions (Caddy's and the registrars') resume, so
+// the registrars' ephemeral nodes stay, and a registration made once it is
+// back is served through the watches alone (the periodic listing is off);
+// its time from recovery is reported on a "fault:" line.
+func TestZooKeeperRestarted(t *testing.T) {
+	s := startZooKeeper(t)
+	n := harness.NewNetns(t)
+	a, b, c := n.AddAddr(t), n.AddAddr(t), n.AddAddr(t)
+	for name, ip := range map[string]netip.Addr{"a": a, "b": b, "c": c} {
+		n.Backend(t, name, ip, 8080)
+	}
+	da, db, dc := netip.AddrPortFrom(a, 8080), netip.AddrPortFrom(b, 8080), netip.AddrPortFrom(c, 8080)
+	registerCurator(t, s, "orders", "a", da)
+	registerCurator(t, s, "orders", "b", db)
+	cd := harness.StartCaddy(t, zkCaddyPort, zkProxy(map[string]any{"service": "orders"}), zkApp(s.addr))
+	expectDump(t, cd, "zookeeper", 15*time.Second, "first listing", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
+	tr := startTraffic(t, cd, []string{"a", "b", "c"}, "")
+	time.Sleep(time.Second)
+
+	s.Stop(syscall.SIGKILL)
+	stopped := time.Now()
+	expectDumpError(t, "zookeeper", 10*time.Second, `cannot reach zookeeper server "default"`, "serving the last known instances meanwhile")
+	time.Sleep(time.Until(stopped.Add(2 * time.Second))) // traffic while ZooKeeper is down
+	s.Restart()
+	harness.Eventually(t, 30*time.Second, func() error {
+		_, _, err := s.conn.Exists("/services/orders")
+		return err
+	})
+	back := time.Now()
+	registerCurator(t, s, "orders", "c", dc)
+	served, ok := tr.firstSeen("", "c", back, faultServeWait)
+	checkRecovery(t, "zookeeper restarted", back, served, ok)
+	checkTraffic(t, tr, "zookeeper restarted")
+	expectDump(t, cd, "zookeeper", 5*time.Second, "after the restart: the sessions resumed, a and b still registered",
+		map[string]float64{da.String(): 1, db.String(): 1, dc.String(): 1}, "a", "b", "c")
+}
+
 // TestZooKeeperDubbo: Dubbo interface-level providers, written as Dubbo
 // writes them (ephemeral nodes named by the URL-encoded provider URL under
 // /dubbo/<interface>/providers), with their weights, followed as they come
@@ -480,18 +507,14 @@ func TestZooKeeperHung(t *testing.T) {
 	s.create(t, "/services/orders/a", curatorJSON("a", da), 0)
 	cd := harness.StartCaddy(t, zkCaddyPort, zkProxy(map[string]any{"service": "orders"}), zkApp(s.addr))
 	expectDump(t, cd, "zookeeper", 15*time.Second, "first listing", map[string]float64{da.String(): 1}, "a")
-	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	s.Signal(syscall.SIGSTOP)
 	stopped := time.Now()
 	expectDumpError(t, "zookeeper", 15*time.Second, `cannot reach zookeeper server "default"`)
 	t.Logf("hung ZooKeeper: reported after %v", time.Since(stopped).Round(time.Millisecond))
 	if spread := cd.Spread(12); !slices.Equal(harness.Names(spread), []string{"a"}) {
 		t.Errorf("while ZooKeeper hangs, requests reached %v, want the last known a", spread)
 	}
-	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
+	s.Signal(syscall.SIGCONT)
 	harness.Eventually(t, 20*time.Second, func() error {
 		for _, d := range upstreams.Dump() {
 			if d.Source == "zookeeper" && d.Error != "" {
