@@ -184,22 +184,8 @@ func decodeHostPort(s string) (upstreams.Record, error) {
 // metadataOf reads a metadata object: its string values, numbers and
 // booleans as text, and a numeric "weight" as the weight.
 func metadataOf(v any) (map[string]string, float64) {
-	obj, ok := v.(map[string]any)
-	if !ok {
-		return nil, 0
-	}
-	md := make(map[string]string, len(obj))
-	for k, x := range obj {
-		switch x := x.(type) {
-		case string:
-			md[k] = x
-		case float64:
-			md[k] = strconv.FormatFloat(x, 'f', -1, 64)
-		case bool:
-			md[k] = strconv.FormatBool(x)
-		}
-	}
-	return md, weightOf(obj["weight"])
+	obj, _ := v.(map[string]any)
+	return upstreams.JSONMetadata(v), weightOf(obj["weight"])
 }
 
 // weightOf reads a weight, a number or a string holding one (see

@@ -340,6 +340,45 @@ func TestZooKeeperRestarted(t *testing.T) {
 		map[string]float64{da.String(): 1, db.String(): 1, dc.String(): 1}, "a", "b", "c")
 }
 
+// TestZooKeeperAPISIX: instances written in Apache APISIX's ZooKeeper
+// layout (apisix/discovery/zookeeper/utils.lua: a {"host","port","weight",
+// "metadata"} JSON per node under /apisix/discovery/zk/<service>; APISIX
+// users write these nodes themselves) split traffic by their weights with
+// lb_policy registry_weighted, and follow a weight change (a node's data:
+// its data watch) and a node of weight 0 (no request, as in APISIX).
+func TestZooKeeperAPISIX(t *testing.T) {
+	s := startZooKeeper(t)
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	node := func(ip netip.Addr, weight int) []byte {
+		return []byte(fmt.Sprintf(`{"host":%q,"port":8080,"weight":%d,"metadata":{"zone":"east"}}`, ip, weight))
+	}
+	s.create(t, "/apisix/discovery/zk/orders/a", node(a, 1), zk.FlagEphemeral)
+	s.create(t, "/apisix/discovery/zk/orders/b", node(b, 4), zk.FlagEphemeral)
+	h, _ := json.Marshal(map[string]any{
+		"handler":           "reverse_proxy",
+		"dynamic_upstreams": map[string]any{"source": "zookeeper", "service": "orders", "format": "apisix", "metadata": map[string]string{"zone": "east"}},
+		"load_balancing":    map[string]any{"selection_policy": map[string]any{"policy": "registry_weighted"}},
+	})
+	cd := harness.StartCaddy(t, zkCaddyPort, string(h), zkApp(s.addr))
+	cd.ExpectBackends(t, 15*time.Second, "a", "b")
+	if err := shares(cd.Spread(100), map[string]float64{"a": 20, "b": 80}, 3); err != nil {
+		t.Fatal(err)
+	}
+	for path, data := range map[string][]byte{"/apisix/discovery/zk/orders/a": node(a, 3), "/apisix/discovery/zk/orders/b": node(b, 1)} {
+		if _, err := s.conn.Set(path, data, -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	harness.Eventually(t, 5*time.Second, func() error { return shares(cd.Spread(100), map[string]float64{"a": 75, "b": 25}, 3) })
+	if _, err := s.conn.Set("/apisix/discovery/zk/orders/b", node(b, 0), -1); err != nil {
+		t.Fatal(err)
+	}
+	expectDump(t, cd, "zookeeper", 2*time.Second, "apisix: b's weight 0", map[string]float64{netip.AddrPortFrom(a, 8080).String(): 3}, "a")
+}
+
 // TestZooKeeperDubbo: Dubbo interface-level providers, written as Dubbo
 // writes them (ephemeral nodes named by the URL-encoded provider URL under
 // /dubbo/<interface>/providers), with their weights, followed as they come

@@ -86,6 +86,28 @@ func IsHostName(s string) bool {
 	return strings.Trim(labels[len(labels)-1], "0123456789") != ""
 }
 
+// JSONMetadata reads a metadata object as a registrar wrote it in JSON:
+// its string values, and its numbers and booleans as text; other values
+// (objects, arrays, null) are left out. nil when v is not an object.
+func JSONMetadata(v any) map[string]string {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil
+	}
+	md := make(map[string]string, len(obj))
+	for k, x := range obj {
+		switch x := x.(type) {
+		case string:
+			md[k] = x
+		case float64:
+			md[k] = strconv.FormatFloat(x, 'f', -1, 64)
+		case bool:
+			md[k] = strconv.FormatBool(x)
+		}
+	}
+	return md
+}
+
 // ParsePort reads a port as a registrar wrote it: a number from 1 to
 // 65535.
 func ParsePort(s string) (int, error) {

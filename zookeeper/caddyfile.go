@@ -35,7 +35,7 @@ var parseGlobalOption = cf.ServerOption("zookeeper", "server default { servers 1
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens. Syntax:
 //
 //	dynamic zookeeper <service> {
-//		format           curator|dubbo
+//		format           curator|dubbo|apisix
 //		base_path        <path>
 //		ssl_port
 //		protocols        <protocol...>

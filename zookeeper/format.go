@@ -25,14 +25,23 @@ const (
 	// under <base_path>/<interface>/providers, its name the URL-encoded
 	// provider URL tri://10.0.0.1:50051/<interface>?…&weight=100.
 	formatDubbo = "dubbo"
+	// Apache APISIX's ZooKeeper discovery (apisix/discovery/zookeeper,
+	// utils.lua parse_instance_data): one node per instance under
+	// <base_path>/<service>, its data a JSON object {"host","port",
+	// "weight","metadata"}; an instance without a weight weighs 100, and
+	// one of weight 0 gets no request, as in APISIX.
+	formatAPISIX = "apisix"
 )
 
-var formats = []string{formatCurator, formatDubbo}
+var formats = []string{formatCurator, formatDubbo, formatAPISIX}
 
 // defaultBase is a format's registrars' base path.
 func defaultBase(format string) string {
-	if format == formatDubbo {
+	switch format {
+	case formatDubbo:
 		return "/dubbo"
+	case formatAPISIX:
+		return "/apisix/discovery/zk"
 	}
 	return "/services"
 }
@@ -80,16 +89,9 @@ func decodeCurator(data []byte, sslPort bool) (upstreams.Record, error) {
 	}
 	in.Port = *port
 	if v.Payload != nil {
-		in.Metadata = map[string]string{}
-		for k, x := range v.Payload.Metadata {
-			switch x := x.(type) {
-			case string:
-				in.Metadata[k] = x
-			case float64:
-				in.Metadata[k] = strconv.FormatFloat(x, 'f', -1, 64)
-			case bool:
-				in.Metadata[k] = strconv.FormatBool(x)
-			}
+		in.Metadata = upstreams.JSONMetadata(map[string]any(v.Payload.Metadata))
+		if in.Metadata == nil {
+			in.Metadata = map[string]string{}
 		}
 		// Spring Cloud Zookeeper's status: only UP instances serve.
 		if s, ok := in.Metadata["instance_status"]; ok && !strings.EqualFold(s, "UP") {
@@ -134,4 +136,42 @@ func decodeDubbo(name string, protocols []string) (upstreams.Record, error) {
 	}
 	in.Weight = upstreams.ParseWeight(q.Get("weight"))
 	return in, nil
+}
+
+// decodeAPISIX reads an instance as APISIX's ZooKeeper discovery does:
+// {"host":"10.0.0.1","port":8080,"weight":100,"metadata":{…}}, the port and
+// the weight numbers or strings holding one.
+func decodeAPISIX(data []byte) (upstreams.Record, error) {
+	var v struct {
+		Host     string         `json:"host"`
+		Port     any            `json:"port"`
+		Weight   any            `json:"weight"`
+		Metadata map[string]any `json:"metadata"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil || v.Host == "" || v.Port == nil {
+		return upstreams.Record{}, fmt.Errorf(`not an APISIX instance {"host","port","weight","metadata"}; the data starts %q`, upstreams.Clip(string(data)))
+	}
+	port, err := upstreams.ParsePort(jsonText(v.Port))
+	if err != nil {
+		return upstreams.Record{}, fmt.Errorf("port: %w", err)
+	}
+	in := upstreams.Record{Host: v.Host, Port: port, Weight: 100, Metadata: upstreams.JSONMetadata(map[string]any(v.Metadata))}
+	if w, err := strconv.ParseFloat(jsonText(v.Weight), 64); err == nil {
+		if !(w > 0) {
+			return upstreams.Record{}, errDisabled // APISIX sends it no request
+		}
+		in.Weight = upstreams.ParseWeight(jsonText(v.Weight)) // 0, and so 1, for an infinite one
+	}
+	return in, nil
+}
+
+// jsonText is a JSON number or string as text; "" for anything else.
+func jsonText(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	return ""
 }

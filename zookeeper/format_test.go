@@ -61,6 +61,27 @@ func TestDecodeDubbo(t *testing.T) {
 	}
 }
 
+func TestDecodeAPISIX(t *testing.T) {
+	in, err := decodeAPISIX([]byte(`{"host":"10.0.0.3","port":"8080","weight":20,"metadata":{"zone":"west","canary":true}}`))
+	if err != nil || in.Host != "10.0.0.3" || in.Port != 8080 || in.Weight != 20 || in.Metadata["zone"] != "west" || in.Metadata["canary"] != "true" {
+		t.Fatalf("%+v, %v", in, err)
+	}
+	if in, err := decodeAPISIX([]byte(`{"host":"10.0.0.3","port":8080}`)); err != nil || in.Weight != 100 {
+		t.Errorf("no weight: %+v, %v; want APISIX's 100", in, err)
+	}
+	for data, want := range map[string]string{
+		`{"host":"10.0.0.3","port":8080,"weight":0}`: "disabled",
+		`{"host":"10.0.0.3"}`:                        "not an APISIX instance",
+		`{"host":"10.0.0.3","port":"http"}`:          "port: the port is not a number",
+		`{"address":"10.0.0.3","port":80}`:           "not an APISIX instance",
+		`[1]`:                                        "not an APISIX instance",
+	} {
+		if _, err := decodeAPISIX([]byte(data)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", data, err, want)
+		}
+	}
+}
+
 // TestViewTargets: a view selects UP, enabled instances with an IP address
 // or a host name (served as it is, never looked up) that match the
 // metadata, and says why when nothing is left.
@@ -96,6 +117,7 @@ func FuzzDecode(f *testing.F) {
 			func() (upstreams.Record, error) { return decodeCurator([]byte(s), false) },
 			func() (upstreams.Record, error) { return decodeCurator([]byte(s), true) },
 			func() (upstreams.Record, error) { return decodeDubbo(s, []string{"tri", "rest"}) },
+			func() (upstreams.Record, error) { return decodeAPISIX([]byte(s)) },
 		} {
 			got, err := in()
 			if err == nil && (got.Port < 1 || got.Port > 65535 || got.Weight < 0) {

@@ -53,13 +53,15 @@ type ZooKeeperUpstreams struct {
 
 	// How instances are written: `curator` (a ServiceInstance JSON per
 	// node under <base_path>/<service>; Spring instances must have
-	// metadata instance_status UP) or `dubbo` (provider URLs under
-	// <base_path>/<service>/providers). Default: curator
+	// metadata instance_status UP), `dubbo` (provider URLs under
+	// <base_path>/<service>/providers) or `apisix` (Apache APISIX's
+	// ZooKeeper discovery: a {"host","port","weight","metadata"} JSON per
+	// node under <base_path>/<service>). Default: curator
 	Format string `json:"format,omitempty"`
 
 	// The path the registrars write under, with any chroot in front.
 	// Default: /services (curator, Spring Cloud Zookeeper's root), /dubbo
-	// (dubbo)
+	// (dubbo), /apisix/discovery/zk (apisix, APISIX's root_path)
 	BasePath string `json:"base_path,omitempty"`
 
 	// With format curator: use each instance's sslPort instead of its
@@ -73,7 +75,8 @@ type ZooKeeperUpstreams struct {
 
 	// Only instances whose metadata has all of these keys with exactly
 	// these values are used (curator: the payload's metadata; dubbo: the
-	// URL's parameters, such as version or group). Default: no condition.
+	// URL's parameters, such as version or group; apisix: metadata).
+	// Default: no condition.
 	Metadata map[string]string `json:"metadata,omitempty"`
 
 	// The name of a server defined in the `zookeeper` app. Default: the
@@ -161,7 +164,7 @@ func (u *ZooKeeperUpstreams) view(repl *caddy.Replacer) (*view, error) {
 	}
 	switch {
 	case !slices.Contains(formats, v.format):
-		return nil, fmt.Errorf("format: unknown format %q; use %s", v.format, strings.Join(formats, " or "))
+		return nil, fmt.Errorf("format: unknown format %q; use %s", v.format, strings.Join(formats, ", "))
 	case u.SSLPort && v.format != formatCurator:
 		return nil, errors.New("ssl_port: only applies to format curator")
 	case len(u.Protocols) > 0 && v.format != formatDubbo:

@@ -22,8 +22,11 @@ type view struct {
 
 // decode reads one node in the view's format.
 func (v *view) decode(n node) (upstreams.Record, error) {
-	if v.format == formatDubbo {
+	switch v.format {
+	case formatDubbo:
 		return decodeDubbo(n.name, v.protocols)
+	case formatAPISIX:
+		return decodeAPISIX(n.data)
 	}
 	return decodeCurator(n.data, v.sslPort)
 }
