@@ -379,6 +379,35 @@ func TestZooKeeperAPISIX(t *testing.T) {
 	expectDump(t, cd, "zookeeper", 2*time.Second, "apisix: b's weight 0", map[string]float64{netip.AddrPortFrom(a, 8080).String(): 3}, "a")
 }
 
+// TestZooKeeperPropagation measures, over 20 changes (PROPAGATION_CHANGES),
+// the time from a node's creation or deletion returning to the change being
+// visible in requests, and Caddy's own share of it
+// (caddy_discovery_zookeeper_publish_seconds: watch event received ->
+// snapshot published), which must stay within 5 ms. The nodes are written
+// as Curator writes them (curatorJSON).
+func TestZooKeeperPropagation(t *testing.T) {
+	s := startZooKeeper(t)
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	s.create(t, "/services/orders/a", curatorJSON("a", netip.AddrPortFrom(a, 8080)), zk.FlagEphemeral)
+	cd := harness.StartCaddy(t, zkCaddyPort, zkProxy(map[string]any{"service": "orders"}), zkApp(s.addr))
+	cd.ExpectBackends(t, 15*time.Second, "a")
+	before := publishShareOf(t, "caddy_discovery_zookeeper_publish_seconds", "connection", "default")
+	took := followChanges(t, cd, propagationChanges(t, 20), "b", func(i int) bool {
+		if i%2 == 0 {
+			s.create(t, "/services/orders/b", curatorJSON("b", netip.AddrPortFrom(b, 8080)), zk.FlagEphemeral)
+			return true
+		}
+		if err := s.conn.Delete("/services/orders/b", -1); err != nil {
+			t.Fatal(err)
+		}
+		return false
+	})
+	reportShare(t, "zookeeper", took, before, "connection", "default")
+}
+
 // TestZooKeeperDubbo: Dubbo interface-level providers, written as Dubbo
 // writes them (ephemeral nodes named by the URL-encoded provider URL under
 // /dubbo/<interface>/providers), with their weights, followed as they come
