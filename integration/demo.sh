@@ -3,8 +3,10 @@
 # whose Pods come and go, against a real local API server, to a Nacos
 # service whose instances register and deregister themselves, against a real
 # local Nacos-protocol server (Polaris), to a Eureka application (Polaris's
-# Eureka API), to a Consul service (a real Consul dev agent) and to the
-# instances of a service registered in etcd (Debian's etcd).
+# Eureka API), to a Consul service (a real Consul dev agent), to the
+# instances of a service registered in etcd (Debian's etcd) and to those of
+# a Spring Cloud Zookeeper service registered through Curator in ZooKeeper
+# (Debian's zookeeper and libcurator-discovery-java).
 #
 #   bash integration/demo.sh            run the demo, then clean up
 #   bash integration/demo.sh --keep     leave everything running afterwards
@@ -13,7 +15,8 @@
 #                                       only build caddy; prints its path
 #
 # Needs root (network namespace; apt-get for missing etcd-server, openssl,
-# curl, iproute2, patch) and Go; everything else comes from the Go module proxy.
+# curl, iproute2, patch, zookeeper, libcurator-discovery-java and a JDK) and
+# Go; everything else comes from the Go module proxy.
 # First run: ~16 min (kube-apiserver, Polaris, Consul and caddy are built and
 # cached in CADDY_DISCOVERY_CACHE, default ~/.cache/caddy-discovery); later
 # runs ~65 s.
@@ -41,11 +44,13 @@
 #      127.0.0.1:$CONSUL_HTTP_PORT (default 8500, or 1500; server RPC and
 #      serf on -200..-198: 8300-8302; gRPC TLS on 8503), and an etcd for
 #      registrations on 127.0.0.1:$ETCD_REGISTRY_PORT (default 2379, or
-#      1379; peer port +1);
+#      1379; peer port +1), and ZooKeeper on 127.0.0.1:$ZK_PORT (default
+#      2181, or 1181);
 #   6. runs caddy with integration/demo/Caddyfile on 127.0.0.1:8080 (k8s),
 #      :8081 (nacos), :8082 (nacos, metadata version=v2 only), :8083
 #      (nacos, lb_policy registry_weighted), :8084 (eureka), :8085
-#      (consul) and :8086 (etcd), admin localhost:2019, and shows
+#      (consul), :8086 (etcd) and :8087 (zookeeper), admin localhost:2019,
+#      and shows
 #      where requests go as Pods are added, become NotReady, Ready again, and
 #      are deleted;
 #   7. starts backends that register themselves in Nacos as ephemeral
@@ -66,7 +71,12 @@
 #  11. registers instances of shop-search ($NET.51..) in etcd as etcd's gRPC
 #      naming library writes them, each under a 5 s lease renewed every 2 s
 #      (over etcd's JSON gateway, with curl), and shows requests following a
-#      deletion and a crash (its lease expires).
+#      deletion and a crash (its lease expires);
+#  12. registers instances of shop-reviews ($NET.61..) in ZooKeeper through
+#      Curator's service discovery, as Spring Cloud Zookeeper does
+#      (integration/zk-registrar, compiled with javac), and shows requests
+#      following an instance_status OUT_OF_SERVICE and a crash (its session
+#      ends, and ZooKeeper deletes its node).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -113,7 +123,8 @@ cleanup() {
 	local f
 	say
 	say "==> Cleaning up"
-	for f in "$DEMO_DIR"/caddy.pid "$DEMO_DIR"/eureka-leases.pid "$DEMO_DIR"/etcd-leases.pid "$DEMO_DIR"/etcd-registry.pid "$DEMO_DIR"/backend-*.pid; do
+	for f in "$DEMO_DIR"/caddy.pid "$DEMO_DIR"/eureka-leases.pid "$DEMO_DIR"/etcd-leases.pid "$DEMO_DIR"/etcd-registry.pid \
+		"$DEMO_DIR"/registrar-*.pid "$DEMO_DIR"/zookeeper.pid "$DEMO_DIR"/backend-*.pid; do
 		stop_pid "$f" 5 || true
 	done
 	# KILL: Polaris's graceful stop sleeps 5 s, and its data is deleted below.
@@ -125,7 +136,7 @@ cleanup() {
 	ip netns del "$NS" 2>/dev/null || true
 	ip link del "$VETH_OUT" 2>/dev/null || true
 	rm -rf "$DEMO_DIR"
-	say "    stopped caddy, the backends, the lease renewals, Polaris, Consul, the registry etcd and the API server; removed netns $NS and $DEMO_DIR"
+	say "    stopped caddy, the backends, the lease renewals, the Curator registrars, Polaris, Consul, the registry etcd, ZooKeeper and the API server; removed netns $NS and $DEMO_DIR"
 }
 
 [[ $(id -u) -eq 0 ]] || die "run as root (it creates a network namespace)"
@@ -135,7 +146,8 @@ if [[ $mode == stop ]]; then
 fi
 
 # --- packages -----------------------------------------------------------------
-mapfile -t missing < <(apt_missing iproute2 curl etcd-server openssl patch)
+mapfile -t missing < <(apt_missing iproute2 curl etcd-server openssl patch zookeeper libcurator-discovery-java)
+command -v javac >/dev/null || missing+=(default-jdk-headless)
 if ((${#missing[@]})); then
 	heading "Installing ${missing[*]} (apt-get)"
 	run_long "installing packages" "${TMPDIR:-/tmp}/caddy-discovery-demo-apt.log" apt_install "${missing[@]}"
@@ -148,7 +160,7 @@ if [[ -d $DEMO_DIR ]] || ip netns list 2>/dev/null | grep -qw "$NS"; then
 fi
 port_open 8080 && die "127.0.0.1:8080 is already in use"
 port_open 2019 && die "localhost:2019 (caddy's admin endpoint) is already in use; is another caddy running?"
-for port in 8081 8082 8083 8084 8085; do port_open $port && die "127.0.0.1:$port is already in use"; done
+for port in 8081 8082 8083 8084 8085 8086 8087; do port_open $port && die "127.0.0.1:$port is already in use"; done
 # Nacos's usual port if it and its +1000/+2000 companions are free, else 1848.
 # (Fallbacks stay below the ephemeral ports, 32768 and up, which outgoing
 # connections may hold.)
@@ -197,6 +209,14 @@ fi
 	die "127.0.0.1:$ETCD_REGISTRY_PORT or the next port is already in use; set ETCD_REGISTRY_PORT"
 export ETCD_REGISTRY_PORT
 ETCD=http://127.0.0.1:$ETCD_REGISTRY_PORT
+# ZooKeeper's usual client port if free, else 1181.
+if [[ -z ${ZK_PORT:-} ]]; then
+	ZK_PORT=2181
+	port_open 2181 && ZK_PORT=1181
+fi
+port_open "$ZK_PORT" && die "127.0.0.1:$ZK_PORT is already in use; set ZK_PORT"
+export ZK_PORT
+ZK=127.0.0.1:$ZK_PORT
 
 heading "Building (cached after the first run)"
 mkdir -p "$CACHE/demo"
@@ -246,6 +266,26 @@ echo $! >"$DEMO_DIR/etcd-registry.pid"
 etcd_up() { curl -fsS --max-time 1 "$ETCD/health" | grep -q '"health":"true"'; }
 wait_for 20 "etcd" etcd_up || die "etcd did not start; see $DEMO_DIR/etcd-registry.log"
 say "    etcd answers on $ETCD"
+
+# --- ZooKeeper ----------------------------------------------------------------------
+heading "Starting ZooKeeper on $ZK (Debian's zookeeper)"
+mkdir -p "$DEMO_DIR/zookeeper"
+printf '%s\n' "tickTime=2000" "dataDir=$DEMO_DIR/zookeeper/data" "clientPort=$ZK_PORT" "admin.enableServer=false" \
+	>"$DEMO_DIR/zookeeper/zoo.cfg"
+setsid java -cp /usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar \
+	org.apache.zookeeper.server.ZooKeeperServerMain "$DEMO_DIR/zookeeper/zoo.cfg" \
+	>"$DEMO_DIR/zookeeper.log" 2>&1 </dev/null &
+echo $! >"$DEMO_DIR/zookeeper.pid"
+wait_for 30 "ZooKeeper" port_open "$ZK_PORT" || die "ZooKeeper did not start; see $DEMO_DIR/zookeeper.log"
+say "    ZooKeeper answers on $ZK"
+# The Curator registrar that plays a Spring Cloud Zookeeper service.
+CURATOR_CP=$(printf '/usr/share/java/%s.jar:' curator-x-discovery curator-framework curator-client zookeeper zookeeper-jute \
+	jackson-databind jackson-core jackson-annotations guava)
+mkdir -p "$DEMO_DIR/zk-registrar"
+(cd "$HERE/zk-registrar" && javac -d "$DEMO_DIR/zk-registrar" -cp "$CURATOR_CP" Registrar.java \
+	org/springframework/cloud/zookeeper/discovery/ZookeeperInstance.java) >"$DEMO_DIR/javac.log" 2>&1 ||
+	die "compiling integration/zk-registrar failed; see $DEMO_DIR/javac.log"
+say "    compiled integration/zk-registrar (a Curator ServiceDiscovery registrar, as Spring Cloud Zookeeper registers)"
 
 # api METHOD PATH [JSON [CONTENT-TYPE]]: one API request; fails loudly.
 api() {
@@ -643,12 +683,61 @@ stop_backend search-3
 await_backends search-1
 show
 
-heading "Done: caddy followed every change of the Pods and of the Nacos, Eureka, Consul and etcd instances without a reload"
+# --- ZooKeeper ----------------------------------------------------------------------
+# Instances of shop-reviews register through Curator's ServiceDiscovery the
+# way Spring Cloud Zookeeper does (an ephemeral node per instance under
+# /services/shop-reviews, with a session timeout of 4 s). Each registrar
+# reads commands from a FIFO the demo keeps open.
+review_ip() { echo "$NET.$((60 + ${1#review-}))"; }
+review_said() { (($(grep -c "^$2" "$DEMO_DIR/registrar-$1.log" || true) > $3)); } # ID LINE N: more than N such lines
+# register_review ID: starts its registrar and waits until it has registered.
+register_review() {
+	local fifo=$DEMO_DIR/registrar-$1.in
+	mkfifo "$fifo"
+	setsid java -Dsession=4000 -cp "$DEMO_DIR/zk-registrar:$CURATOR_CP" Registrar "$ZK" /services shop-reviews "$1" "$(review_ip "$1")" 8080 \
+		<"$fifo" >"$DEMO_DIR/registrar-$1.log" 2>&1 &
+	echo $! >"$DEMO_DIR/registrar-$1.pid"
+	disown $!
+	exec {REGISTRAR_FD}>"$fifo"
+	eval "REGISTRAR_FD_${1//-/_}=$REGISTRAR_FD"
+	wait_for 30 "the registrar of $1" review_said "$1" registered 0 || die "$1 did not register; see $DEMO_DIR/registrar-$1.log"
+}
+# review_command ID COMMAND: sends the registrar a command and waits for its "ok".
+review_command() {
+	local fd_var=REGISTRAR_FD_${1//-/_} oks
+	oks=$(grep -c '^ok' "$DEMO_DIR/registrar-$1.log" || true)
+	echo "$2" >&"${!fd_var}"
+	wait_for 10 "the registrar of $1" review_said "$1" ok "$oks" || die "$1 did not answer $2; see $DEMO_DIR/registrar-$1.log"
+}
+
+heading "ZooKeeper step 1: 3 instances of shop-reviews register through Curator (caddy: http://127.0.0.1:8087, dynamic zookeeper shop-reviews)"
+TARGET=127.0.0.1:8087
+for c in review-1 review-2 review-3; do
+	start_backend "$c" "$(review_ip "$c")"
+	register_review "$c"
+	say "    $c registered: /services/shop-reviews/$c, a Curator ServiceInstance ($(review_ip "$c"):8080, instance_status UP)"
+done
+await_backends review-1 review-2 review-3
+show
+
+heading "ZooKeeper step 2: review-2 is taken out of service (instance_status OUT_OF_SERVICE, as Spring's /actuator/service-registry sets it)"
+review_command review-2 "status OUT_OF_SERVICE"
+say "    review-2's node now says instance_status OUT_OF_SERVICE"
+await_backends review-1 review-3
+show
+
+heading "ZooKeeper step 3: review-3 crashes (kill -9: its session ends after 4 s, and ZooKeeper deletes its node)"
+stop_pid "$DEMO_DIR/registrar-review-3.pid" 1 KILL
+stop_backend review-3
+await_backends review-1
+show
+
+heading "Done: caddy followed every change of the Pods and of the Nacos, Eureka, Consul, etcd and ZooKeeper instances without a reload"
 if [[ $mode == keep ]]; then
 	say "    still running (--keep): caddy on http://$CADDY_ADDR (k8s), http://127.0.0.1:8081, :8082 and"
-	say "    :8083 (nacos), :8084 (eureka), :8085 (consul), :8086 (etcd), admin localhost:2019; API server"
-	say "    $SERVER with KUBECONFIG=$KUBECONFIG; Nacos (Polaris) on $NACOS, Eureka on $EUREKA (leases"
-	say "    renewed until --stop), Consul on $CONSUL, etcd on $ETCD; backends in netns $NS."
+	say "    :8083 (nacos), :8084 (eureka), :8085 (consul), :8086 (etcd), :8087 (zookeeper), admin localhost:2019;"
+	say "    API server $SERVER with KUBECONFIG=$KUBECONFIG; Nacos (Polaris) on $NACOS, Eureka on $EUREKA (leases"
+	say "    renewed until --stop), Consul on $CONSUL, etcd on $ETCD, ZooKeeper on $ZK; backends in netns $NS."
 	say "    Try: curl http://$CADDY_ADDR/; curl http://127.0.0.1:8081/; curl localhost:2019/discovery/upstreams"
 	say "    Clean up with: bash integration/demo.sh --stop"
 fi
