@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-discovery/caddy-discovery/redact"
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
@@ -94,14 +95,19 @@ func (s Server) Validate() error {
 	return s.ClientTLS.Validate()
 }
 
-// checkServer checks one host:port.
+// checkServer checks one host:port. Its errors show the address with any
+// user:password@ hidden.
 func checkServer(a string) error {
+	shown := redact.Address(a)
+	if strings.Contains(a, "@") {
+		return fmt.Errorf("%q: credentials go in username and password, not in servers", shown)
+	}
 	host, port, err := net.SplitHostPort(a)
-	if err != nil || host == "" || strings.ContainsAny(a, "/@?#") {
-		return fmt.Errorf("%q is not host:port such as 10.0.0.1:2181 (a chroot goes in base_path)", a)
+	if err != nil || host == "" || strings.ContainsAny(a, "/?#") {
+		return fmt.Errorf("%q is not host:port such as 10.0.0.1:2181 (a chroot goes in base_path)", shown)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("%q: port %q is not a number in 1-65535", a, port)
+		return fmt.Errorf("%q: port %q is not a number in 1-65535", shown, port)
 	}
 	return nil
 }
