@@ -469,7 +469,8 @@ func TestEtcdAuth(t *testing.T) {
 	app := func(user, pw string) string {
 		return fmt.Sprintf(`"etcd": {"servers": {"default": {"endpoints": [%q], "username": %q, "password": %q}}}`, e.addr, user, pw)
 	}
-	cd := harness.StartCaddy(t, etcdCaddyPort, etcdProxy(map[string]any{"service": "shop"}), app("caddy", readerPassword))
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	cd := harness.StartCaddyLogged(t, etcdCaddyPort, etcdProxy(map[string]any{"service": "shop"}), app("caddy", readerPassword), logFile)
 	expectDump(t, cd, "etcd", 10*time.Second, "reader", map[string]float64{dialA: 1}, "a")
 
 	cd.Load(etcdProxy(map[string]any{"service": "other"}), app("caddy", readerPassword))
@@ -478,9 +479,18 @@ func TestEtcdAuth(t *testing.T) {
 	expectDumpError(t, "etcd", 15*time.Second, "the user name or password is wrong", "check username and password")
 
 	seen, _ := json.Marshal(upstreams.Dump())
+	logged, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(logged), "the user name or password is wrong") {
+		t.Fatalf("the log has no line about the wrong password:\n%s", logged)
+	}
 	for _, secret := range []string{password, readerPassword} {
-		if strings.Contains(string(seen), secret) {
-			t.Errorf("the admin dump shows a password: %s", seen)
+		for where, text := range map[string]string{"admin dump": string(seen), "log": string(logged)} {
+			if strings.Contains(text, secret) {
+				t.Errorf("the %s shows a password", where)
+			}
 		}
 	}
 }

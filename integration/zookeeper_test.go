@@ -265,6 +265,9 @@ func TestZooKeeperDigest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !strings.Contains(string(logged), "does not let Caddy read it") {
+		t.Fatalf("the log has no line about the refusal:\n%s", logged)
+	}
 	for where, text := range map[string]string{"admin dump": string(seen), "log": string(logged)} {
 		if strings.Contains(text, password) {
 			t.Errorf("the %s shows the password", where)
