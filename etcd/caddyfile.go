@@ -33,7 +33,7 @@ var parseGlobalOption = cf.ServerOption("etcd", "server default { endpoints 10.0
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens. Syntax:
 //
 //	dynamic etcd <service> {
-//		format           etcd|kratos|go-zero|json
+//		format           etcd|kratos|go-zero|go-micro|json
 //		prefix           <key prefix>
 //		metadata         <key> <value>
 //		fields           <address> [<port> [<weight> [<metadata>]]]

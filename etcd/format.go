@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"strconv"
@@ -27,18 +28,26 @@ const (
 	// go-zero's discov publisher: key <key>/<lease ID>, value the address
 	// 10.0.0.1:8080 as plain text.
 	formatGoZero = "go-zero"
+	// go-micro's etcd registry (go-micro.dev/v5 and its plugins,
+	// registry/etcd): key /micro/registry/<name>/<node id> ('/' in either
+	// written as '-'), value the Service with that one node
+	// {"name","version","metadata","nodes":[{"id","address","metadata"}]}.
+	formatGoMicro = "go-micro"
 	// A JSON object whose fields the source names (see JSONFields): Kitex,
 	// APISIX-style and home-grown layouts.
 	formatJSON = "json"
 )
 
-var formats = []string{formatEtcd, formatKratos, formatGoZero, formatJSON}
+var formats = []string{formatEtcd, formatKratos, formatGoZero, formatGoMicro, formatJSON}
 
 // defaultPrefix is the key prefix a format's registrar writes a service's
 // instances under.
 func defaultPrefix(format, service string) string {
-	if format == formatKratos {
+	switch format {
+	case formatKratos:
 		return "/microservices/" + service + "/"
+	case formatGoMicro:
+		return "/micro/registry/" + strings.ReplaceAll(service, "/", "-") + "/"
 	}
 	return service + "/"
 }
@@ -83,6 +92,8 @@ func decode(format string, fields JSONFields, value []byte) (upstreams.Record, e
 		return decodeKratos(value)
 	case formatGoZero:
 		return decodeHostPort(strings.TrimSpace(string(value)))
+	case formatGoMicro:
+		return decodeGoMicro(value)
 	case formatJSON:
 		return decodeJSON(fields.names(), value)
 	}
@@ -136,6 +147,37 @@ func decodeKratos(value []byte) (upstreams.Record, error) {
 		return in, nil
 	}
 	return upstreams.Record{}, fmt.Errorf("no http:// endpoint among %q: Caddy proxies HTTP; register the service's HTTP server too", v.Endpoints)
+}
+
+func decodeGoMicro(value []byte) (upstreams.Record, error) {
+	var v struct {
+		Version  string            `json:"version"`
+		Metadata map[string]string `json:"metadata"`
+		Nodes    []struct {
+			Address  string            `json:"address"`
+			Metadata map[string]string `json:"metadata"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal(value, &v); err != nil || v.Nodes == nil {
+		return upstreams.Record{}, errors.New(`not a go-micro Service {"name","version","nodes":[{"id","address"}]}` + jsonHint(value))
+	}
+	if len(v.Nodes) != 1 {
+		return upstreams.Record{}, fmt.Errorf("holds %d nodes; go-micro's etcd registry writes one a key", len(v.Nodes))
+	}
+	node := v.Nodes[0]
+	in, err := decodeHostPort(node.Address)
+	if err != nil {
+		return in, fmt.Errorf("address: %w", err)
+	}
+	// The node's metadata, then the service's and its version where the
+	// node has none.
+	in.Metadata = make(map[string]string, len(node.Metadata)+len(v.Metadata)+1)
+	if v.Version != "" {
+		in.Metadata["version"] = v.Version
+	}
+	maps.Copy(in.Metadata, v.Metadata)
+	maps.Copy(in.Metadata, node.Metadata)
+	return in, nil
 }
 
 func decodeJSON(f JSONFields, value []byte) (upstreams.Record, error) {

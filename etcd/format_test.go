@@ -27,6 +27,11 @@ func TestDecode(t *testing.T) {
 			upstreams.Record{Host: "10.0.0.1", Port: 8000, Weight: 5, Metadata: map[string]string{"weight": "5", "version": "v2"}}, ""},
 		{formatKratos, `{"id":"1","endpoints":["grpc://10.0.0.1:9000"]}`, JSONFields{}, upstreams.Record{}, "no http:// endpoint"},
 		{formatGoZero, "10.0.0.2:8080\n", JSONFields{}, upstreams.Record{Host: "10.0.0.2", Port: 8080}, ""},
+		{formatGoMicro, `{"name":"greeter","version":"1.2","metadata":{"team":"a","zone":"x"},"endpoints":[],"nodes":[{"id":"greeter-1","address":"10.0.0.4:8080","metadata":{"zone":"east","transport":"http"}}]}`, JSONFields{},
+			upstreams.Record{Host: "10.0.0.4", Port: 8080, Metadata: map[string]string{"version": "1.2", "team": "a", "zone": "east", "transport": "http"}}, ""},
+		{formatGoMicro, `{"name":"greeter","nodes":[]}`, JSONFields{}, upstreams.Record{}, "holds 0 nodes"},
+		{formatGoMicro, `{"name":"greeter","nodes":[{"id":"1","address":"10.0.0.4"}]}`, JSONFields{}, upstreams.Record{}, `address: "10.0.0.4" is not ip:port`},
+		{formatGoMicro, `{"Op":0,"Addr":"10.0.0.1:8080"}`, JSONFields{}, upstreams.Record{}, "not a go-micro Service"},
 		{formatGoZero, `{"Op":0,"Addr":"10.0.0.1:8080"}`, JSONFields{}, upstreams.Record{}, "is not ip:port"},
 		{formatJSON, `{"address":"10.0.0.3","port":8080,"weight":2,"metadata":{"v":"2"}}`, JSONFields{},
 			upstreams.Record{Host: "10.0.0.3", Port: 8080, Weight: 2, Metadata: map[string]string{"v": "2"}}, ""},
@@ -105,6 +110,7 @@ func FuzzDecode(f *testing.F) {
 		"10.0.0.2:8080",
 		`{"address":"10.0.0.3","port":8080,"weight":1e308,"metadata":{"a":[1]}}`,
 		`{"Op":0,"Addr":"[::1%eth0]:1"}`,
+		`{"name":"greeter","version":"1","nodes":[{"id":"1","address":"10.0.0.4:8080","metadata":{"a":"b"}}]}`,
 	} {
 		f.Add([]byte(s))
 	}

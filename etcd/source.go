@@ -47,14 +47,16 @@ func init() {
 type EtcdUpstreams struct {
 	// The service: the registrar's name for it, from which the format
 	// derives the key prefix (etcd, go-zero and json: <service>/; kratos:
-	// /microservices/<service>/). Required.
+	// /microservices/<service>/; go-micro: /micro/registry/<service>/).
+	// Required.
 	Service string `json:"service,omitempty"`
 
 	// How instances are written: `etcd` (go.etcd.io/etcd/client/v3/naming/endpoints,
 	// as gRPC's etcd resolver reads them), `kratos` (go-kratos's etcd
 	// registry; its http:// endpoint is used), `go-zero` (discov's
-	// publisher: the value is ip:port) or `json` (an object with the
-	// fields named in `fields`). Default: etcd
+	// publisher: the value is ip:port), `go-micro` (go-micro's etcd
+	// registry) or `json` (an object with the fields named in `fields`).
+	// Default: etcd
 	Format string `json:"format,omitempty"`
 
 	// The key prefix to read, when it is not the one the format derives
@@ -64,8 +66,9 @@ type EtcdUpstreams struct {
 
 	// Only instances whose metadata has all of these keys with exactly
 	// these values are used (etcd: the Metadata object's string, number
-	// and boolean values; kratos: metadata, and version; json: the
-	// metadata field). go-zero instances have none. Default: no condition.
+	// and boolean values; kratos: metadata, and version; go-micro: the
+	// node's metadata, the service's, and version; json: the metadata
+	// field). go-zero instances have none. Default: no condition.
 	Metadata map[string]string `json:"metadata,omitempty"`
 
 	// With format json: the names of the fields that hold the address,

@@ -18,7 +18,7 @@ func TestValidate(t *testing.T) {
 	}{
 		"no service":           {EtcdUpstreams{}, "service: required"},
 		"service with a space": {EtcdUpstreams{Service: "a b"}, "service: \"a b\" holds spaces"},
-		"unknown format":       {EtcdUpstreams{Service: "x", Format: "nacos"}, `format: unknown format "nacos"; use etcd, kratos, go-zero, json`},
+		"unknown format":       {EtcdUpstreams{Service: "x", Format: "nacos"}, `format: unknown format "nacos"; use etcd, kratos, go-zero, go-micro, json`},
 		"fields, not json":     {EtcdUpstreams{Service: "x", Fields: &JSONFields{Address: "host"}}, "fields: only apply to format json, not etcd"},
 		"go-zero metadata":     {EtcdUpstreams{Service: "x", Format: "go-zero", Metadata: map[string]string{"a": "b"}}, "metadata: go-zero instances have none"},
 		"empty metadata key":   {EtcdUpstreams{Service: "x", Metadata: map[string]string{"": "v"}}, "metadata: empty key"},

@@ -315,6 +315,19 @@ func TestEtcdFormats(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectDumpError(t, "etcd", time.Second, `none of the 1 keys under "apps/cart/" is a usable json instance`, `key "apps/cart/b": not a JSON object`)
+
+	// go-micro's etcd registry (the module proxy serves neither go-micro.dev
+	// nor its plugins): the layout of its registry/etcd, one key per node,
+	// /micro/registry/<service>/<node id>, holding the Service with that node.
+	micro := func(id string, ip netip.Addr, zone string) string {
+		b, _ := json.Marshal(map[string]any{"name": "greeter", "version": "latest", "metadata": map[string]string{"team": "shop"},
+			"endpoints": []any{}, "nodes": []map[string]any{{"id": id, "address": dial(ip), "metadata": map[string]string{"zone": zone, "protocol": "http"}}}})
+		return string(b)
+	}
+	e.put(t, "/micro/registry/greeter/greeter-a", micro("greeter-a", a, "east"), 0)
+	e.put(t, "/micro/registry/greeter/greeter-b", micro("greeter-b", b, "west"), 0)
+	cd.Load(etcdProxy(map[string]any{"service": "greeter", "format": "go-micro", "metadata": map[string]string{"zone": "west", "team": "shop"}}), etcdApp(e.addr))
+	expectDump(t, cd, "etcd", 10*time.Second, "go-micro, metadata zone=west", map[string]float64{dial(b): 1}, "b")
 }
 
 // TestEtcdOutages: Caddy keeps serving the last known instances while etcd
