@@ -14,6 +14,14 @@
 //     instances, through blocking queries
 //   - http.reverse_proxy.upstreams.eureka (app eureka): UP Eureka instances,
 //     through delta polling
+//   - http.reverse_proxy.upstreams.etcd (app etcd): the instances registrars
+//     keep under a key prefix in etcd (etcd naming, go-kratos, go-zero,
+//     go-micro, JSON), through an etcd watch
+//   - http.reverse_proxy.upstreams.zookeeper (app zookeeper): the instances
+//     registrars keep in ZooKeeper (Curator/Spring Cloud, Dubbo, APISIX),
+//     through ZooKeeper watches
+//   - http.handlers.discovery_error: in handle_errors, the status a lookup
+//     of a service chosen per request decided (404, 503, 504)
 //   - http.reverse_proxy.selection_policies.registry_weighted: smooth weighted
 //     round robin by the weights the registries publish
 //   - admin.api.discovery: GET /discovery/upstreams, what every source
@@ -26,6 +34,7 @@ package discovery
 import (
 	// Each package registers its modules.
 	_ "github.com/caddy-discovery/caddy-discovery/consul"
+	_ "github.com/caddy-discovery/caddy-discovery/discoveryerror"
 	_ "github.com/caddy-discovery/caddy-discovery/etcd"
 	_ "github.com/caddy-discovery/caddy-discovery/eureka"
 	_ "github.com/caddy-discovery/caddy-discovery/kubernetes"

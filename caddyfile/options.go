@@ -333,3 +333,11 @@ func ServerOption[T upstreams.Connection[T]](app, example string, options func(*
 		return NamedBlocks(d, existing, app, a, &a.Servers, "server", example, options)
 	}
 }
+
+// PerRequest gives the subdirectives of a service chosen per request,
+// bound to p.
+func PerRequest(p *upstreams.PerRequest) Options {
+	return Options{"allow": Strings(&p.Allow), "deny": Strings(&p.Deny), "regex": Flag(&p.Regex),
+		"max_services": Int(&p.MaxServices), "max_lookups": Int(&p.MaxLookups), "denied_status": Int(&p.DeniedStatus),
+		"idle_timeout": Duration(&p.IdleTimeout), "first_answer_timeout": Duration(&p.FirstAnswerTimeout), "unknown_ttl": Duration(&p.UnknownTTL)}
+}

@@ -48,10 +48,22 @@ var parseGlobalOption = cf.ServerOption("etcd", "server default { endpoints 10.0
 //		key_file         <path>
 //		tls_server_name  <name>
 //		dial_timeout     <duration>
+//
+//		allow                 <pattern...>
+//		deny                  <pattern...>
+//		regex
+//		max_services          <n>
+//		idle_timeout          <duration>
+//		first_answer_timeout  <duration>
+//		max_lookups           <n>
+//		unknown_ttl           <duration>
+//		denied_status         <status>
 //	}
 //
 // metadata may be given once per key. An endpoint is host:port or
 // http[s]://host:port. fields names the json format's fields, in order.
+// allow … denied_status apply to a service chosen per request: one with
+// request placeholders, such as {re.svc.1} or {http.request.host.labels.2}.
 func (u *EtcdUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return cf.Source(d, "etcd", &u.Service, "dynamic etcd needs a service, e.g. dynamic etcd my-service", u.options(), u.Validate)
 }
@@ -61,7 +73,7 @@ func (u *EtcdUpstreams) options() cf.Options {
 	return cf.Options{
 		"format": cf.String(&u.Format), "prefix": cf.String(&u.Prefix), "fields": cf.Func(u.unmarshalFields),
 		"metadata": cf.Map(&u.Metadata, "metadata version v2"), "server": cf.String(&u.ServerName),
-	}.With(u.Server.options())
+	}.With(u.Server.options()).With(cf.PerRequest(&u.PerRequest))
 }
 
 // unmarshalFields reads the fields subdirective: the json format's field

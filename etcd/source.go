@@ -85,8 +85,11 @@ type EtcdUpstreams struct {
 	// app's servers for the fields.
 	Server
 
+	// With a service chosen per request (request placeholders in
+	// `service`, such as {re.svc.1}): the names allowed and the bounds.
+	upstreams.PerRequest
+
 	upstreams.Source
-	watch *watch // the watch the source reads
 }
 
 // CaddyModule returns the Caddy module information.
@@ -110,8 +113,9 @@ func (u *EtcdUpstreams) Provision(ctx caddy.Context) error {
 }
 
 func (u *EtcdUpstreams) provision(log *zap.Logger, app *App) error {
-	v, err := u.view(caddy.NewReplacer())
-	if err != nil {
+	repl := caddy.NewReplacer()
+	service, perRequest := upstreams.ExpandConfig(repl, u.Service)
+	if err := u.PerRequest.Validate(perRequest); err != nil {
 		return err
 	}
 	name, srv, err := servers.Resolve(app.Servers, u.ServerName, u.Server)
@@ -126,15 +130,38 @@ func (u *EtcdUpstreams) provision(log *zap.Logger, app *App) error {
 	if err != nil {
 		return err
 	}
-	w, err := acquireWatch(&u.Source, c, v.prefix)
+	app.Add(c.start)
+	// open follows service's keys through src: the source's own, or a
+	// service chosen per request's.
+	open := func(src *upstreams.Source, service string) (start func(), err error) {
+		v, err := u.view(repl, service)
+		if err != nil {
+			return nil, err
+		}
+		w, err := acquireWatch(src, c, v.prefix)
+		if err != nil {
+			return nil, err
+		}
+		v.where, v.pub = st.where, src.Publish(log, "etcd", upstreams.Named(v.prefix, v.selection()))
+		w.fan.Add(v)
+		src.OnCleanup(func() { w.fan.Remove(v) })
+		return w.start, nil
+	}
+	if perRequest {
+		return u.ServePerRequest("etcd", service, u.PerRequest, func(name string) error { return checkKey("service", name) },
+			func(src *upstreams.Source, name string) error {
+				start, err := open(src, name)
+				if err == nil {
+					start() // the app has started, or starts the client soon
+				}
+				return err
+			})
+	}
+	start, err := open(&u.Source, service)
 	if err != nil {
 		return err
 	}
-	v.where, v.pub = st.where, u.Publish(log, "etcd", upstreams.Named(v.prefix, v.selection()))
-	u.watch = w
-	w.fan.Add(v)
-	u.OnCleanup(func() { w.fan.Remove(v) })
-	app.Add(c.start, w.start)
+	app.Add(start)
 	return nil
 }
 
@@ -143,7 +170,11 @@ func (u *EtcdUpstreams) provision(log *zap.Logger, app *App) error {
 // runs at adapt time (UnmarshalCaddyfile) and after Provision, and reads no
 // file.
 func (u *EtcdUpstreams) Validate() error {
-	if _, err := u.view(nil); err != nil {
+	if _, err := u.view(nil, u.Service); err != nil {
+		return err
+	}
+	_, perRequest := upstreams.ExpandConfig(nil, u.Service)
+	if err := u.PerRequest.Validate(perRequest); err != nil {
 		return err
 	}
 	if err := servers.CheckSource(u.ServerName, u.Server); err != nil {
@@ -152,10 +183,11 @@ func (u *EtcdUpstreams) Validate() error {
 	return u.Server.Validate()
 }
 
-// view replaces the placeholders in service and prefix and checks the
-// fields that make the source's view; with a nil repl, a field with
-// placeholders is not checked.
-func (u *EtcdUpstreams) view(repl *caddy.Replacer) (*view, error) {
+// view checks the fields that make the view of service (as written, or
+// with its placeholders replaced) and replaces the placeholders in prefix;
+// with a nil repl, or a service with placeholders, what has placeholders is
+// not checked.
+func (u *EtcdUpstreams) view(repl *caddy.Replacer, service string) (*view, error) {
 	v := &view{format: cmpString(u.Format, formatEtcd), metadata: maps.Clone(u.Metadata)}
 	if !slices.Contains(formats, v.format) {
 		return nil, fmt.Errorf("format: unknown format %q; use %s", v.format, strings.Join(formats, ", "))
@@ -174,11 +206,7 @@ func (u *EtcdUpstreams) view(repl *caddy.Replacer) (*view, error) {
 	if v.format == formatGoZero && len(u.Metadata) > 0 {
 		return nil, errors.New("metadata: go-zero instances have none; remove metadata, or use another format")
 	}
-	service, ok, err := upstreams.Expand(repl, u.Service)
-	if err != nil {
-		return nil, fmt.Errorf("service: %w", err)
-	}
-	if ok {
+	if !strings.Contains(service, "{") {
 		if err := checkKey("service", service); err != nil {
 			return nil, err
 		}
@@ -191,6 +219,9 @@ func (u *EtcdUpstreams) view(repl *caddy.Replacer) (*view, error) {
 		if err := checkKey("prefix", prefix); err != nil {
 			return nil, err
 		}
+	}
+	if u.Prefix != "" && strings.Contains(service, "{") {
+		return nil, errors.New("prefix: a service chosen per request derives its key prefix from the format; remove prefix")
 	}
 	v.prefix = cmpString(prefix, defaultPrefix(v.format, service))
 	return v, nil

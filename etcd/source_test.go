@@ -16,19 +16,24 @@ func TestValidate(t *testing.T) {
 		u    EtcdUpstreams
 		want string
 	}{
-		"no service":           {EtcdUpstreams{}, "service: required"},
-		"service with a space": {EtcdUpstreams{Service: "a b"}, "service: \"a b\" holds spaces"},
-		"unknown format":       {EtcdUpstreams{Service: "x", Format: "nacos"}, `format: unknown format "nacos"; use etcd, kratos, go-zero, go-micro, json`},
-		"fields, not json":     {EtcdUpstreams{Service: "x", Fields: &JSONFields{Address: "host"}}, "fields: only apply to format json, not etcd"},
-		"go-zero metadata":     {EtcdUpstreams{Service: "x", Format: "go-zero", Metadata: map[string]string{"a": "b"}}, "metadata: go-zero instances have none"},
-		"empty metadata key":   {EtcdUpstreams{Service: "x", Metadata: map[string]string{"": "v"}}, "metadata: empty key"},
-		"server and fields":    {EtcdUpstreams{Service: "x", ServerName: "prod", Server: Server{Endpoints: []string{"10.0.0.1:2379"}}}, `server "prod" is named and connection fields are set too`},
-		"no port":              {EtcdUpstreams{Service: "x", Server: Server{Endpoints: []string{"10.0.0.1"}}}, "endpoints: \"10.0.0.1\": give the port too"},
-		"other scheme":         {EtcdUpstreams{Service: "x", Server: Server{Endpoints: []string{"grpc://10.0.0.1:2379"}}}, "scheme must be http or https"},
-		"credentials in URL":   {EtcdUpstreams{Service: "x", Server: Server{Endpoints: []string{"http://root:etcd-s3cret@10.0.0.1:2379"}}}, "credentials go in username and password"},
-		"half credentials":     {EtcdUpstreams{Service: "x", Server: Server{Password: "etcd-s3cret"}}, "username and password go together"},
-		"negative timeout":     {EtcdUpstreams{Service: "x", Server: Server{DialTimeout: -1}}, "dial_timeout: -1ns is negative"},
-		"cert without key":     {EtcdUpstreams{Service: "x", Server: Server{ClientTLS: upstreams.ClientTLS{CertFile: "/etc/caddy/etcd.pem"}}}, "cert_file and key_file go together"},
+		"no service":            {EtcdUpstreams{}, "service: required"},
+		"service with a space":  {EtcdUpstreams{Service: "a b"}, "service: \"a b\" holds spaces"},
+		"unknown format":        {EtcdUpstreams{Service: "x", Format: "nacos"}, `format: unknown format "nacos"; use etcd, kratos, go-zero, go-micro, json`},
+		"fields, not json":      {EtcdUpstreams{Service: "x", Fields: &JSONFields{Address: "host"}}, "fields: only apply to format json, not etcd"},
+		"go-zero metadata":      {EtcdUpstreams{Service: "x", Format: "go-zero", Metadata: map[string]string{"a": "b"}}, "metadata: go-zero instances have none"},
+		"empty metadata key":    {EtcdUpstreams{Service: "x", Metadata: map[string]string{"": "v"}}, "metadata: empty key"},
+		"server and fields":     {EtcdUpstreams{Service: "x", ServerName: "prod", Server: Server{Endpoints: []string{"10.0.0.1:2379"}}}, `server "prod" is named and connection fields are set too`},
+		"no port":               {EtcdUpstreams{Service: "x", Server: Server{Endpoints: []string{"10.0.0.1"}}}, "endpoints: \"10.0.0.1\": give the port too"},
+		"other scheme":          {EtcdUpstreams{Service: "x", Server: Server{Endpoints: []string{"grpc://10.0.0.1:2379"}}}, "scheme must be http or https"},
+		"credentials in URL":    {EtcdUpstreams{Service: "x", Server: Server{Endpoints: []string{"http://root:etcd-s3cret@10.0.0.1:2379"}}}, "credentials go in username and password"},
+		"half credentials":      {EtcdUpstreams{Service: "x", Server: Server{Password: "etcd-s3cret"}}, "username and password go together"},
+		"negative timeout":      {EtcdUpstreams{Service: "x", Server: Server{DialTimeout: -1}}, "dial_timeout: -1ns is negative"},
+		"cert without key":      {EtcdUpstreams{Service: "x", Server: Server{ClientTLS: upstreams.ClientTLS{CertFile: "/etc/caddy/etcd.pem"}}}, "cert_file and key_file go together"},
+		"per request, no allow": {EtcdUpstreams{Service: "{re.svc.1}"}, "allow: required with a service chosen per request"},
+		"allow, fixed service":  {EtcdUpstreams{Service: "shop", PerRequest: upstreams.PerRequest{Allow: []string{"shop"}}}, "only apply to a service chosen per request"},
+		"bad glob":              {EtcdUpstreams{Service: "{re.svc.1}", PerRequest: upstreams.PerRequest{Allow: []string{"shop-["}}}, `allow: "shop-[" is not a glob`},
+		"bad regex":             {EtcdUpstreams{Service: "{re.svc.1}", PerRequest: upstreams.PerRequest{Allow: []string{"(shop"}, Regex: true}}, `allow: "(shop" is not an RE2 regular expression`},
+		"prefix per request":    {EtcdUpstreams{Service: "{re.svc.1}", Prefix: "/x/", PerRequest: upstreams.PerRequest{Allow: []string{"*"}}}, "prefix: a service chosen per request"},
 	} {
 		err := tc.u.Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -38,7 +43,7 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%s: the error shows the password: %v", name, err)
 		}
 	}
-	ok := EtcdUpstreams{Service: "{http.request.host.labels.2}", Format: "json", Fields: &JSONFields{Address: "ip", Port: "port"},
+	ok := EtcdUpstreams{Service: "{http.request.host.labels.2}", PerRequest: upstreams.PerRequest{Allow: []string{"shop-*"}}, Format: "json", Fields: &JSONFields{Address: "ip", Port: "port"},
 		Server: Server{Endpoints: []string{"https://etcd-1:2379", "{env.ETCD}"}, Username: "caddy", Password: "{env.ETCD_PASSWORD}"}}
 	if err := ok.Validate(); err != nil {
 		t.Errorf("valid config: %v", err)

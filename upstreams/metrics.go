@@ -67,6 +67,25 @@ var (
 		Name: "caddy_discovery_watch_restarts_total",
 		Help: "Watches (k8s) or subscriptions (nacos) re-established after an error, an expiry or a reconnect.",
 	}, connectionLabels)
+
+	// Services chosen per request (see PerRequest), by source kind.
+	watched = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "caddy_discovery_per_request_services",
+		Help: "Services chosen per request that the sources follow.",
+	}, []string{"source"})
+	lookups = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "caddy_discovery_per_request_lookups_total",
+		Help: "Requests that chose a service, by result: hit, new, denied, invalid, unknown, over_capacity, timeout, unavailable.",
+	}, []string{"source", "result"})
+	evictions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "caddy_discovery_per_request_evictions_total",
+		Help: "Services chosen per request that were dropped after idle_timeout.",
+	}, []string{"source"})
+	firstAnswerSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "caddy_discovery_per_request_first_answer_seconds",
+		Help:    "Time from a new service's first request to the registry's first answer about it.",
+		Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5},
+	}, []string{"source"})
 )
 
 // sourceCollectors are the sources' own collectors (see AddCollector).
@@ -108,6 +127,7 @@ func RegisterMetrics(reg prometheus.Registerer) error {
 	cs := append([]prometheus.Collector{
 		backendsGauge, updatesTotal, problemsTotal, lastUpdateGauge,
 		connectedGauge, reconnectsTotal, watchRestartsTotal,
+		watched, lookups, evictions, firstAnswerSeconds,
 	}, sourceCollectors.cs...)
 	sourceCollectors.mu.Unlock()
 	for _, c := range cs {

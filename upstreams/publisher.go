@@ -32,6 +32,8 @@ type Publisher struct {
 	log     *zap.Logger
 	service string
 
+	answered chan struct{} // closed by the first List
+
 	mu      sync.Mutex
 	listed  bool
 	targets []Target
@@ -44,10 +46,13 @@ type Publisher struct {
 // logging to log. Until the first List, its snapshot has no targets and the
 // error says that the first list is awaited.
 func NewPublisher(log *zap.Logger, service string) *Publisher {
-	p := &Publisher{log: log, service: service}
+	p := &Publisher{log: log, service: service, answered: make(chan struct{})}
 	p.cell.Store(p.snapshot())
 	return p
 }
+
+// Answered is closed once the first list has been published.
+func (p *Publisher) Answered() <-chan struct{} { return p.answered }
 
 // List publishes a new list of usable targets. Without targets, why says
 // why there are none (the service does not exist, every instance is
@@ -55,6 +60,9 @@ func NewPublisher(log *zap.Logger, service string) *Publisher {
 func (p *Publisher) List(targets []Target, why error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.listed {
+		defer close(p.answered)
+	}
 	p.listed = true
 	p.targets = slices.Clone(targets)
 	p.why = nil

@@ -95,6 +95,9 @@ func (s *Snapshot) Weight(dial string) float64 {
 // Err is the source's latest problem with this service, or nil.
 func (s *Snapshot) Err() error { return s.err }
 
+// hasKind reports whether the snapshot's error is a problem of kind k.
+func (s *Snapshot) hasKind(k ProblemKind) bool { return s.problemKinds&(1<<k) != 0 }
+
 // Upstreams returns fresh upstream values for the snapshot's targets, in its
 // order, with two allocations whatever the number of targets. Without targets
 // it returns the snapshot's error, or ErrNoTargets, so that reverse_proxy falls

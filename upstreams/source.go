@@ -58,6 +58,7 @@ type Source struct {
 	unregister func()
 	keys       []string // pool keys, in the order acquired
 	leave      []func()
+	perRequest *perRequest // services chosen per request; nil: one service, pub's
 }
 
 // Acquire returns the pooled value of key (a client, a watch), creating it
@@ -92,7 +93,10 @@ func (s *Source) OnCleanup(f func()) { s.leave = append(s.leave, f) }
 
 // GetUpstreams returns the service's current upstreams from memory: fresh
 // values, sorted by address, or the error that says why there are none.
-func (s *Source) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error) {
+func (s *Source) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream, error) {
+	if s.perRequest != nil {
+		return s.perRequest.getUpstreams(r)
+	}
 	if s.pub == nil {
 		return nil, errors.New("upstream source is not provisioned")
 	}
@@ -103,6 +107,10 @@ func (s *Source) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error) {
 // source acquired, newest first; the last user of a client or watch stops
 // it. It is safe after a failed Provision, and to call twice.
 func (s *Source) Cleanup() error {
+	if s.perRequest != nil {
+		s.perRequest.cleanup()
+		s.perRequest = nil
+	}
 	if s.unregister != nil {
 		s.unregister()
 		s.unregister = nil

@@ -26,7 +26,10 @@ type Caddy struct {
 	t       testing.TB
 	Port    int    // the HTTP port sites listen on
 	LogFile string // where Caddy logs, if not stderr
-	client  *http.Client
+	// Errors is the handler of the server's errors routes (handle_errors),
+	// if any, in JSON.
+	Errors string
+	client *http.Client
 }
 
 // StartCaddy loads a config with one HTTP server on 127.0.0.1:port whose only
@@ -40,7 +43,14 @@ func StartCaddy(t testing.TB, port int, handlerJSON string, extraApps string) *C
 // StartCaddyLogged is StartCaddy with Caddy's logs written to logFile.
 func StartCaddyLogged(t testing.TB, port int, handlerJSON, extraApps, logFile string) *Caddy {
 	t.Helper()
-	c := &Caddy{t: t, Port: port, LogFile: logFile, client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
+	return StartCaddyWith(t, &Caddy{Port: port, LogFile: logFile}, handlerJSON, extraApps)
+}
+
+// StartCaddyWith starts Caddy as c says (its Port, and LogFile and Errors
+// if set) with the handler and the apps.
+func StartCaddyWith(t testing.TB, c *Caddy, handlerJSON, extraApps string) *Caddy {
+	t.Helper()
+	c.t, c.client = t, &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	c.Load(handlerJSON, extraApps)
 	t.Cleanup(c.Stop)
 	return c
@@ -60,6 +70,10 @@ func (c *Caddy) Load(handlerJSON string, extraApps string) {
 	if extraApps != "" {
 		extraApps = "," + extraApps
 	}
+	errorRoutes := ""
+	if c.Errors != "" {
+		errorRoutes = fmt.Sprintf(`, "errors": {"routes": [{"handle": [%s]}]}`, c.Errors)
+	}
 	writer := ""
 	if c.LogFile != "" {
 		writer = fmt.Sprintf(`, "writer": {"output": "file", "filename": %q}`, c.LogFile)
@@ -71,10 +85,10 @@ func (c *Caddy) Load(handlerJSON string, extraApps string) {
 			"http": {"servers": {"test": {
 				"listen": ["127.0.0.1:%d"],
 				"automatic_https": {"disable": true},
-				"routes": [{"handle": [%s]}]
+				"routes": [{"handle": [%s]}]%s
 			}}}%s
 		}
-	}`, writer, c.Port, handlerJSON, extraApps)
+	}`, writer, c.Port, handlerJSON, errorRoutes, extraApps)
 	if err := caddy.Load([]byte(cfg), true); err != nil {
 		c.t.Fatalf("loading caddy config: %v\n%s", err, cfg)
 	}

@@ -1,0 +1,148 @@
+//go:build integration
+
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-discovery/caddy-discovery/integration/harness"
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
+)
+
+// perRequestProxy is a reverse_proxy whose source (source's JSON, without
+// "source") takes the service from the request path's first segment.
+func perRequestProxy(source string, fields map[string]any) string {
+	fields["source"] = source
+	fields["service"] = "{http.request.uri.path.0}"
+	b, _ := json.Marshal(fields)
+	return fmt.Sprintf(`{"handler": "reverse_proxy", "dynamic_upstreams": %s}`, b)
+}
+
+// getPath sends GET path through Caddy and returns the status, the body
+// (the backend's name when 200) and the Retry-After header.
+func getPath(t *testing.T, cd *harness.Caddy, path string) (int, string, string) {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", cd.Port, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(body)), resp.Header.Get("Retry-After")
+}
+
+// expectStatus checks what one request for path gets.
+func expectStatus(t *testing.T, cd *harness.Caddy, path string, status int, body string) {
+	t.Helper()
+	got, b, _ := getPath(t, cd, path)
+	if got != status || body != "" && b != body {
+		t.Errorf("GET %s: %d %q, want %d %q", path, got, b, status, body)
+	}
+}
+
+// dumped reports whether the admin dump lists a service of the source.
+func dumped(source, service string) bool {
+	for _, d := range upstreams.Dump() {
+		if d.Source == source && strings.HasPrefix(d.Service, service) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestEtcdPerRequest: one route serves every allowed service that the
+// request's first path segment names, each followed through its own etcd
+// watch: a service registered after Caddy started answers its first
+// request; denied, malformed and unknown names get 404 from
+// discovery_error, and an unknown one reaches etcd once (its range reads
+// counted at the server); past max_services a new service gets 503 with
+// Retry-After; an idle service stops being watched (etcd's own watcher
+// count).
+func TestEtcdPerRequest(t *testing.T) {
+	e := startEtcd(t)
+	n := harness.NewNetns(t)
+	a, b, c := n.AddAddr(t), n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	n.Backend(t, "c", c, 8080)
+	value := func(ip netip.Addr) string { return fmt.Sprintf(`{"Op":0,"Addr":%q}`, netip.AddrPortFrom(ip, 8080)) }
+	e.put(t, "shop-a/1", value(a), 0)
+	e.put(t, "shop-admin/1", value(c), 0)
+	watchersBefore := etcdWatchers(t, e)
+
+	proxy := perRequestProxy("etcd", map[string]any{"allow": []string{"shop-*"}, "deny": []string{"shop-admin"},
+		"max_services": 2, "idle_timeout": "2s", "unknown_ttl": "1m"})
+	cd := harness.StartCaddyWith(t, &harness.Caddy{Port: etcdCaddyPort, Errors: `{"handler": "discovery_error"}`}, proxy, etcdApp(e.addr))
+
+	start := time.Now()
+	expectStatus(t, cd, "/shop-a/", 200, "a")
+	t.Logf("per request: shop-a's first request answered in %v", time.Since(start).Round(time.Millisecond))
+
+	// Denied and malformed names: 404, and nothing reaches etcd; an
+	// unknown name: 404, and one read of etcd however often it comes.
+	ranges := etcdRanges(t, e)
+	for _, path := range []string{"/shop-admin/", "/other/", "/SHOP-A/", "/..%2Fshop-a/", "/shop-" + strings.Repeat("x", 300) + "/", "/shop-\u00e9/"} {
+		expectStatus(t, cd, path, 404, "Not Found")
+	}
+	if got := etcdRanges(t, e) - ranges; got != 0 {
+		t.Errorf("denied and malformed names made %v range reads of etcd, want none", got)
+	}
+	for range 10 {
+		expectStatus(t, cd, "/shop-none/", 404, "Not Found")
+	}
+	if got := etcdRanges(t, e) - ranges; got != 1 {
+		t.Errorf("10 requests for an unknown name made %v range reads of etcd, want 1", got)
+	}
+	expectStatus(t, cd, "/shop-%2Fa/", 404, "Not Found") // the segment "shop-": unknown too
+
+	e.put(t, "shop-b/1", value(b), 0) // registered after Caddy started
+	expectStatus(t, cd, "/shop-b/", 200, "b")
+	expectStatus(t, cd, "/shop-a/x", 200, "a")
+
+	// Over max_services (shop-a and shop-b in use): 503 with Retry-After.
+	e.put(t, "shop-c/1", value(c), 0)
+	status, _, retry := getPath(t, cd, "/shop-c/")
+	if status != 503 || retry == "" {
+		t.Errorf("a third service past max_services 2: %d, Retry-After %q; want 503 with Retry-After", status, retry)
+	}
+
+	// Idle for idle_timeout: no longer watched, gone from the dump.
+	harness.Eventually(t, 10*time.Second, func() error {
+		if dumped("etcd", "shop-a/") || dumped("etcd", "shop-b/") {
+			return fmt.Errorf("idle services still in the admin dump")
+		}
+		if w := etcdWatchers(t, e); w > watchersBefore {
+			return fmt.Errorf("etcd still counts %d watchers, %d before Caddy", w, watchersBefore)
+		}
+		return nil
+	})
+	expectStatus(t, cd, "/shop-c/", 200, "c") // room again
+}
+
+// etcdRanges reads etcd's count of range (read) requests, from its /metrics.
+func etcdRanges(t *testing.T, e *etcdServer) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + e.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var total float64
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, `grpc_server_handled_total{`) && strings.Contains(line, `grpc_method="Range"`) {
+			var v float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
+				total += v
+			}
+		}
+	}
+	return total
+}

@@ -1,0 +1,567 @@
+package upstreams
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"path"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// PerRequest bounds a source whose service is chosen per request: its
+// service reference holds request placeholders, such as
+// {http.request.host.labels.2} or a path regexp's {re.svc.1}, replaced on
+// every request. Each name a request brings is checked (the registry's
+// name rules, then `allow` and `deny`) before anything else; an allowed
+// one is looked up in the registry once and then followed like a fixed
+// service, until it has been idle for `idle_timeout`.
+//
+// A request whose name is malformed, not allowed or unknown to the
+// registry gets no upstream; so does one over the bounds. reverse_proxy
+// answers such a request with 503: put `discovery_error` in the site's
+// `handle_errors` to answer it as the lookup decided (404 by default,
+// 503 with Retry-After over capacity, 504 when the registry did not answer
+// in time).
+type PerRequest struct {
+	// The names a request may choose, as patterns: by default globs matched
+	// as path.Match does (`*` within one '/'-separated segment, `?`, and
+	// classes such as `[a-z]`), e.g. `shop-*` or `shop/*`; with `regex`,
+	// RE2 regular expressions that must match the whole name. Required when
+	// the service has request placeholders: without it, every name a
+	// client sends would reach the registry.
+	Allow []string `json:"allow,omitempty"`
+
+	// Names refused even when `allow` matches them, in the same syntax,
+	// e.g. the gateway's own services.
+	Deny []string `json:"deny,omitempty"`
+
+	// `allow` and `deny` are RE2 regular expressions (anchored at both
+	// ends) instead of globs. Default: false
+	Regex bool `json:"regex,omitempty"`
+
+	// At most this many services chosen per request are followed at once;
+	// a new one beyond it is refused (503 with Retry-After) until one has
+	// been idle for `idle_timeout`. A service in use is never dropped.
+	// Default: 100
+	MaxServices int `json:"max_services,omitempty"`
+
+	// A service no request has chosen for this long stops being followed.
+	// Default: 10m
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+
+	// How long the first request for a new service waits for the
+	// registry's first answer before it gets 504. Requests for it that
+	// arrive meanwhile wait for the same answer. Default: 3s
+	FirstAnswerTimeout caddy.Duration `json:"first_answer_timeout,omitempty"`
+
+	// At most this many new services are looked up at once; a request for
+	// yet another new one gets 503 with Retry-After. Default: 8
+	MaxLookups int `json:"max_lookups,omitempty"`
+
+	// How long a name the registry does not know is answered as unknown
+	// without asking the registry again. Default: 30s
+	UnknownTTL caddy.Duration `json:"unknown_ttl,omitempty"`
+
+	// The status for a name that is malformed, not allowed or unknown:
+	// the same for all three, so that it does not tell a client which names
+	// exist. Default: 404
+	DeniedStatus int `json:"denied_status,omitempty"`
+}
+
+// Defaults of PerRequest.
+const (
+	defaultMaxServices        = 100
+	defaultIdleTimeout        = 10 * time.Minute
+	defaultFirstAnswerTimeout = 3 * time.Second
+	defaultMaxLookups         = 8
+	defaultUnknownTTL         = 30 * time.Second
+	maxNameLen                = 253
+)
+
+// IsSet reports whether a field is set.
+func (p PerRequest) IsSet() bool {
+	return len(p.Allow) > 0 || len(p.Deny) > 0 || p.Regex || p.MaxServices != 0 || p.IdleTimeout != 0 ||
+		p.FirstAnswerTimeout != 0 || p.MaxLookups != 0 || p.UnknownTTL != 0 || p.DeniedStatus != 0
+}
+
+// Validate checks the fields. perRequest says whether the service has
+// request placeholders: without them, the fields do not apply; with them,
+// allow is required.
+func (p PerRequest) Validate(perRequest bool) error {
+	switch {
+	case !perRequest && p.IsSet():
+		return errors.New("allow, deny, regex, max_services, idle_timeout, first_answer_timeout, max_lookups, unknown_ttl and denied_status only apply to a service chosen per request (one with request placeholders such as {http.request.host.labels.2})")
+	case !perRequest:
+		return nil
+	case len(p.Allow) == 0:
+		return errors.New("allow: required with a service chosen per request; list the names requests may choose, e.g. allow shop-*, so that a client cannot make Caddy look up any name")
+	case p.MaxServices < 0, p.MaxLookups < 0, p.IdleTimeout < 0, p.FirstAnswerTimeout < 0, p.UnknownTTL < 0:
+		return errors.New("max_services, max_lookups, idle_timeout, first_answer_timeout and unknown_ttl must not be negative")
+	case p.DeniedStatus != 0 && (p.DeniedStatus < 400 || p.DeniedStatus > 599):
+		return fmt.Errorf("denied_status: %d is not an HTTP error status (400-599)", p.DeniedStatus)
+	}
+	_, err := p.patterns()
+	return err
+}
+
+// matcher decides which names a request may choose.
+type matcher struct {
+	allow, deny []func(string) bool
+}
+
+func (m matcher) allows(name string) bool {
+	for _, d := range m.deny {
+		if d(name) {
+			return false
+		}
+	}
+	for _, a := range m.allow {
+		if a(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// patterns compiles allow and deny.
+func (p PerRequest) patterns() (matcher, error) {
+	var m matcher
+	for _, list := range []struct {
+		field    string
+		patterns []string
+		dst      *[]func(string) bool
+	}{{"allow", p.Allow, &m.allow}, {"deny", p.Deny, &m.deny}} {
+		for _, pat := range list.patterns {
+			f, err := compilePattern(pat, p.Regex)
+			if err != nil {
+				return m, fmt.Errorf("%s: %w", list.field, err)
+			}
+			*list.dst = append(*list.dst, f)
+		}
+	}
+	return m, nil
+}
+
+func compilePattern(pat string, regex bool) (func(string) bool, error) {
+	if pat == "" {
+		return nil, errors.New("empty pattern")
+	}
+	if regex {
+		re, err := regexp.Compile(`^(?:` + pat + `)$`)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an RE2 regular expression: %v", pat, err)
+		}
+		return re.MatchString, nil
+	}
+	if _, err := path.Match(pat, ""); err != nil {
+		return nil, fmt.Errorf("%q is not a glob such as shop-* (path.Match syntax): %v", pat, err)
+	}
+	return func(name string) bool {
+		ok, _ := path.Match(pat, name)
+		return ok
+	}, nil
+}
+
+// CheckRequestName applies the rules every name chosen per request must
+// pass, whatever the registry, before the registry's own: 1 to 253
+// printable ASCII characters, without spaces, '%', '\', '..' or an empty
+// '/'-separated segment. A request's name is the client's: these rules keep
+// encodings, path tricks and odd characters away from the registry.
+func CheckRequestName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty name")
+	case len(name) > maxNameLen:
+		return fmt.Errorf("name of %d bytes; at most %d", len(name), maxNameLen)
+	case !utf8.ValidString(name):
+		return errors.New("name is not UTF-8")
+	case strings.Contains(name, ".."), strings.Contains(name, "//"), strings.HasPrefix(name, "/"), strings.HasSuffix(name, "/"):
+		return fmt.Errorf("name %q has an empty or .. segment", Clip(name))
+	}
+	for _, r := range name {
+		if r <= ' ' || r > '~' || r == '%' || r == '\\' {
+			return fmt.Errorf("name %q has a character other than printable ASCII, or a space, %% or \\", Clip(name))
+		}
+	}
+	return nil
+}
+
+// HasRequestPlaceholders reports whether ref, its config-time placeholders
+// ({env.X} and the like) replaced, still holds placeholders: ones replaced
+// per request.
+func HasRequestPlaceholders(ref string) bool { return strings.Contains(ref, "{") }
+
+// Lookup outcomes, for the metrics.
+const (
+	lookupHit         = "hit"
+	lookupNew         = "new"
+	lookupDenied      = "denied"
+	lookupInvalid     = "invalid"
+	lookupUnknown     = "unknown"
+	lookupOverLimit   = "over_capacity"
+	lookupTimeout     = "timeout"
+	lookupUnavailable = "unavailable"
+)
+
+// OpenFunc opens the view of one service, name, into src: it acquires the
+// pooled watch (through src), publishes with src.Publish and joins the
+// watch's fanout, as a fixed source's Provision does, and starts the watch
+// (the app has started). It makes no request itself: the watch does.
+type OpenFunc func(src *Source, name string) error
+
+// perRequest serves a source's services chosen per request.
+type perRequest struct {
+	kind     string // the source's name ("etcd"), for the metrics
+	template string // the service reference with request placeholders
+	check    func(name string) error
+	open     OpenFunc
+	match    matcher
+	cfg      PerRequest // with defaults filled in
+
+	entries atomic.Pointer[map[string]*entry] // copy-on-write: hits read it without a lock
+	hits    prometheus.Counter                // lookups{result="hit"}, resolved once
+
+	mu       sync.Mutex // for misses: the entries' changes, unknown, inFlight
+	unknown  map[string]time.Time
+	inFlight int
+	janitor  *time.Ticker
+	stop     chan struct{}
+	stopped  bool
+	running  sync.WaitGroup // the janitor and the first lookups
+}
+
+// entry is one service chosen per request.
+type entry struct {
+	src     Source
+	lastUse atomic.Int64  // unix nanoseconds
+	ready   chan struct{} // closed at the first answer, or when opening failed
+	err     error         // set before ready closes: opening failed
+}
+
+// ServePerRequest makes s serve the services that template (the service
+// reference, with request placeholders) names per request: check is the
+// registry's name rules, open opens one service. kind is the source's name
+// ("etcd"). Call it in Provision, instead of opening one service; cfg must
+// be valid (see PerRequest.Validate).
+func (s *Source) ServePerRequest(kind, template string, cfg PerRequest, check func(string) error, open OpenFunc) error {
+	m, err := cfg.patterns()
+	if err != nil {
+		return err
+	}
+	fill := func(d *caddy.Duration, def time.Duration) {
+		if *d == 0 {
+			*d = caddy.Duration(def)
+		}
+	}
+	if cfg.MaxServices == 0 {
+		cfg.MaxServices = defaultMaxServices
+	}
+	if cfg.MaxLookups == 0 {
+		cfg.MaxLookups = defaultMaxLookups
+	}
+	if cfg.DeniedStatus == 0 {
+		cfg.DeniedStatus = http.StatusNotFound
+	}
+	fill(&cfg.IdleTimeout, defaultIdleTimeout)
+	fill(&cfg.FirstAnswerTimeout, defaultFirstAnswerTimeout)
+	fill(&cfg.UnknownTTL, defaultUnknownTTL)
+	pr := &perRequest{kind: kind, template: template, check: check, open: open, match: m, cfg: cfg,
+		hits: lookups.WithLabelValues(kind, lookupHit), unknown: map[string]time.Time{}, stop: make(chan struct{})}
+	pr.entries.Store(&map[string]*entry{})
+	s.perRequest = pr
+	return nil
+}
+
+// DiscoveryStatusVar is the request variable in which a per-request
+// lookup that found no upstream leaves the status the request should get
+// ("404", "503", "504"), for discovery_error and {http.vars.discovery_status}.
+const DiscoveryStatusVar = "discovery_status"
+
+// RetryAfterVar holds the Retry-After seconds of a 503 (see DiscoveryStatusVar).
+const RetryAfterVar = "discovery_retry_after"
+
+// lookupError is a per-request lookup's answer without upstreams.
+type lookupError struct {
+	status     int
+	retryAfter int // seconds, with 503
+	err        error
+}
+
+func (e *lookupError) Error() string { return e.err.Error() }
+func (e *lookupError) Unwrap() error { return e.err }
+
+// getUpstreams serves the request's service: from memory if it is
+// followed already, else after a bounded first lookup.
+func (pr *perRequest) getUpstreams(r *http.Request) ([]*reverseproxy.Upstream, error) {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		return nil, errors.New("no replacer in the request's context")
+	}
+	name := repl.ReplaceKnown(pr.template, "")
+	if e := (*pr.entries.Load())[name]; e != nil {
+		select {
+		case <-e.ready:
+			if e.err == nil {
+				e.lastUse.Store(time.Now().UnixNano())
+				pr.hits.Inc()
+				return e.src.pub.Load().Upstreams()
+			}
+		default:
+		}
+	}
+	ups, err := pr.lookup(r, name)
+	if err != nil {
+		var le *lookupError
+		if errors.As(err, &le) {
+			caddyhttp.SetVar(r.Context(), DiscoveryStatusVar, fmt.Sprint(le.status))
+			if le.retryAfter > 0 {
+				caddyhttp.SetVar(r.Context(), RetryAfterVar, fmt.Sprint(le.retryAfter))
+			}
+		}
+	}
+	return ups, err
+}
+
+// deny is the answer for a name the request may not have.
+func (pr *perRequest) deny(outcome string, err error) error {
+	lookups.WithLabelValues(pr.kind, outcome).Inc()
+	return &lookupError{status: pr.cfg.DeniedStatus, err: err}
+}
+
+// lookup is the slow path: a name not followed yet, or not answered yet.
+func (pr *perRequest) lookup(r *http.Request, name string) ([]*reverseproxy.Upstream, error) {
+	if err := CheckRequestName(name); err != nil {
+		return nil, pr.deny(lookupInvalid, fmt.Errorf("service chosen by the request: %w", err))
+	}
+	if err := pr.check(name); err != nil {
+		return nil, pr.deny(lookupInvalid, fmt.Errorf("service chosen by the request: %w", err))
+	}
+	if !pr.match.allows(name) {
+		return nil, pr.deny(lookupDenied, fmt.Errorf("service chosen by the request: %q is not allowed (allow, deny)", name))
+	}
+	now := time.Now()
+	pr.mu.Lock()
+	if until, ok := pr.unknown[name]; ok {
+		if now.Before(until) {
+			pr.mu.Unlock()
+			return nil, pr.deny(lookupUnknown, fmt.Errorf("service chosen by the request: %q is unknown to the registry", name))
+		}
+		delete(pr.unknown, name)
+	}
+	e, outcome := (*pr.entries.Load())[name], lookupHit
+	if e == nil {
+		var err error
+		if e, err = pr.add(name, now); err != nil {
+			pr.mu.Unlock()
+			return nil, err
+		}
+		outcome = lookupNew
+	}
+	pr.mu.Unlock()
+	timer := time.NewTimer(time.Duration(pr.cfg.FirstAnswerTimeout))
+	defer timer.Stop()
+	select {
+	case <-e.ready:
+	case <-timer.C:
+		lookups.WithLabelValues(pr.kind, lookupTimeout).Inc()
+		return nil, &lookupError{status: http.StatusGatewayTimeout,
+			err: fmt.Errorf("service chosen by the request: %q: no answer from the registry within %s", name, time.Duration(pr.cfg.FirstAnswerTimeout))}
+	case <-r.Context().Done():
+		return nil, r.Context().Err()
+	}
+	if e.err != nil {
+		lookups.WithLabelValues(pr.kind, lookupUnavailable).Inc()
+		return nil, &lookupError{status: http.StatusServiceUnavailable, err: e.err}
+	}
+	snap := e.src.pub.Load()
+	if snap.Len() == 0 && snap.hasKind(KindNotFound) {
+		pr.forget(name, e, now)
+		return nil, pr.deny(lookupUnknown, fmt.Errorf("service chosen by the request: %q is unknown to the registry: %w", name, snap.Err()))
+	}
+	e.lastUse.Store(time.Now().UnixNano())
+	lookups.WithLabelValues(pr.kind, outcome).Inc()
+	return snap.Upstreams()
+}
+
+// add opens a new service, within the bounds; the caller holds pr.mu.
+func (pr *perRequest) add(name string, now time.Time) (*entry, error) {
+	old := *pr.entries.Load()
+	if len(old) >= pr.cfg.MaxServices && pr.evictIdle(now) == 0 {
+		lookups.WithLabelValues(pr.kind, lookupOverLimit).Inc()
+		return nil, &lookupError{status: http.StatusServiceUnavailable, retryAfter: 30,
+			err: fmt.Errorf("service chosen by the request: %q: already following max_services (%d) services, none idle", name, pr.cfg.MaxServices)}
+	}
+	if pr.inFlight >= pr.cfg.MaxLookups {
+		lookups.WithLabelValues(pr.kind, lookupOverLimit).Inc()
+		return nil, &lookupError{status: http.StatusServiceUnavailable, retryAfter: 1,
+			err: fmt.Errorf("service chosen by the request: %q: max_lookups (%d) new services are being looked up already", name, pr.cfg.MaxLookups)}
+	}
+	if pr.stopped {
+		return nil, &lookupError{status: http.StatusServiceUnavailable, err: errors.New("upstream source is cleaned up")}
+	}
+	e := &entry{ready: make(chan struct{})}
+	e.lastUse.Store(now.UnixNano())
+	pr.put(name, e)
+	pr.inFlight++
+	pr.startJanitor()
+	pr.running.Add(1)
+	go pr.first(name, e)
+	return e, nil
+}
+
+// first opens the entry's service and waits for its first answer.
+func (pr *perRequest) first(name string, e *entry) {
+	start := time.Now()
+	defer pr.running.Done()
+	defer func() {
+		pr.mu.Lock()
+		pr.inFlight--
+		pr.mu.Unlock()
+	}()
+	if err := pr.open(&e.src, name); err != nil {
+		e.err = err
+		close(e.ready)
+		pr.mu.Lock()
+		pr.drop(name, e)
+		pr.mu.Unlock()
+		return
+	}
+	select {
+	case <-e.src.pub.Answered():
+		firstAnswerSeconds.WithLabelValues(pr.kind).Observe(time.Since(start).Seconds())
+	case <-pr.stop:
+	}
+	close(e.ready)
+}
+
+// forget drops a service the registry does not know and remembers it as
+// unknown for unknown_ttl.
+func (pr *perRequest) forget(name string, e *entry, now time.Time) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	pr.unknown[name] = now.Add(time.Duration(pr.cfg.UnknownTTL))
+	if len(pr.unknown) > 4*pr.cfg.MaxServices { // bounded: drop what has expired, else everything
+		for n, until := range pr.unknown {
+			if !now.Before(until) || len(pr.unknown) > 4*pr.cfg.MaxServices {
+				delete(pr.unknown, n)
+			}
+		}
+	}
+	pr.drop(name, e)
+}
+
+// put and drop change the entries, copy on write; the caller holds pr.mu.
+func (pr *perRequest) put(name string, e *entry) {
+	old := *pr.entries.Load()
+	next := make(map[string]*entry, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[name] = e
+	pr.entries.Store(&next)
+	watched.WithLabelValues(pr.kind).Inc()
+}
+
+func (pr *perRequest) drop(name string, e *entry) {
+	old := *pr.entries.Load()
+	if old[name] != e {
+		return
+	}
+	next := make(map[string]*entry, len(old))
+	for k, v := range old {
+		if k != name {
+			next[k] = v
+		}
+	}
+	pr.entries.Store(&next)
+	watched.WithLabelValues(pr.kind).Dec()
+	_ = e.src.Cleanup() // it never waits on a registry
+}
+
+// evictIdle drops the services idle for idle_timeout and returns how many;
+// the caller holds pr.mu.
+func (pr *perRequest) evictIdle(now time.Time) int {
+	n := 0
+	idle := now.Add(-time.Duration(pr.cfg.IdleTimeout)).UnixNano()
+	for name, e := range *pr.entries.Load() {
+		select {
+		case <-e.ready:
+		default:
+			continue // its first lookup runs
+		}
+		if e.lastUse.Load() < idle {
+			pr.drop(name, e)
+			evictions.WithLabelValues(pr.kind).Inc()
+			n++
+		}
+	}
+	return n
+}
+
+// startJanitor starts dropping idle services every quarter of idle_timeout
+// (at most every minute, at least every second); the caller holds pr.mu.
+func (pr *perRequest) startJanitor() {
+	if pr.janitor != nil || pr.stopped {
+		return
+	}
+	every := min(max(time.Duration(pr.cfg.IdleTimeout)/4, time.Second), time.Minute)
+	pr.janitor = time.NewTicker(every)
+	pr.running.Add(1)
+	go func() {
+		defer pr.running.Done()
+		for {
+			select {
+			case now := <-pr.janitor.C:
+				pr.mu.Lock()
+				pr.evictIdle(now)
+				pr.mu.Unlock()
+			case <-pr.stop:
+				return
+			}
+		}
+	}()
+}
+
+// cleanup stops the janitor and the first lookups, and releases every
+// service; nothing of it waits on a registry.
+func (pr *perRequest) cleanup() {
+	pr.mu.Lock()
+	if pr.stopped {
+		pr.mu.Unlock()
+		return
+	}
+	pr.stopped = true
+	close(pr.stop)
+	if pr.janitor != nil {
+		pr.janitor.Stop()
+	}
+	pr.mu.Unlock()
+	pr.running.Wait()
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	for name, e := range *pr.entries.Load() {
+		pr.drop(name, e)
+	}
+}
+
+// ExpandConfig replaces the config-time placeholders of a service
+// reference, such as {env.X}, and reports whether request placeholders,
+// such as {re.svc.1}, remain: then the source serves services chosen per
+// request. With a nil repl (adapt time), it only reports that.
+func ExpandConfig(repl *caddy.Replacer, ref string) (_ string, perRequest bool) {
+	if repl == nil {
+		repl = caddy.NewReplacer()
+	}
+	ref = repl.ReplaceKnown(ref, "")
+	return ref, HasRequestPlaceholders(ref)
+}
