@@ -133,7 +133,7 @@ func (u *EtcdUpstreams) provision(log *zap.Logger, app *App) error {
 	app.Add(c.start)
 	// open follows service's keys through src: the source's own, or a
 	// service chosen per request's.
-	open := func(src *upstreams.Source, service string) (start func(), err error) {
+	open := func(src *upstreams.Source, service string) (func(), error) {
 		v, err := u.view(repl, service)
 		if err != nil {
 			return nil, err
@@ -147,22 +147,7 @@ func (u *EtcdUpstreams) provision(log *zap.Logger, app *App) error {
 		src.OnCleanup(func() { w.fan.Remove(v) })
 		return w.start, nil
 	}
-	if perRequest {
-		return u.ServePerRequest("etcd", service, u.PerRequest, func(name string) error { return checkKey("service", name) },
-			func(src *upstreams.Source, name string) error {
-				start, err := open(src, name)
-				if err == nil {
-					start() // the app has started, or starts the client soon
-				}
-				return err
-			})
-	}
-	start, err := open(&u.Source, service)
-	if err != nil {
-		return err
-	}
-	app.Add(start)
-	return nil
+	return u.Serve(&app.Starts, "etcd", service, u.PerRequest, func(name string) error { return checkKey("service", name) }, open)
 }
 
 // Validate checks the configuration as written: every field, except that

@@ -146,3 +146,56 @@ func etcdRanges(t *testing.T, e *etcdServer) float64 {
 	}
 	return total
 }
+
+// TestZooKeeperPerRequest: one route serves every allowed Spring Cloud
+// Zookeeper service that the request's first path segment names, each
+// followed through its own ZooKeeper watches; a service registered through
+// Curator after Caddy started answers its first request; denied and
+// malformed names get 404 without a lookup, and an unknown one is looked
+// up once however often it comes; an idle service stops being followed.
+// (ZooKeeper keeps a dropped service's one-shot watches until they fire or
+// the session ends: go-zookeeper has no RemoveWatches; the test logs
+// ZooKeeper's watch count.)
+func TestZooKeeperPerRequest(t *testing.T) {
+	s := startZooKeeper(t)
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	registerCurator(t, s, "orders", "a", netip.AddrPortFrom(a, 8080))
+	watchesBefore := zkWatches(t, s)
+
+	proxy := perRequestProxy("zookeeper", map[string]any{"allow": []string{"orders", "reviews"}, "idle_timeout": "2s"})
+	cd := harness.StartCaddyWith(t, &harness.Caddy{Port: zkCaddyPort, Errors: `{"handler": "discovery_error"}`}, proxy, zkApp(s.addr))
+	start := time.Now()
+	expectStatus(t, cd, "/orders/", 200, "a")
+	t.Logf("per request: orders' first request answered in %v", time.Since(start).Round(time.Millisecond))
+
+	// A first lookup's answer is observed once in first_answer_seconds.
+	firstLookups := func() float64 {
+		return discoveryMetric(t, "caddy_discovery_per_request_first_answer_seconds", "source", "zookeeper")
+	}
+	before := firstLookups()
+	for _, path := range []string{"/admin/", "/Orders/", "/..%2Forders/", "/orders.x/"} {
+		expectStatus(t, cd, path, 404, "Not Found")
+	}
+	for range 10 {
+		expectStatus(t, cd, "/reviews/", 404, "Not Found") // allowed, not registered yet: unknown
+	}
+	if got := firstLookups() - before; got != 1 {
+		t.Errorf("denied, malformed and unknown names made %v lookups, want 1 (the unknown one's first)", got)
+	}
+
+	registerCurator(t, s, "reviews", "b", netip.AddrPortFrom(b, 8080))
+	cd.Load(proxy, zkApp(s.addr)) // a reload forgets what was unknown
+	expectStatus(t, cd, "/reviews/", 200, "b")
+	expectStatus(t, cd, "/orders/", 200, "a")
+
+	harness.Eventually(t, 10*time.Second, func() error {
+		if dumped("zookeeper", "/services/orders") || dumped("zookeeper", "/services/reviews") {
+			return fmt.Errorf("idle services still in the admin dump")
+		}
+		return nil
+	})
+	t.Logf("per request: ZooKeeper watches before Caddy %d, after the idle services were dropped %d", watchesBefore, zkWatches(t, s))
+}

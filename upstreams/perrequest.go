@@ -215,9 +215,28 @@ const (
 
 // OpenFunc opens the view of one service, name, into src: it acquires the
 // pooled watch (through src), publishes with src.Publish and joins the
-// watch's fanout, as a fixed source's Provision does, and starts the watch
-// (the app has started). It makes no request itself: the watch does.
-type OpenFunc func(src *Source, name string) error
+// watch's fanout. It makes no request: it returns the watch's start, which
+// the app calls for a service of the config, and the first lookup at once
+// for a service chosen per request.
+type OpenFunc func(src *Source, name string) (start func(), err error)
+
+// Serve ends a source's Provision once its connection is resolved: a
+// service reference with request placeholders (see ExpandConfig) makes
+// the source serve services chosen per request, within cfg's bounds, each
+// opened with open after check (the registry's name rules) accepts its
+// name; any other opens the one service into s, its start added to app.
+// kind is the source's name ("etcd").
+func (s *Source) Serve(app *Starts, kind, service string, cfg PerRequest, check func(string) error, open OpenFunc) error {
+	if HasRequestPlaceholders(service) {
+		return s.ServePerRequest(kind, service, cfg, check, open)
+	}
+	start, err := open(s, service)
+	if err != nil {
+		return err
+	}
+	app.Add(start)
+	return nil
+}
 
 // perRequest serves a source's services chosen per request.
 type perRequest struct {
@@ -428,7 +447,8 @@ func (pr *perRequest) first(name string, e *entry) {
 		pr.inFlight--
 		pr.mu.Unlock()
 	}()
-	if err := pr.open(&e.src, name); err != nil {
+	run, err := pr.open(&e.src, name)
+	if err != nil {
 		e.err = err
 		close(e.ready)
 		pr.mu.Lock()
@@ -436,6 +456,7 @@ func (pr *perRequest) first(name string, e *entry) {
 		pr.mu.Unlock()
 		return
 	}
+	run() // the app has started, or starts the connection soon
 	select {
 	case <-e.src.pub.Answered():
 		firstAnswerSeconds.WithLabelValues(pr.kind).Observe(time.Since(start).Seconds())

@@ -29,7 +29,7 @@ type fakeRegistry struct {
 	live  map[string]bool // names opened and not yet released
 }
 
-func (f *fakeRegistry) open(src *Source, name string) error {
+func (f *fakeRegistry) open(src *Source, name string) (func(), error) {
 	f.opens.Add(1)
 	pub := src.Publish(zap.NewNop(), "fake", name)
 	f.mu.Lock()
@@ -40,16 +40,18 @@ func (f *fakeRegistry) open(src *Source, name string) error {
 		delete(f.live, name)
 		f.mu.Unlock()
 	})
-	go func() {
-		time.Sleep(f.delay)
-		switch {
-		case strings.HasPrefix(name, "known-"):
-			pub.List([]Target{{Addr: netip.MustParseAddr("10.0.0.1"), Port: 80}}, nil)
-		case strings.HasPrefix(name, "gone-"):
-			pub.List(nil, Problem(KindNotFound, errors.New("no such service")))
-		}
-	}()
-	return nil
+	return func() { go f.answer(pub, name) }, nil
+}
+
+// answer is the fake registry's first answer about name.
+func (f *fakeRegistry) answer(pub *Publisher, name string) {
+	time.Sleep(f.delay)
+	switch {
+	case strings.HasPrefix(name, "known-"):
+		pub.List([]Target{{Addr: netip.MustParseAddr("10.0.0.1"), Port: 80}}, nil)
+	case strings.HasPrefix(name, "gone-"):
+		pub.List(nil, Problem(KindNotFound, errors.New("no such service")))
+	}
 }
 
 func (f *fakeRegistry) liveCount() int {

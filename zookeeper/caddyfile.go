@@ -52,9 +52,21 @@ var parseGlobalOption = cf.ServerOption("zookeeper", "server default { servers 1
 //		cert_file        <path>
 //		key_file         <path>
 //		tls_server_name  <name>
+//
+//		allow                 <pattern...>
+//		deny                  <pattern...>
+//		regex
+//		max_services          <n>
+//		idle_timeout          <duration>
+//		first_answer_timeout  <duration>
+//		max_lookups           <n>
+//		unknown_ttl           <duration>
+//		denied_status         <status>
 //	}
 //
-// metadata may be given once per key.
+// metadata may be given once per key. allow … denied_status apply to a
+// service chosen per request: one with request placeholders, such as
+// {re.svc.1} or {http.request.host.labels.2}.
 func (u *ZooKeeperUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return cf.Source(d, "zookeeper", &u.Service, "dynamic zookeeper needs a service, e.g. dynamic zookeeper orders", u.options(), u.Validate)
 }
@@ -65,7 +77,7 @@ func (u *ZooKeeperUpstreams) options() cf.Options {
 		"format": cf.String(&u.Format), "base_path": cf.String(&u.BasePath), "ssl_port": cf.Flag(&u.SSLPort),
 		"protocols": cf.Strings(&u.Protocols), "metadata": cf.Map(&u.Metadata, "metadata version 1.0.0"),
 		"server": cf.String(&u.ServerName),
-	}.With(u.Server.options())
+	}.With(u.Server.options()).With(cf.PerRequest(&u.PerRequest))
 }
 
 // options are the subdirectives of a connection.

@@ -89,8 +89,11 @@ type ZooKeeperUpstreams struct {
 	// `zookeeper` app's servers for the fields.
 	Server
 
+	// With a service chosen per request (request placeholders in
+	// `service`, such as {re.svc.1}): the names allowed and the bounds.
+	upstreams.PerRequest
+
 	upstreams.Source
-	watch *watch // the watch the source reads
 }
 
 // CaddyModule returns the Caddy module information.
@@ -113,8 +116,9 @@ func (u *ZooKeeperUpstreams) Provision(ctx caddy.Context) error {
 }
 
 func (u *ZooKeeperUpstreams) provision(log *zap.Logger, app *App) error {
-	v, err := u.view(caddy.NewReplacer())
-	if err != nil {
+	repl := caddy.NewReplacer()
+	service, perRequest := upstreams.ExpandConfig(repl, u.Service)
+	if err := u.PerRequest.Validate(perRequest); err != nil {
 		return err
 	}
 	name, srv, err := servers.Resolve(app.Servers, u.ServerName, u.Server)
@@ -129,23 +133,35 @@ func (u *ZooKeeperUpstreams) provision(log *zap.Logger, app *App) error {
 	if err != nil {
 		return err
 	}
-	w, err := acquireWatch(&u.Source, c, v.path)
-	if err != nil {
-		return err
+	app.Add(c.start)
+	// open follows service's node through src: the source's own, or a
+	// service chosen per request's.
+	open := func(src *upstreams.Source, service string) (func(), error) {
+		v, err := u.view(repl, service)
+		if err != nil {
+			return nil, err
+		}
+		w, err := acquireWatch(src, c, v.path)
+		if err != nil {
+			return nil, err
+		}
+		v.where, v.pub = st.where, src.Publish(log, "zookeeper", upstreams.Named(v.path, v.selection()))
+		w.fan.Add(v)
+		src.OnCleanup(func() { w.fan.Remove(v) })
+		return w.start, nil
 	}
-	v.where, v.pub = st.where, u.Publish(log, "zookeeper", upstreams.Named(v.path, v.selection()))
-	u.watch = w
-	w.fan.Add(v)
-	u.OnCleanup(func() { w.fan.Remove(v) })
-	app.Add(c.start, w.start)
-	return nil
+	return u.Serve(&app.Starts, "zookeeper", service, u.PerRequest, checkName, open)
 }
 
 // Validate checks the configuration as written: every field, except that
 // values with placeholders are checked once Provision has replaced them. It
 // runs at adapt time (UnmarshalCaddyfile) and after Provision.
 func (u *ZooKeeperUpstreams) Validate() error {
-	if _, err := u.view(nil); err != nil {
+	if _, err := u.view(nil, u.Service); err != nil {
+		return err
+	}
+	_, perRequest := upstreams.ExpandConfig(nil, u.Service)
+	if err := u.PerRequest.Validate(perRequest); err != nil {
 		return err
 	}
 	if err := servers.CheckSource(u.ServerName, u.Server); err != nil {
@@ -154,10 +170,11 @@ func (u *ZooKeeperUpstreams) Validate() error {
 	return u.Server.Validate()
 }
 
-// view replaces the placeholders in service and base_path and checks the
-// fields that make the source's view; with a nil repl, a field with
+// view checks the fields that make the view of service (as written, or
+// with its placeholders replaced) and replaces the placeholders in
+// base_path; with a nil repl, or a service with placeholders, what has
 // placeholders is not checked.
-func (u *ZooKeeperUpstreams) view(repl *caddy.Replacer) (*view, error) {
+func (u *ZooKeeperUpstreams) view(repl *caddy.Replacer, service string) (*view, error) {
 	v := &view{format: u.Format, sslPort: u.SSLPort, protocols: slices.Clone(u.Protocols), metadata: maps.Clone(u.Metadata)}
 	if v.format == "" {
 		v.format = formatCurator
@@ -178,11 +195,7 @@ func (u *ZooKeeperUpstreams) view(repl *caddy.Replacer) (*view, error) {
 			return nil, errors.New("metadata: empty key")
 		}
 	}
-	service, ok, err := upstreams.Expand(repl, u.Service)
-	if err != nil {
-		return nil, fmt.Errorf("service: %w", err)
-	}
-	if ok {
+	if !strings.Contains(service, "{") {
 		if err := checkName(service); err != nil {
 			return nil, err
 		}

@@ -16,23 +16,24 @@ func TestValidate(t *testing.T) {
 		u    ZooKeeperUpstreams
 		want string
 	}{
-		"no service":         {ZooKeeperUpstreams{}, "service: required"},
-		"service with slash": {ZooKeeperUpstreams{Service: "a/b"}, "is not one ZooKeeper node name"},
-		"service ..":         {ZooKeeperUpstreams{Service: ".."}, "is not one ZooKeeper node name"},
-		"unknown format":     {ZooKeeperUpstreams{Service: "x", Format: "eureka"}, `format: unknown format "eureka"; use curator, dubbo, apisix`},
-		"ssl_port for dubbo": {ZooKeeperUpstreams{Service: "x", Format: "dubbo", SSLPort: true}, "ssl_port: only applies to format curator"},
-		"protocols curator":  {ZooKeeperUpstreams{Service: "x", Protocols: []string{"tri"}}, "protocols: only apply to format dubbo"},
-		"relative base":      {ZooKeeperUpstreams{Service: "x", BasePath: "services"}, "base_path: \"services\" is not an absolute ZooKeeper path"},
-		"base with ..":       {ZooKeeperUpstreams{Service: "x", BasePath: "/a/../b"}, "has an empty, . or .. element"},
-		"empty metadata key": {ZooKeeperUpstreams{Service: "x", Metadata: map[string]string{"": "v"}}, "metadata: empty key"},
-		"server and fields":  {ZooKeeperUpstreams{Service: "x", ServerName: "prod", Server: Server{Servers: []string{"10.0.0.1:2181"}}}, `server "prod" is named and connection fields are set too`},
-		"no port":            {ZooKeeperUpstreams{Service: "x", Server: Server{Servers: []string{"10.0.0.1"}}}, "servers: \"10.0.0.1\" is not host:port"},
-		"chroot in servers":  {ZooKeeperUpstreams{Service: "x", Server: Server{Servers: []string{"10.0.0.1:2181/app"}}}, "a chroot goes in base_path"},
-		"credentials":        {ZooKeeperUpstreams{Service: "x", Server: Server{Servers: []string{"digest:zk-s3cret@10.0.0.1:2181"}}}, "credentials go in username and password"},
-		"half credentials":   {ZooKeeperUpstreams{Service: "x", Server: Server{Password: "zk-s3cret"}}, "username and password go together"},
-		"user with colon":    {ZooKeeperUpstreams{Service: "x", Server: Server{Username: "a:b", Password: "zk-s3cret"}}, "username: holds ':'"},
-		"short session":      {ZooKeeperUpstreams{Service: "x", Server: Server{SessionTimeout: 1e8}}, "session_timeout: 100ms is too short"},
-		"cert without key":   {ZooKeeperUpstreams{Service: "x", Server: Server{ClientTLS: upstreams.ClientTLS{CertFile: "/etc/caddy/zk.pem"}}}, "cert_file and key_file go together"},
+		"no service":            {ZooKeeperUpstreams{}, "service: required"},
+		"service with slash":    {ZooKeeperUpstreams{Service: "a/b"}, "is not one ZooKeeper node name"},
+		"service ..":            {ZooKeeperUpstreams{Service: ".."}, "is not one ZooKeeper node name"},
+		"unknown format":        {ZooKeeperUpstreams{Service: "x", Format: "eureka"}, `format: unknown format "eureka"; use curator, dubbo, apisix`},
+		"ssl_port for dubbo":    {ZooKeeperUpstreams{Service: "x", Format: "dubbo", SSLPort: true}, "ssl_port: only applies to format curator"},
+		"protocols curator":     {ZooKeeperUpstreams{Service: "x", Protocols: []string{"tri"}}, "protocols: only apply to format dubbo"},
+		"relative base":         {ZooKeeperUpstreams{Service: "x", BasePath: "services"}, "base_path: \"services\" is not an absolute ZooKeeper path"},
+		"base with ..":          {ZooKeeperUpstreams{Service: "x", BasePath: "/a/../b"}, "has an empty, . or .. element"},
+		"empty metadata key":    {ZooKeeperUpstreams{Service: "x", Metadata: map[string]string{"": "v"}}, "metadata: empty key"},
+		"server and fields":     {ZooKeeperUpstreams{Service: "x", ServerName: "prod", Server: Server{Servers: []string{"10.0.0.1:2181"}}}, `server "prod" is named and connection fields are set too`},
+		"no port":               {ZooKeeperUpstreams{Service: "x", Server: Server{Servers: []string{"10.0.0.1"}}}, "servers: \"10.0.0.1\" is not host:port"},
+		"chroot in servers":     {ZooKeeperUpstreams{Service: "x", Server: Server{Servers: []string{"10.0.0.1:2181/app"}}}, "a chroot goes in base_path"},
+		"credentials":           {ZooKeeperUpstreams{Service: "x", Server: Server{Servers: []string{"digest:zk-s3cret@10.0.0.1:2181"}}}, "credentials go in username and password"},
+		"half credentials":      {ZooKeeperUpstreams{Service: "x", Server: Server{Password: "zk-s3cret"}}, "username and password go together"},
+		"user with colon":       {ZooKeeperUpstreams{Service: "x", Server: Server{Username: "a:b", Password: "zk-s3cret"}}, "username: holds ':'"},
+		"short session":         {ZooKeeperUpstreams{Service: "x", Server: Server{SessionTimeout: 1e8}}, "session_timeout: 100ms is too short"},
+		"cert without key":      {ZooKeeperUpstreams{Service: "x", Server: Server{ClientTLS: upstreams.ClientTLS{CertFile: "/etc/caddy/zk.pem"}}}, "cert_file and key_file go together"},
+		"per request, no allow": {ZooKeeperUpstreams{Service: "{re.svc.1}"}, "allow: required with a service chosen per request"},
 	} {
 		err := tc.u.Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -42,7 +43,7 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%s: the error shows the password: %v", name, err)
 		}
 	}
-	ok := ZooKeeperUpstreams{Service: "{http.request.host.labels.2}", BasePath: "/prod/services", Metadata: map[string]string{"zone": "a"},
+	ok := ZooKeeperUpstreams{Service: "{http.request.host.labels.2}", PerRequest: upstreams.PerRequest{Allow: []string{"orders-*"}}, BasePath: "/prod/services", Metadata: map[string]string{"zone": "a"},
 		Server: Server{Servers: []string{"zk-1:2181", "{env.ZK}"}, Username: "caddy", Password: "{env.ZK_PASSWORD}"}}
 	if err := ok.Validate(); err != nil {
 		t.Errorf("valid config: %v", err)
