@@ -47,7 +47,20 @@ var parseGlobalOption = cf.ServerOption("consul", "server default { addresses 10
 //		cert_file        <path>
 //		key_file         <path>
 //		tls_server_name  <name>
+//
+//		allow                 <pattern...>
+//		deny                  <pattern...>
+//		regex
+//		max_services          <n>
+//		idle_timeout          <duration>
+//		first_answer_timeout  <duration>
+//		max_lookups           <n>
+//		unknown_ttl           <duration>
+//		denied_status         <status>
 //	}
+//
+// allow … denied_status apply to a service chosen per request: one with
+// request placeholders, such as {re.svc.1} or {http.request.host.labels.2}.
 //
 // A filter expression has spaces and quotes: write it in backticks, as in
 // filter `Service.Meta.version == "v2"`. An address is host[:port] or
@@ -62,7 +75,7 @@ func (u *ConsulUpstreams) options() cf.Options {
 		"datacenter": cf.String(&u.Datacenter), "tags": cf.Strings(&u.Tags), "filter": cf.Func(u.unmarshalFilter),
 		"namespace": cf.String(&u.Namespace), "partition": cf.String(&u.Partition),
 		"server": cf.String(&u.ServerName),
-	}.With(u.Server.options())
+	}.With(u.Server.options()).With(cf.PerRequest(&u.PerRequest))
 }
 
 // unmarshalFilter reads the filter subdirective: one expression, which has

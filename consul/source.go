@@ -82,8 +82,12 @@ type ConsulUpstreams struct {
 	// app's servers for the fields.
 	Server
 
+	// With a service chosen per request (request placeholders in
+	// `service`, such as {re.svc.1}): the names allowed and the bounds.
+	upstreams.PerRequest
+
 	upstreams.Source
-	longPoll *longPoll // the long-poll the source reads
+	longPoll *longPoll // the long-poll of the source's own service
 }
 
 // CaddyModule returns the Caddy module information.
@@ -107,8 +111,9 @@ func (u *ConsulUpstreams) Provision(ctx caddy.Context) error {
 }
 
 func (u *ConsulUpstreams) provision(log *zap.Logger, app *App) error {
-	q, err := u.query(caddy.NewReplacer())
-	if err != nil {
+	repl := caddy.NewReplacer()
+	service, perRequest := upstreams.ExpandConfig(repl, u.Service)
+	if err := u.PerRequest.Validate(perRequest); err != nil {
 		return err
 	}
 	name, srv, err := servers.Resolve(app.Servers, u.ServerName, u.Server)
@@ -123,16 +128,27 @@ func (u *ConsulUpstreams) provision(log *zap.Logger, app *App) error {
 	if err != nil {
 		return err
 	}
-	w, err := acquireLongPoll(&u.Source, c, q)
-	if err != nil {
-		return err
+	app.Add(c.start)
+	// open follows service's passing instances through src: the source's
+	// own, or a service chosen per request's.
+	open := func(src *upstreams.Source, service string) (func(), error) {
+		q, err := u.queryOf(repl, service)
+		if err != nil {
+			return nil, err
+		}
+		w, err := acquireLongPoll(src, c, q)
+		if err != nil {
+			return nil, err
+		}
+		if src == &u.Source {
+			u.longPoll = w
+		}
+		pub := src.Publish(log, "consul", q.name())
+		w.fan.Add(pub)
+		src.OnCleanup(func() { w.fan.Remove(pub) })
+		return w.start, nil
 	}
-	u.longPoll = w
-	pub := u.Publish(log, "consul", q.name())
-	w.fan.Add(pub)
-	u.OnCleanup(func() { w.fan.Remove(pub) })
-	app.Add(c.start, w.start)
-	return nil
+	return u.Serve(&app.Starts, "consul", service, u.PerRequest, checkService, open)
 }
 
 // Validate checks the configuration as written: every field, except that
@@ -141,6 +157,10 @@ func (u *ConsulUpstreams) provision(log *zap.Logger, app *App) error {
 // file.
 func (u *ConsulUpstreams) Validate() error {
 	if _, err := u.query(nil); err != nil {
+		return err
+	}
+	_, perRequest := upstreams.ExpandConfig(nil, u.Service)
+	if err := u.PerRequest.Validate(perRequest); err != nil {
 		return err
 	}
 	if err := servers.CheckSource(u.ServerName, u.Server); err != nil {
@@ -152,6 +172,12 @@ func (u *ConsulUpstreams) Validate() error {
 // query replaces the placeholders in the fields that make the query and
 // checks them. With a nil repl, fields with placeholders are not checked.
 func (u *ConsulUpstreams) query(repl *caddy.Replacer) (query, error) {
+	return u.queryOf(repl, u.Service)
+}
+
+// queryOf is query for service (as written, or chosen per request) instead
+// of the service field.
+func (u *ConsulUpstreams) queryOf(repl *caddy.Replacer, service string) (query, error) {
 	var q query
 	fields := []struct {
 		name  string
@@ -159,7 +185,7 @@ func (u *ConsulUpstreams) query(repl *caddy.Replacer) (query, error) {
 		dst   *string
 		check func(string) error
 	}{
-		{"service", u.Service, &q.service, checkService},
+		{"service", service, &q.service, checkService},
 		{"datacenter", u.Datacenter, &q.datacenter, checkDatacenter},
 		{"filter", u.Filter, &q.filter, checkFilter},
 		{"namespace", u.Namespace, &q.namespace, checkEnterpriseName},

@@ -171,18 +171,14 @@ func TestZooKeeperPerRequest(t *testing.T) {
 	expectStatus(t, cd, "/orders/", 200, "a")
 	t.Logf("per request: orders' first request answered in %v", time.Since(start).Round(time.Millisecond))
 
-	// A first lookup's answer is observed once in first_answer_seconds.
-	firstLookups := func() float64 {
-		return discoveryMetric(t, "caddy_discovery_per_request_first_answer_seconds", "source", "zookeeper")
-	}
-	before := firstLookups()
+	before := perRequestLookups(t, "zookeeper")
 	for _, path := range []string{"/admin/", "/Orders/", "/..%2Forders/", "/orders.x/"} {
 		expectStatus(t, cd, path, 404, "Not Found")
 	}
 	for range 10 {
 		expectStatus(t, cd, "/reviews/", 404, "Not Found") // allowed, not registered yet: unknown
 	}
-	if got := firstLookups() - before; got != 1 {
+	if got := perRequestLookups(t, "zookeeper") - before; got != 1 {
 		t.Errorf("denied, malformed and unknown names made %v lookups, want 1 (the unknown one's first)", got)
 	}
 
@@ -198,4 +194,55 @@ func TestZooKeeperPerRequest(t *testing.T) {
 		return nil
 	})
 	t.Logf("per request: ZooKeeper watches before Caddy %d, after the idle services were dropped %d", watchesBefore, zkWatches(t, s))
+}
+
+// perRequestLookups counts the first lookups of services chosen per request
+// that the source kind made (each observed once in first_answer_seconds).
+func perRequestLookups(t *testing.T, kind string) float64 {
+	t.Helper()
+	return discoveryMetric(t, "caddy_discovery_per_request_first_answer_seconds", "source", kind)
+}
+
+// TestConsulPerRequest: one route serves every allowed Consul service that
+// the request's first path segment names, each through its own blocking
+// query; one registered after Caddy started answers its first request;
+// denied and malformed names get 404 without a query, an unknown one is
+// queried once however often it comes; an idle one is dropped.
+func TestConsulPerRequest(t *testing.T) {
+	c := sharedConsul(t)
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	ia := consulInstance{id: "pr-cart-1", service: "pr-cart", addr: a, port: 8080}
+	ib := consulInstance{id: "pr-stock-1", service: "pr-stock", addr: b, port: 8080}
+	c.register(t, ia)
+	t.Cleanup(func() { c.forget(ia.id, ib.id) })
+
+	proxy := perRequestProxy("consul", map[string]any{"allow": []string{"pr-*"}, "deny": []string{"pr-admin"}, "idle_timeout": "2s"})
+	cd := harness.StartCaddyWith(t, &harness.Caddy{Port: consulCaddyPort, Errors: `{"handler": "discovery_error"}`}, proxy, c.app())
+	start := time.Now()
+	expectStatus(t, cd, "/pr-cart/", 200, "a")
+	t.Logf("per request: pr-cart's first request answered in %v", time.Since(start).Round(time.Millisecond))
+
+	before := perRequestLookups(t, "consul")
+	for _, path := range []string{"/pr-admin/", "/consul/", "/pr-cart%20x/", "/..%2Fpr-cart/"} {
+		expectStatus(t, cd, path, 404, "Not Found")
+	}
+	for range 10 {
+		expectStatus(t, cd, "/pr-stock/", 404, "Not Found") // allowed, not registered yet
+	}
+	if got := perRequestLookups(t, "consul") - before; got != 1 {
+		t.Errorf("denied, malformed and unknown names made %v queries, want 1 (the unknown one's first)", got)
+	}
+	c.register(t, ib)
+	cd.Load(proxy, c.app()) // a reload forgets what was unknown
+	expectStatus(t, cd, "/pr-stock/", 200, "b")
+	expectStatus(t, cd, "/pr-cart/", 200, "a")
+	harness.Eventually(t, 10*time.Second, func() error {
+		if dumped("consul", "pr-cart") || dumped("consul", "pr-stock") {
+			return fmt.Errorf("idle services still in the admin dump")
+		}
+		return nil
+	})
 }
