@@ -59,6 +59,10 @@ type EurekaUpstreams struct {
 	// app's servers for the fields.
 	Server
 
+	// With an application chosen per request (request placeholders in
+	// `app`, such as {re.app.1}): the names allowed and the bounds.
+	upstreams.PerRequest
+
 	upstreams.Source
 	feed *feed // the poller the source reads
 }
@@ -84,11 +88,8 @@ func (u *EurekaUpstreams) Provision(ctx caddy.Context) error {
 }
 
 func (u *EurekaUpstreams) provision(log *zap.Logger, app *App) error {
-	name, err := caddy.NewReplacer().ReplaceOrErr(u.App, true, true)
-	if err != nil {
-		return fmt.Errorf("app: %w", err)
-	}
-	if err := checkAppName(name); err != nil {
+	name, perRequest := upstreams.ExpandConfig(caddy.NewReplacer(), u.App)
+	if err := u.PerRequest.Validate(perRequest); err != nil {
 		return err
 	}
 	sel, err := u.selection()
@@ -104,15 +105,24 @@ func (u *EurekaUpstreams) provision(log *zap.Logger, app *App) error {
 		return servers.In(serverName, err)
 	}
 	u.feed = f
-	a, err := acquireApplication(&u.Source, f, feedKey(serverName, srv), name)
-	if err != nil {
-		return err
-	}
-	v := &view{sel: sel, where: f.where, app: strings.ToUpper(name), pub: u.Publish(log, "eureka", upstreams.Named(strings.ToUpper(name), sel.String()))}
-	a.fan.Add(v)
-	u.OnCleanup(func() { a.fan.Remove(v) })
 	app.Add(f.start)
-	return nil
+	// open follows the application name in the feed's copy of the registry
+	// through src: the source's own, or one chosen per request. The feed
+	// already reads every application: there is nothing more to start.
+	open := func(src *upstreams.Source, name string) (func(), error) {
+		if err := checkAppName(name); err != nil {
+			return nil, err
+		}
+		a, err := acquireApplication(src, f, feedKey(serverName, srv), name)
+		if err != nil {
+			return nil, err
+		}
+		v := &view{sel: sel, where: f.where, app: strings.ToUpper(name), pub: src.Publish(log, "eureka", upstreams.Named(strings.ToUpper(name), sel.String()))}
+		a.fan.Add(v)
+		src.OnCleanup(func() { a.fan.Remove(v) })
+		return func() {}, nil
+	}
+	return u.Serve(&app.Starts, "eureka", name, u.PerRequest, checkAppName, open)
 }
 
 // Validate checks the configuration as written: every field, except that
@@ -124,6 +134,10 @@ func (u *EurekaUpstreams) Validate() error {
 		if err := checkAppName(u.App); err != nil {
 			return err
 		}
+	}
+	_, perRequest := upstreams.ExpandConfig(nil, u.App)
+	if err := u.PerRequest.Validate(perRequest); err != nil {
+		return err
 	}
 	if _, err := u.selection(); err != nil {
 		return err

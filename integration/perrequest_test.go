@@ -246,3 +246,56 @@ func TestConsulPerRequest(t *testing.T) {
 		return nil
 	})
 }
+
+// TestEurekaPerRequest: one route serves every allowed Eureka application
+// that the request's first path segment names, all from the one copy of
+// the registry that the feed keeps (no request to Eureka per application);
+// denied and malformed names get 404, an application the registry does
+// not have gets 404 and is remembered for unknown_ttl; one registered
+// after Caddy started answers once the feed has its delta.
+func TestEurekaPerRequest(t *testing.T) {
+	sharedPolaris(t)
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	base := fmt.Sprintf("http://127.0.0.1:%d/eureka", sharedEurekaPort)
+	newEurekaRegistrar(t, base, "PR-CART").registerWithMetadata("pr-cart-a", a.String(), 8080, nil)
+
+	// unknown_ttl 2s: Eureka learns of a registration within its cache
+	// refresh and Caddy within a refresh_interval (1 s each here), so a name
+	// looked up too early is unknown for a while.
+	proxy := perRequestProxy("eureka", map[string]any{"allow": []string{"PR-*"}, "idle_timeout": "2s", "unknown_ttl": "2s"})
+	proxy = strings.Replace(proxy, `"service":`, `"app":`, 1) // eureka names its field app
+	cd := harness.StartCaddyWith(t, &harness.Caddy{Port: eurekaCaddyPort, Errors: `{"handler": "discovery_error"}`}, proxy, eurekaServerApp())
+	harness.Eventually(t, 15*time.Second, func() error {
+		if status, body, _ := getPath(t, cd, "/PR-CART/"); status != 200 || body != "a" {
+			return fmt.Errorf("GET /PR-CART/: %d %q", status, body)
+		}
+		return nil
+	})
+	for _, path := range []string{"/ADMIN/", "/pr-cart/", "/PR-CART%3Fx/", "/..%2FPR-CART/"} {
+		expectStatus(t, cd, path, 404, "Not Found")
+	}
+	before := perRequestLookups(t, "eureka")
+	for range 10 {
+		expectStatus(t, cd, "/PR-STOCK/", 404, "Not Found") // allowed, not registered
+	}
+	if got := perRequestLookups(t, "eureka") - before; got != 1 {
+		t.Errorf("an unknown application was looked up %v times, want once", got)
+	}
+	newEurekaRegistrar(t, base, "PR-STOCK").registerWithMetadata("pr-stock-b", b.String(), 8080, nil)
+	cd.Load(proxy, eurekaServerApp()) // a reload forgets what was unknown
+	harness.Eventually(t, 15*time.Second, func() error {
+		if status, body, _ := getPath(t, cd, "/PR-STOCK/"); status != 200 || body != "b" {
+			return fmt.Errorf("GET /PR-STOCK/: %d %q", status, body)
+		}
+		return nil
+	})
+	harness.Eventually(t, 10*time.Second, func() error {
+		if dumped("eureka", "PR-CART") || dumped("eureka", "PR-STOCK") {
+			return fmt.Errorf("idle applications still in the admin dump")
+		}
+		return nil
+	})
+}
