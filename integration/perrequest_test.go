@@ -299,3 +299,60 @@ func TestEurekaPerRequest(t *testing.T) {
 		return nil
 	})
 }
+
+// TestNacosPerRequest: one route serves every allowed Nacos service that the
+// request's first path segment names, each through its own subscription of
+// the one SDK client; denied and malformed names get 404 without a
+// subscription; a service registered after Caddy started answers; an idle
+// one is unsubscribed.
+func TestNacosPerRequest(t *testing.T) {
+	p := sharedPolaris(t)
+	n := harness.NewNetns(t)
+	reg := newRegistrar(t, p, "")
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	reg.put(up("DEFAULT_GROUP", "pr-cart", a, 8080))
+
+	proxy := perRequestProxy("nacos", map[string]any{"allow": []string{"pr-*"}, "idle_timeout": "2s", "unknown_ttl": "1s"})
+	cd := harness.StartCaddyWith(t, &harness.Caddy{Port: nacosCaddyPort, Errors: `{"handler": "discovery_error"}`}, proxy, nacosServerApp(p.port))
+	harness.Eventually(t, 15*time.Second, func() error {
+		if status, body, _ := getPath(t, cd, "/pr-cart/"); status != 200 || body != "a" {
+			return fmt.Errorf("GET /pr-cart/: %d %q", status, body)
+		}
+		return nil
+	})
+	before := perRequestLookups(t, "nacos")
+	for _, path := range []string{"/admin/", "/pr-a%20b/", "/..%2Fpr-cart/", "/pr-cart%0A/"} {
+		expectStatus(t, cd, path, 404, "Not Found")
+	}
+	if got := perRequestLookups(t, "nacos") - before; got != 0 {
+		t.Errorf("denied and malformed names made %v subscriptions, want none", got)
+	}
+	// A service Nacos does not have: its subscription's first list is
+	// empty, which Nacos sends for a service without instances too; once
+	// the source's diagnosis finds that the group has no such service, 404.
+	status, _, _ := getPath(t, cd, "/pr-none/")
+	start := time.Now()
+	harness.Eventually(t, 10*time.Second, func() error {
+		if status, _, _ := getPath(t, cd, "/pr-none/"); status != 404 {
+			return fmt.Errorf("GET /pr-none/: %d, want 404", status)
+		}
+		return nil
+	})
+	t.Logf("per request: a service Nacos does not have: first %d, 404 after %v", status, time.Since(start).Round(time.Millisecond))
+
+	reg.put(up("DEFAULT_GROUP", "pr-stock", b, 8080))
+	harness.Eventually(t, 15*time.Second, func() error {
+		if status, body, _ := getPath(t, cd, "/pr-stock/"); status != 200 || body != "b" {
+			return fmt.Errorf("GET /pr-stock/: %d %q", status, body)
+		}
+		return nil
+	})
+	harness.Eventually(t, 10*time.Second, func() error {
+		if dumped("nacos", "DEFAULT_GROUP@@pr-cart") || dumped("nacos", "DEFAULT_GROUP@@pr-stock") {
+			return fmt.Errorf("idle services still in the admin dump")
+		}
+		return nil
+	})
+}

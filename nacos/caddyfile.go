@@ -59,11 +59,23 @@ var parseGlobalOption = cf.ServerOption("nacos", "server default { addresses 10.
 //		insecure_skip_verify
 //		timeout              <duration>
 //		reconcile_interval   <duration>
+//
+//		allow                 <pattern...>
+//		deny                  <pattern...>
+//		regex
+//		max_services          <n>
+//		idle_timeout          <duration>
+//		first_answer_timeout  <duration>
+//		max_lookups           <n>
+//		unknown_ttl           <duration>
+//		denied_status         <status>
 //	}
 //
 // <service> is service, group@@service or namespace/group/service.
 // metadata may be given once per key. An address is host[:port] or
-// http[s]://host[:port][/context-path].
+// http[s]://host[:port][/context-path]. allow … denied_status apply to a
+// service chosen per request: one with request placeholders, such as
+// {re.svc.1} or {http.request.host.labels.2}.
 func (u *NacosUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return cf.Source(d, "nacos", &u.Service, "dynamic nacos needs a service, e.g. dynamic nacos DEFAULT_GROUP@@orders", u.options(), u.Validate)
 }
@@ -74,7 +86,7 @@ func (u *NacosUpstreams) options() cf.Options {
 		"namespace": cf.String(&u.Namespace), "group": cf.String(&u.Group), "clusters": cf.Strings(&u.Clusters),
 		"metadata": cf.Map(&u.Metadata, "metadata version v2"), "protect_threshold": u.unmarshalThreshold(),
 		"server": cf.String(&u.ServerName),
-	}.With(u.Server.options())
+	}.With(u.Server.options()).With(cf.PerRequest(&u.PerRequest))
 }
 
 // unmarshalThreshold reads protect_threshold, a fraction from 0 to 1.

@@ -95,9 +95,14 @@ type NacosUpstreams struct {
 	// app's servers for the fields (`namespace` is the field above).
 	Server
 
+	// With a service chosen per request (request placeholders in
+	// `service`, such as {re.svc.1}; namespace and group fixed): the names
+	// allowed and the bounds.
+	upstreams.PerRequest
+
 	upstreams.Source
-	view         *view
-	subscription *subscription
+	view         *view         // of the source's own service
+	subscription *subscription // of the source's own service
 	// tuning is what the client this source creates runs on; nil:
 	// defaultTuning. Tests inject fakes and shorter timings here.
 	tuning *tuning
@@ -125,7 +130,16 @@ func (u *NacosUpstreams) Provision(ctx caddy.Context) error {
 }
 
 func (u *NacosUpstreams) provision(log *zap.Logger, app *App) error {
-	ref, f, err := u.parse(caddy.NewReplacer())
+	repl := caddy.NewReplacer()
+	service, perRequest := upstreams.ExpandConfig(repl, u.Service)
+	if err := u.PerRequest.Validate(perRequest); err != nil {
+		return err
+	}
+	namespace, group, err := u.namespaceGroup(repl)
+	if err != nil {
+		return err
+	}
+	f, err := u.filter()
 	if err != nil {
 		return err
 	}
@@ -133,13 +147,18 @@ func (u *NacosUpstreams) provision(log *zap.Logger, app *App) error {
 	if err != nil {
 		return err
 	}
-	if ref.Namespace == "" {
-		ref.Namespace = srv.Namespace
+	if !perRequest { // the service may name its namespace
+		ref, _, err := u.parse(repl)
+		if err != nil {
+			return err
+		}
+		namespace = ref.Namespace
 	}
-	if err := validateName("namespace", ref.Namespace); err != nil {
+	namespace = cmp.Or(namespace, srv.Namespace)
+	if err := validateName("namespace", namespace); err != nil {
 		return servers.In(name, fmt.Errorf("namespace: %w", err))
 	}
-	param, err := srv.clientParam(ref.Namespace)
+	param, err := srv.clientParam(namespace)
 	if err != nil {
 		return servers.In(name, err)
 	}
@@ -154,16 +173,48 @@ func (u *NacosUpstreams) provision(log *zap.Logger, app *App) error {
 	if err != nil {
 		return err
 	}
-	w, err := acquireSubscription(&u.Source, c, ref)
-	if err != nil {
-		return err
+	app.Add(c.start)
+	// refOf is service's reference in the client's namespace.
+	refOf := func(service string) (Reference, error) {
+		ref, err := u.reference(service, namespace, group)
+		if err == nil && ref.Namespace != namespace {
+			err = fmt.Errorf("service: %q names namespace %q; this source's services are in %q", service, ref.Namespace, namespace)
+		}
+		ref.Namespace = namespace
+		return ref, err
 	}
-	u.view = &view{filter: f, protect: u.ProtectThreshold, reconcile: reconcile, pub: u.Publish(log, "nacos", upstreams.Named(ref.String(), f.String()))}
-	u.subscription = w
-	w.addView(u.view)
-	u.OnCleanup(func() { w.removeView(u.view) })
-	app.Add(c.start, w.start)
-	return nil
+	// open subscribes to service through src: the source's own, or a
+	// service chosen per request's.
+	open := func(src *upstreams.Source, service string) (func(), error) {
+		ref, err := refOf(service)
+		if err != nil {
+			return nil, err
+		}
+		w, err := acquireSubscription(src, c, ref)
+		if err != nil {
+			return nil, err
+		}
+		v := &view{filter: f, protect: u.ProtectThreshold, reconcile: reconcile, pub: src.Publish(log, "nacos", upstreams.Named(ref.String(), f.String()))}
+		if src == &u.Source {
+			u.view, u.subscription = v, w
+		}
+		w.addView(v)
+		src.OnCleanup(func() { w.removeView(v) })
+		return w.start, nil
+	}
+	check := func(service string) error { _, err := refOf(service); return err }
+	return u.Serve(&app.Starts, "nacos", service, u.PerRequest, check, open)
+}
+
+// namespaceGroup replaces the placeholders in namespace and group.
+func (u *NacosUpstreams) namespaceGroup(repl *caddy.Replacer) (namespace, group string, err error) {
+	if namespace, err = repl.ReplaceOrErr(u.Namespace, true, true); err != nil {
+		return "", "", fmt.Errorf("namespace: %w", err)
+	}
+	if group, err = repl.ReplaceOrErr(u.Group, true, true); err != nil {
+		return "", "", fmt.Errorf("group: %w", err)
+	}
+	return namespace, group, nil
 }
 
 // Validate checks the configuration as written: every field, except that
@@ -171,6 +222,10 @@ func (u *NacosUpstreams) provision(log *zap.Logger, app *App) error {
 // replaced their placeholders (alone before, where they have none). It runs
 // at adapt time (UnmarshalCaddyfile) and after Provision.
 func (u *NacosUpstreams) Validate() error {
+	_, perRequest := upstreams.ExpandConfig(nil, u.Service)
+	if err := u.PerRequest.Validate(perRequest); err != nil {
+		return err
+	}
 	placeholders := strings.Contains(u.Service+u.Namespace+u.Group, "{")
 	if !placeholders || u.Service == "" {
 		if _, err := u.reference(u.Service, u.Namespace, u.Group); err != nil {

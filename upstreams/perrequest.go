@@ -330,10 +330,10 @@ func (pr *perRequest) getUpstreams(r *http.Request) ([]*reverseproxy.Upstream, e
 	if e := (*pr.entries.Load())[name]; e != nil {
 		select {
 		case <-e.ready:
-			if e.err == nil {
+			if snap := e.src.pub.Load(); e.err == nil && snap.Len() > 0 {
 				e.lastUse.Store(time.Now().UnixNano())
 				pr.hits.Inc()
-				return e.src.pub.Load().Upstreams()
+				return snap.Upstreams()
 			}
 		default:
 		}
