@@ -356,3 +356,64 @@ func TestNacosPerRequest(t *testing.T) {
 		return nil
 	})
 }
+
+// TestKubernetesPerRequest: one route serves every allowed Service of a
+// namespace that the request's first path segment names, from the
+// namespace's one informer set; a Service created after Caddy started
+// answers its first request; denied and malformed names get 404, an
+// unknown Service 404 (remembered); an idle one is dropped.
+func TestKubernetesPerRequest(t *testing.T) {
+	const ns = "perreq"
+	k := sharedKube(t)
+	net := harness.NewNetns(t)
+	k.Namespace(t, ns)
+	k.Node(t, ns+"-node", "z1", net.Gateway, netip.Addr{})
+	service := func(name string) {
+		svc := webService(ns)
+		svc.Name, svc.Spec.Selector = name, map[string]string{"app": name}
+		k.Service(t, svc)
+	}
+	pod := func(app, name string) {
+		ip := net.AddAddr(t)
+		net.Backend(t, name, ip, 8080)
+		k.Pod(t, ns, name, ns+"-node", map[string]string{"app": app}, ip, true)
+	}
+	service("cart")
+	pod("cart", "cart-0")
+
+	proxy := perRequestProxy("k8s", map[string]any{"allow": []string{ns + "/*"}, "deny": []string{ns + "/admin"},
+		"idle_timeout": "2s", "kubeconfig": k.Dir + "/admin.kubeconfig", "port": "http"})
+	proxy = strings.Replace(proxy, `"{http.request.uri.path.0}"`, `"`+ns+`/{http.request.uri.path.0}"`, 1)
+	cd := harness.StartCaddyWith(t, &harness.Caddy{Port: caddyPort, Errors: `{"handler": "discovery_error"}`}, proxy, "")
+	harness.Eventually(t, 15*time.Second, func() error {
+		if status, body, _ := getPath(t, cd, "/cart/"); status != 200 || body != "cart-0" {
+			return fmt.Errorf("GET /cart/: %d %q", status, body)
+		}
+		return nil
+	})
+	before := perRequestLookups(t, "k8s")
+	for _, path := range []string{"/admin/", "/Cart/", "/cart.x/", "/..%2Fcart/", "/cart%3A80/"} {
+		expectStatus(t, cd, path, 404, "Not Found")
+	}
+	for range 10 {
+		expectStatus(t, cd, "/stock/", 404, "Not Found") // no such Service yet
+	}
+	if got := perRequestLookups(t, "k8s") - before; got > 1 {
+		t.Errorf("denied, malformed and unknown names made %v lookups, want at most 1", got)
+	}
+	service("stock")
+	pod("stock", "stock-0")
+	cd.Load(proxy, "") // a reload forgets what was unknown
+	harness.Eventually(t, 15*time.Second, func() error {
+		if status, body, _ := getPath(t, cd, "/stock/"); status != 200 || body != "stock-0" {
+			return fmt.Errorf("GET /stock/: %d %q", status, body)
+		}
+		return nil
+	})
+	harness.Eventually(t, 10*time.Second, func() error {
+		if dumped("k8s", ns+"/cart") || dumped("k8s", ns+"/stock") {
+			return fmt.Errorf("idle Services still in the admin dump")
+		}
+		return nil
+	})
+}

@@ -28,11 +28,24 @@ func init() {
 //		token_file              <path>
 //		ca_file                 <path>
 //		insecure_skip_verify
+//
+//		allow                   <pattern...>
+//		deny                    <pattern...>
+//		regex
+//		max_services            <n>
+//		idle_timeout            <duration>
+//		first_answer_timeout    <duration>
+//		max_lookups             <n>
+//		unknown_ttl             <duration>
+//		denied_status           <status>
 //	}
 //
 // <service> is namespace/name[:port], cluster/namespace/name[:port],
 // name.namespace[.svc[.cluster.local]][:port], or name[:port] in the
-// connection's namespace (in a Pod: the service account's).
+// connection's namespace (in a Pod: the service account's). allow …
+// denied_status apply to a Service chosen per request: one with request
+// placeholders, such as shop/{re.svc.1}; the patterns match the service as
+// the request expands it (shop/cart).
 func (u *KubernetesUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return cf.Source(d, "k8s", &u.Service, "dynamic k8s needs a service, e.g. dynamic k8s shop/web:http", u.options(), u.Validate)
 }
@@ -43,7 +56,7 @@ func (u *KubernetesUpstreams) options() cf.Options {
 		"port": cf.String((*string)(&u.Port)), "cluster": cf.String(&u.Cluster), "target": cf.String(&u.Target),
 		"node_address": cf.String(&u.NodeAddress), "prefer_zone": cf.String(&u.PreferZone),
 		"fallback_to_terminating": cf.Flag(&u.FallbackToTerminating),
-	}.With(u.Connection.options())
+	}.With(u.Connection.options()).With(cf.PerRequest(&u.PerRequest))
 }
 
 // options are the subdirectives of a connection.

@@ -100,6 +100,11 @@ type KubernetesUpstreams struct {
 	// app's clusters for the fields.
 	Connection
 
+	// With a Service chosen per request (request placeholders in
+	// `service`, such as shop/{re.svc.1}:http; the cluster fixed): the
+	// names allowed and the bounds.
+	upstreams.PerRequest
+
 	upstreams.Source
 	sub *view // the source's view of the Service
 }
@@ -121,11 +126,23 @@ func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	ref, sel, err := u.parse(caddy.NewReplacer())
+	service, perRequest := upstreams.ExpandConfig(caddy.NewReplacer(), u.Service)
+	if err := u.PerRequest.Validate(perRequest); err != nil {
+		return err
+	}
+	cluster := u.Cluster // a service chosen per request is in the source's cluster
+	if !perRequest {
+		ref, _, err := u.parse(caddy.NewReplacer())
+		if err != nil {
+			return err
+		}
+		cluster = ref.Cluster
+	}
+	sel, err := u.selection()
 	if err != nil {
 		return err
 	}
-	name, conn, err := clusters.Resolve(app.Clusters, ref.Cluster, u.Connection)
+	name, conn, err := clusters.Resolve(app.Clusters, cluster, u.Connection)
 	if err != nil {
 		return err
 	}
@@ -137,14 +154,40 @@ func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes cluster %q: %w", name, err)
 	}
-	if ref.Namespace == "" {
-		if ref.Namespace, err = conn.namespace(serviceAccountNamespace); err != nil {
-			return fmt.Errorf("service: %q names no namespace and kubernetes cluster %q has none: %w; write namespace/name", u.Service, name, err)
-		}
-	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes cluster %q: creating client: %w", name, err)
+	}
+	// refOf is the reference of service, in the connection's namespace if
+	// it names none.
+	refOf := func(service string) (Reference, error) {
+		ref, err := u.reference(service)
+		if err != nil {
+			return ref, err
+		}
+		if ref.Cluster != cluster {
+			return ref, fmt.Errorf("service: %q names cluster %q; this source's services are in cluster %q", service, ref.Cluster, name)
+		}
+		if ref.Namespace == "" {
+			if ref.Namespace, err = conn.namespace(serviceAccountNamespace); err != nil {
+				return ref, fmt.Errorf("service: %q names no namespace and kubernetes cluster %q has none: %w; write namespace/name", service, name, err)
+			}
+		}
+		return ref, nil
+	}
+	if perRequest {
+		check := func(service string) error { _, err := refOf(service); return err }
+		return u.ServePerRequest("k8s", service, u.PerRequest, check, func(src *upstreams.Source, service string) (func(), error) {
+			ref, err := refOf(service)
+			if err != nil {
+				return nil, err
+			}
+			return u.follow(src, ctx.Logger(), name, fp, client, ref, sel)
+		})
+	}
+	ref, err := refOf(service)
+	if err != nil {
+		return err
 	}
 	return u.subscribe(ctx.Logger(), app, name, fp, client, ref, sel)
 }
@@ -153,6 +196,10 @@ func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
 // service with placeholders is checked once Provision has replaced them. It
 // runs at adapt time (UnmarshalCaddyfile) and after Provision.
 func (u *KubernetesUpstreams) Validate() error {
+	_, perRequest := upstreams.ExpandConfig(nil, u.Service)
+	if err := u.PerRequest.Validate(perRequest); err != nil {
+		return err
+	}
 	if !strings.Contains(u.Service, "{") {
 		if _, err := u.reference(u.Service); err != nil {
 			return err
@@ -241,37 +288,55 @@ func (u *KubernetesUpstreams) selection() (selection, error) {
 }
 
 // subscribe joins (or creates) the informer sets the reference needs, of
-// the cluster named cluster, whose connection has the fingerprint fp.
+// the cluster named cluster, whose connection has the fingerprint fp, for
+// the source's own service; the app starts them.
 func (u *KubernetesUpstreams) subscribe(log *zap.Logger, app *App, cluster, fp string, client kubernetes.Interface, ref Reference, sel selection) error {
-	ns, err := upstreams.Acquire(&u.Source, "k8s/"+fp+"/namespace/"+ref.Namespace, func() (*informerSet, error) {
-		return newInformerSet(cluster, ref.Namespace, client, services, endpointSlices)
-	})
+	start, err := u.follow(&u.Source, log, cluster, fp, client, ref, sel)
 	if err != nil {
 		return err
 	}
+	app.Add(start)
+	return nil
+}
+
+// follow joins (or creates) the informer sets the reference needs through
+// src (the source's own, or a service chosen per request's), and returns
+// what starts them.
+func (u *KubernetesUpstreams) follow(src *upstreams.Source, log *zap.Logger, cluster, fp string, client kubernetes.Interface, ref Reference, sel selection) (func(), error) {
+	ns, err := upstreams.Acquire(src, "k8s/"+fp+"/namespace/"+ref.Namespace, func() (*informerSet, error) {
+		return newInformerSet(cluster, ref.Namespace, client, services, endpointSlices)
+	})
+	if err != nil {
+		return nil, err
+	}
 	sub := &view{ref: ref, sel: sel, ns: ns}
 	if sel.target == targetNodePort {
-		sub.nodes, err = upstreams.Acquire(&u.Source, "k8s/"+fp+"/nodes", func() (*informerSet, error) {
+		sub.nodes, err = upstreams.Acquire(src, "k8s/"+fp+"/nodes", func() (*informerSet, error) {
 			return newInformerSet(cluster, "", client, nodes)
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
-	sub.pub = u.Publish(log, "k8s", ref.String())
+	sub.pub = src.Publish(log, "k8s", ref.String())
 	for _, s := range sub.sets() {
 		s.addView(sub)
-		app.Add(s.start)
 	}
-	u.OnCleanup(func() {
+	src.OnCleanup(func() {
 		for _, s := range sub.sets() {
 			s.removeView(sub)
 		}
 	})
 	sub.troubled()
 	sub.refresh()
-	u.sub = sub
-	return nil
+	if src == &u.Source {
+		u.sub = sub
+	}
+	return func() {
+		for _, s := range sub.sets() {
+			s.start()
+		}
+	}, nil
 }
 
 // Interface guards
