@@ -242,13 +242,21 @@ func (s *Source) Serve(app *Starts, kind, service string, cfg PerRequest, check 
 type perRequest struct {
 	kind     string // the source's name ("etcd"), for the metrics
 	template string // the service reference with request placeholders
-	check    func(name string) error
-	open     OpenFunc
-	match    matcher
-	cfg      PerRequest // with defaults filled in
+	// With one placeholder, the template is prefix{key}suffix, and the
+	// entries are keyed by the placeholder's value alone: a hit costs one
+	// lookup of the replacer and no allocation. key is "" with several.
+	prefix, key, suffix string
+	check               func(name string) error
+	open                OpenFunc
+	match               matcher
+	cfg                 PerRequest // with defaults filled in
 
 	entries atomic.Pointer[map[string]*entry] // copy-on-write: hits read it without a lock
 	hits    prometheus.Counter                // lookups{result="hit"}, resolved once
+	// clock is the time (unix nanoseconds) that a hit stamps its entry's
+	// last use with, which the janitor advances every second: cheaper than
+	// reading the time on every request, and precise enough for idle_timeout.
+	clock atomic.Int64
 
 	mu       sync.Mutex // for misses: the entries' changes, unknown, inFlight
 	unknown  map[string]time.Time
@@ -264,6 +272,7 @@ type entry struct {
 	src     Source
 	lastUse atomic.Int64  // unix nanoseconds
 	ready   chan struct{} // closed at the first answer, or when opening failed
+	done    atomic.Bool   // set before ready closes, for the request path: no channel lock
 	err     error         // set before ready closes: opening failed
 }
 
@@ -296,9 +305,32 @@ func (s *Source) ServePerRequest(kind, template string, cfg PerRequest, check fu
 	fill(&cfg.UnknownTTL, defaultUnknownTTL)
 	pr := &perRequest{kind: kind, template: template, check: check, open: open, match: m, cfg: cfg,
 		hits: lookups.WithLabelValues(kind, lookupHit), unknown: map[string]time.Time{}, stop: make(chan struct{})}
+	if open := strings.IndexByte(template, '{'); open >= 0 && strings.Count(template, "{") == 1 && strings.Count(template, "}") == 1 {
+		if end := strings.IndexByte(template, '}'); end > open {
+			pr.prefix, pr.key, pr.suffix = template[:open], template[open+1:end], template[end+1:]
+		}
+	}
 	pr.entries.Store(&map[string]*entry{})
 	s.perRequest = pr
 	return nil
+}
+
+// part is what varies in the request's name: the one placeholder's value,
+// or, with several, the name.
+func (pr *perRequest) part(repl *caddy.Replacer) string {
+	if pr.key == "" {
+		return repl.ReplaceKnown(pr.template, "")
+	}
+	v, _ := repl.Get(pr.key)
+	return caddy.ToString(v)
+}
+
+// name is the service name of a part.
+func (pr *perRequest) name(part string) string {
+	if pr.key == "" {
+		return part
+	}
+	return pr.prefix + part + pr.suffix
 }
 
 // DiscoveryStatusVar is the request variable in which a per-request
@@ -326,19 +358,17 @@ func (pr *perRequest) getUpstreams(r *http.Request) ([]*reverseproxy.Upstream, e
 	if repl == nil {
 		return nil, errors.New("no replacer in the request's context")
 	}
-	name := repl.ReplaceKnown(pr.template, "")
-	if e := (*pr.entries.Load())[name]; e != nil {
-		select {
-		case <-e.ready:
-			if snap := e.src.pub.Load(); e.err == nil && snap.Len() > 0 {
-				e.lastUse.Store(time.Now().UnixNano())
-				pr.hits.Inc()
-				return snap.Upstreams()
+	part := pr.part(repl)
+	if e := (*pr.entries.Load())[part]; e != nil && e.done.Load() && e.err == nil {
+		if snap := e.src.pub.Load(); snap.Len() > 0 {
+			if now := pr.clock.Load(); e.lastUse.Load() != now {
+				e.lastUse.Store(now) // written once a second at most: no cache line bounce
 			}
-		default:
+			pr.hits.Inc()
+			return snap.Upstreams()
 		}
 	}
-	ups, err := pr.lookup(r, name)
+	ups, err := pr.lookup(r, part)
 	if err != nil {
 		var le *lookupError
 		if errors.As(err, &le) {
@@ -358,7 +388,9 @@ func (pr *perRequest) deny(outcome string, err error) error {
 }
 
 // lookup is the slow path: a name not followed yet, or not answered yet.
-func (pr *perRequest) lookup(r *http.Request, name string) ([]*reverseproxy.Upstream, error) {
+// The entries are keyed by part (see perRequest.part).
+func (pr *perRequest) lookup(r *http.Request, part string) ([]*reverseproxy.Upstream, error) {
+	name := pr.name(part)
 	if err := CheckRequestName(name); err != nil {
 		return nil, pr.deny(lookupInvalid, fmt.Errorf("service chosen by the request: %w", err))
 	}
@@ -370,17 +402,17 @@ func (pr *perRequest) lookup(r *http.Request, name string) ([]*reverseproxy.Upst
 	}
 	now := time.Now()
 	pr.mu.Lock()
-	if until, ok := pr.unknown[name]; ok {
+	if until, ok := pr.unknown[part]; ok {
 		if now.Before(until) {
 			pr.mu.Unlock()
 			return nil, pr.deny(lookupUnknown, fmt.Errorf("service chosen by the request: %q is unknown to the registry", name))
 		}
-		delete(pr.unknown, name)
+		delete(pr.unknown, part)
 	}
-	e, outcome := (*pr.entries.Load())[name], lookupHit
+	e, outcome := (*pr.entries.Load())[part], lookupHit
 	if e == nil {
 		var err error
-		if e, err = pr.add(name, now); err != nil {
+		if e, err = pr.add(part, name, now); err != nil {
 			pr.mu.Unlock()
 			return nil, err
 		}
@@ -404,16 +436,17 @@ func (pr *perRequest) lookup(r *http.Request, name string) ([]*reverseproxy.Upst
 	}
 	snap := e.src.pub.Load()
 	if snap.Len() == 0 && snap.hasKind(KindNotFound) {
-		pr.forget(name, e, now)
+		pr.forget(part, e, now)
 		return nil, pr.deny(lookupUnknown, fmt.Errorf("service chosen by the request: %q is unknown to the registry: %w", name, snap.Err()))
 	}
-	e.lastUse.Store(time.Now().UnixNano())
+	e.lastUse.Store(max(now.UnixNano(), pr.clock.Load()))
 	lookups.WithLabelValues(pr.kind, outcome).Inc()
 	return snap.Upstreams()
 }
 
-// add opens a new service, within the bounds; the caller holds pr.mu.
-func (pr *perRequest) add(name string, now time.Time) (*entry, error) {
+// add opens a new service, within the bounds, as the entry of part; the
+// caller holds pr.mu.
+func (pr *perRequest) add(part, name string, now time.Time) (*entry, error) {
 	old := *pr.entries.Load()
 	if len(old) >= pr.cfg.MaxServices && pr.evictIdle(now) == 0 {
 		lookups.WithLabelValues(pr.kind, lookupOverLimit).Inc()
@@ -430,16 +463,16 @@ func (pr *perRequest) add(name string, now time.Time) (*entry, error) {
 	}
 	e := &entry{ready: make(chan struct{})}
 	e.lastUse.Store(now.UnixNano())
-	pr.put(name, e)
+	pr.put(part, e)
 	pr.inFlight++
 	pr.startJanitor()
 	pr.running.Add(1)
-	go pr.first(name, e)
+	go pr.first(part, name, e)
 	return e, nil
 }
 
-// first opens the entry's service and waits for its first answer.
-func (pr *perRequest) first(name string, e *entry) {
+// first opens the entry's service, name, and waits for its first answer.
+func (pr *perRequest) first(part, name string, e *entry) {
 	start := time.Now()
 	defer pr.running.Done()
 	defer func() {
@@ -450,9 +483,10 @@ func (pr *perRequest) first(name string, e *entry) {
 	run, err := pr.open(&e.src, name)
 	if err != nil {
 		e.err = err
+		e.done.Store(true)
 		close(e.ready)
 		pr.mu.Lock()
-		pr.drop(name, e)
+		pr.drop(part, e)
 		pr.mu.Unlock()
 		return
 	}
@@ -462,15 +496,16 @@ func (pr *perRequest) first(name string, e *entry) {
 		firstAnswerSeconds.WithLabelValues(pr.kind).Observe(time.Since(start).Seconds())
 	case <-pr.stop:
 	}
+	e.done.Store(true)
 	close(e.ready)
 }
 
-// forget drops a service the registry does not know and remembers it as
-// unknown for unknown_ttl.
-func (pr *perRequest) forget(name string, e *entry, now time.Time) {
+// forget drops a service the registry does not know and remembers it (by
+// its part) as unknown for unknown_ttl.
+func (pr *perRequest) forget(part string, e *entry, now time.Time) {
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
-	pr.unknown[name] = now.Add(time.Duration(pr.cfg.UnknownTTL))
+	pr.unknown[part] = now.Add(time.Duration(pr.cfg.UnknownTTL))
 	if len(pr.unknown) > 4*pr.cfg.MaxServices { // bounded: drop what has expired, else everything
 		for n, until := range pr.unknown {
 			if !now.Before(until) || len(pr.unknown) > 4*pr.cfg.MaxServices {
@@ -478,29 +513,30 @@ func (pr *perRequest) forget(name string, e *entry, now time.Time) {
 			}
 		}
 	}
-	pr.drop(name, e)
+	pr.drop(part, e)
 }
 
-// put and drop change the entries, copy on write; the caller holds pr.mu.
-func (pr *perRequest) put(name string, e *entry) {
+// put and drop change the entries (keyed by part), copy on write; the
+// caller holds pr.mu.
+func (pr *perRequest) put(key string, e *entry) {
 	old := *pr.entries.Load()
 	next := make(map[string]*entry, len(old)+1)
 	for k, v := range old {
 		next[k] = v
 	}
-	next[name] = e
+	next[key] = e
 	pr.entries.Store(&next)
 	watched.WithLabelValues(pr.kind).Inc()
 }
 
-func (pr *perRequest) drop(name string, e *entry) {
+func (pr *perRequest) drop(key string, e *entry) {
 	old := *pr.entries.Load()
-	if old[name] != e {
+	if old[key] != e {
 		return
 	}
 	next := make(map[string]*entry, len(old))
 	for k, v := range old {
-		if k != name {
+		if k != key {
 			next[k] = v
 		}
 	}
@@ -529,23 +565,30 @@ func (pr *perRequest) evictIdle(now time.Time) int {
 	return n
 }
 
-// startJanitor starts dropping idle services every quarter of idle_timeout
-// (at most every minute, at least every second); the caller holds pr.mu.
+// startJanitor starts advancing the clock every second and dropping idle
+// services every quarter of idle_timeout (at most every minute); the caller
+// holds pr.mu.
 func (pr *perRequest) startJanitor() {
 	if pr.janitor != nil || pr.stopped {
 		return
 	}
-	every := min(max(time.Duration(pr.cfg.IdleTimeout)/4, time.Second), time.Minute)
-	pr.janitor = time.NewTicker(every)
+	pr.clock.Store(time.Now().UnixNano())
+	evictEvery := min(max(time.Duration(pr.cfg.IdleTimeout)/4, time.Second), time.Minute)
+	pr.janitor = time.NewTicker(time.Second)
 	pr.running.Add(1)
 	go func() {
 		defer pr.running.Done()
+		lastEviction := time.Now()
 		for {
 			select {
 			case now := <-pr.janitor.C:
-				pr.mu.Lock()
-				pr.evictIdle(now)
-				pr.mu.Unlock()
+				pr.clock.Store(now.UnixNano())
+				if now.Sub(lastEviction) >= evictEvery {
+					lastEviction = now
+					pr.mu.Lock()
+					pr.evictIdle(now)
+					pr.mu.Unlock()
+				}
 			case <-pr.stop:
 				return
 			}

@@ -299,3 +299,50 @@ func FuzzCheckRequestName(f *testing.F) {
 		_ = m.allows(name)
 	})
 }
+
+// BenchmarkPerRequest compares a warm service chosen per request (its name
+// the value of one placeholder, as a path regexp's capture sets it) with a
+// fixed service of the same backends: the cost of choosing per request.
+//
+//	go test -run '^$' -bench PerRequest -benchmem -count 5 ./upstreams/
+func BenchmarkPerRequest(b *testing.B) {
+	for _, n := range []int{1, 10, 100} {
+		targets := make([]Target, n)
+		for i := range targets {
+			targets[i] = Target{Addr: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), Port: 8080, Weight: 1}
+		}
+		var fixed Source
+		fixed.Publish(zap.NewNop(), "bench", "fixed").List(targets, nil)
+		var chosen Source
+		cfg := PerRequest{Allow: []string{"*"}}
+		open := func(src *Source, name string) (func(), error) {
+			src.Publish(zap.NewNop(), "bench", name).List(targets, nil)
+			return func() {}, nil
+		}
+		if err := chosen.ServePerRequest("bench", "{http.regexp.svc.1}", cfg, func(string) error { return nil }, open); err != nil {
+			b.Fatal(err)
+		}
+		repl := caddy.NewReplacer()
+		repl.Set("http.regexp.svc.1", "shop-cart")
+		req := httptest.NewRequest(http.MethodGet, "/shop-cart/", nil).WithContext(
+			context.WithValue(context.WithValue(context.Background(), caddy.ReplacerCtxKey, repl), caddyhttp.VarsCtxKey, map[string]any{}))
+		if _, err := chosen.GetUpstreams(req); err != nil { // the first lookup
+			b.Fatal(err)
+		}
+		for _, s := range []struct {
+			name string
+			src  *Source
+		}{{"per-request", &chosen}, {"fixed", &fixed}} {
+			b.Run(fmt.Sprintf("backends=%d/%s", n, s.name), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if ups, err := s.src.GetUpstreams(req); err != nil || len(ups) != n {
+						b.Fatalf("%d upstreams, %v", len(ups), err)
+					}
+				}
+			})
+		}
+		_ = fixed.Cleanup()
+		_ = chosen.Cleanup()
+	}
+}
