@@ -563,6 +563,14 @@ func TestEtcdReloadsKeepOneWatch(t *testing.T) {
 	if got := f.Accepted(); got != 1 {
 		t.Errorf("%d connections to etcd over 20 reloads, want 1", got)
 	}
+	// (the watch starts watchSettle, 100 ms, after its first read)
+	harness.Eventually(t, 2*time.Second, func() error {
+		if got := etcdWatchers(t, e); got != 1 {
+			return fmt.Errorf("etcd has %d watchers after 20 reloads, want 1", got)
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond)
 	if got := etcdWatchers(t, e); got != 1 {
 		t.Errorf("etcd has %d watchers after 20 reloads, want 1", got)
 	}
