@@ -167,7 +167,7 @@ func TestZooKeeperPerRequest(t *testing.T) {
 	registerCurator(t, s, "orders", "a", netip.AddrPortFrom(a, 8080))
 	watchesBefore := zkWatches(t, s)
 
-	proxy := perRequestProxy("zookeeper", map[string]any{"allow": []string{"orders", "reviews"}, "idle_timeout": "2s"})
+	proxy := perRequestProxy("zookeeper", map[string]any{"allow": []string{"orders", "reviews", "x-*"}, "idle_timeout": "2s"})
 	cd := harness.StartCaddyWith(t, &harness.Caddy{Port: zkCaddyPort, Errors: `{"handler": "discovery_error"}`}, proxy, zkApp(s.addr))
 	start := time.Now()
 	expectStatus(t, cd, "/orders/", 200, "a")
@@ -182,6 +182,13 @@ func TestZooKeeperPerRequest(t *testing.T) {
 	}
 	if got := perRequestLookups(t, "zookeeper") - before; got != 1 {
 		t.Errorf("denied, malformed and unknown names made %v lookups, want 1 (the unknown one's first)", got)
+	}
+	// 300 more unknown names: ZooKeeper is left holding no watch for them.
+	for i := range 300 {
+		expectStatus(t, cd, fmt.Sprintf("/x-%d/", i), 404, "Not Found")
+	}
+	if w := zkWatches(t, s); w > watchesBefore+5 {
+		t.Errorf("after 300 unknown names ZooKeeper holds %d watches, %d before Caddy", w, watchesBefore)
 	}
 
 	registerCurator(t, s, "reviews", "b", netip.AddrPortFrom(b, 8080))

@@ -107,6 +107,14 @@ func (w *watch) run() {
 		backoff, retry = retryMin, nil
 		w.fan.Set(w.problem, nil)
 	}
+	// A first look without watches, then the listing that arms them a
+	// moment later (it reads everything again, so nothing is missed): a
+	// service chosen per request that the look finds unknown is dropped
+	// before ZooKeeper holds a watch for it, which it would keep until the
+	// watch fires or the session ends (go-zookeeper cannot remove one).
+	if w.peek() == nil && !w.Until(time.After(watchSettle)) {
+		return
+	}
 	list(false)
 	for {
 		select {
@@ -126,6 +134,36 @@ func (w *watch) run() {
 			}
 		}
 	}
+}
+
+// watchSettle is how long a new watch waits after its first look before it
+// arms ZooKeeper's watches.
+const watchSettle = 100 * time.Millisecond
+
+// peek reads the path's children and their data without arming a watch,
+// and publishes the nodes.
+func (w *watch) peek() error {
+	received := time.Now()
+	children, _, err := w.c.conn.Children(w.path)
+	if errors.Is(err, zk.ErrNoNode) {
+		children, err = nil, nil
+	}
+	if err != nil {
+		return err
+	}
+	clear(w.data)
+	for _, name := range children {
+		data, _, err := w.c.conn.Get(w.path + "/" + name)
+		switch {
+		case errors.Is(err, zk.ErrNoNode):
+			continue
+		case err != nil:
+			return err
+		}
+		w.data[name] = data
+	}
+	w.publish(received)
+	return nil
 }
 
 // list reads the path's children, arms the children watch, reads the data
@@ -230,10 +268,17 @@ func (w *watch) fired(ev event) error {
 	return nil
 }
 
-// forward hands the one event a ZooKeeper watch delivers to run.
+// forward hands the one event a ZooKeeper watch delivers to run, unless
+// the watch ends first.
 func (w *watch) forward(child string, ch <-chan zk.Event) {
 	go func() {
-		ev, ok := <-ch
+		var ev zk.Event
+		var ok bool
+		select {
+		case ev, ok = <-ch:
+		case <-w.Ctx.Done():
+			return
+		}
 		if !ok {
 			return
 		}
