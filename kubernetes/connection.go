@@ -178,7 +178,7 @@ func (c Connection) baseConfig() (*rest.Config, error) {
 		cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
 		if err != nil {
 			if clientcmd.IsEmptyConfig(err) {
-				return nil, errors.New("no Kubernetes connection configured: not running in a Pod, no kubeconfig at $KUBECONFIG or ~/.kube/config; set kubeconfig, or server and token_file")
+				return nil, errors.New("no Kubernetes connection configured: not running in a Pod, no kubeconfig at $KUBECONFIG or ~/.kube/config; set kubeconfig, or api_server and token_file")
 			}
 			return nil, fmt.Errorf("kubeconfig: %w", err)
 		}
