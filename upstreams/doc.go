@@ -25,7 +25,11 @@
 // source module embeds Source for GetUpstreams and Cleanup, opens its
 // Provision with Open, resolves its connection with Connections.Resolve, and
 // takes pooled clients and queries with Acquire, which keeps them across
-// reloads until their last user is cleaned up. A pooled value's background
-// work runs on a Runner. Fingerprint, ClientTLS, ExpandFields and ParseAddr
-// are the small steps every source takes alike.
+// reloads until their last user is cleaned up, and ends it with Serve: one
+// service, or, when the reference has request placeholders, services chosen
+// per request (PerRequest: checked, allowed, bounded, each opened with the
+// source's own open function into a Source of its own). A pooled value's
+// background work runs on a Runner. Fingerprint, ClientTLS, TLSFailure,
+// ExpandFields, Record, Skipped, Selecting and ParseAddr are the small steps
+// every source takes alike.
 package upstreams
