@@ -144,8 +144,7 @@ func (u *ConsulUpstreams) provision(log *zap.Logger, app *App) error {
 			u.longPoll = w
 		}
 		pub := src.Publish(log, "consul", q.name())
-		w.fan.Add(pub)
-		src.OnCleanup(func() { w.fan.Remove(pub) })
+		w.fan.Join(src, pub)
 		return w.start, nil
 	}
 	return u.Serve(&app.Starts, "consul", service, u.PerRequest, checkService, open)

@@ -143,8 +143,7 @@ func (u *EtcdUpstreams) provision(log *zap.Logger, app *App) error {
 			return nil, err
 		}
 		v.where, v.pub = st.where, src.Publish(log, "etcd", upstreams.Named(v.prefix, v.selection()))
-		w.fan.Add(v)
-		src.OnCleanup(func() { w.fan.Remove(v) })
+		w.fan.Join(src, v)
 		return w.start, nil
 	}
 	return u.Serve(&app.Starts, "etcd", service, u.PerRequest, func(name string) error { return checkKey("service", name) }, open)

@@ -118,8 +118,7 @@ func (u *EurekaUpstreams) provision(log *zap.Logger, app *App) error {
 			return nil, err
 		}
 		v := &view{sel: sel, where: f.where, app: strings.ToUpper(name), pub: src.Publish(log, "eureka", upstreams.Named(strings.ToUpper(name), sel.String()))}
-		a.fan.Add(v)
-		src.OnCleanup(func() { a.fan.Remove(v) })
+		a.fan.Join(src, v)
 		return func() {}, nil
 	}
 	return u.Serve(&app.Starts, "eureka", name, u.PerRequest, checkAppName, open)

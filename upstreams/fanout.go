@@ -67,6 +67,13 @@ func (f *Fanout[L]) Remove(r Receiver[L]) {
 	f.mu.Unlock()
 }
 
+// Join adds r until src is cleaned up: how a source's view joins the
+// query it reads.
+func (f *Fanout[L]) Join(src *Source, r Receiver[L]) {
+	f.Add(r)
+	src.OnCleanup(func() { f.Remove(r) })
+}
+
 // List hands a new list to every receiver, each first told the trouble as
 // it stands with the list (the first list ends the wait for it), so that
 // no snapshot pairs the new list with a trouble it ended.

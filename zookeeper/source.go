@@ -146,8 +146,7 @@ func (u *ZooKeeperUpstreams) provision(log *zap.Logger, app *App) error {
 			return nil, err
 		}
 		v.where, v.pub = st.where, src.Publish(log, "zookeeper", upstreams.Named(v.path, v.selection()))
-		w.fan.Add(v)
-		src.OnCleanup(func() { w.fan.Remove(v) })
+		w.fan.Join(src, v)
 		return w.start, nil
 	}
 	return u.Serve(&app.Starts, "zookeeper", service, u.PerRequest, checkName, open)
