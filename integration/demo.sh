@@ -71,7 +71,9 @@
 #  11. registers instances of shop-search ($NET.51..) in etcd as etcd's gRPC
 #      naming library writes them, each under a 5 s lease renewed every 2 s
 #      (over etcd's JSON gateway, with curl), and shows requests following a
-#      deletion and a crash (its lease expires);
+#      deletion and a crash (its lease expires); then one route (:8088) that
+#      serves every shop-* service the request's path names, and answers 404
+#      for a denied, a disallowed and an unknown one;
 #  12. registers instances of shop-reviews ($NET.61..) in ZooKeeper through
 #      Curator's service discovery, as Spring Cloud Zookeeper does
 #      (integration/zk-registrar, compiled with javac), and shows requests
@@ -160,7 +162,7 @@ if [[ -d $DEMO_DIR ]] || ip netns list 2>/dev/null | grep -qw "$NS"; then
 fi
 port_open 8080 && die "127.0.0.1:8080 is already in use"
 port_open 2019 && die "localhost:2019 (caddy's admin endpoint) is already in use; is another caddy running?"
-for port in 8081 8082 8083 8084 8085 8086 8087; do port_open $port && die "127.0.0.1:$port is already in use"; done
+for port in 8081 8082 8083 8084 8085 8086 8087 8088; do port_open $port && die "127.0.0.1:$port is already in use"; done
 # Nacos's usual port if it and its +1000/+2000 companions are free, else 1848.
 # (Fallbacks stay below the ephemeral ports, 32768 and up, which outgoing
 # connections may hold.)
@@ -682,6 +684,17 @@ mv "$DEMO_DIR/etcd-leases.new" "$DEMO_DIR/etcd-leases"
 stop_backend search-3
 await_backends search-1
 show
+
+heading "etcd step 4: one route for every shop-* service (caddy: http://127.0.0.1:8088/<service>/, dynamic etcd {re.svc.1} { allow shop-*; deny shop-admin })"
+start_backend reco-1 "$NET.59"
+lease=$(etcd_lease)
+call POST "$ETCD/v3/kv/put" '{"key":"'"$(b64 "shop-reco/reco-1")"'","value":"'"$(b64 '{"Op":0,"Addr":"'"$NET.59"':8080"}')"'","lease":"'"$lease"'"}'
+echo "reco-1 $lease" >>"$DEMO_DIR/etcd-leases"
+say "    reco-1 registered: shop-reco/reco-1 (a service the route has not seen yet)"
+for path in shop-search shop-reco shop-admin billing shop-none; do
+	say "$(printf '    GET /%-12s -> %s' "$path/" "$(TARGET=127.0.0.1:8088/$path request)")"
+done
+say "    (shop-admin is denied, billing is not allowed, shop-none is unknown to etcd: all 404, from discovery_error)"
 
 # --- ZooKeeper ----------------------------------------------------------------------
 # Instances of shop-reviews register through Curator's ServiceDiscovery the
