@@ -112,8 +112,8 @@ func (u *ConsulUpstreams) Provision(ctx caddy.Context) error {
 
 func (u *ConsulUpstreams) provision(log *zap.Logger, app *App) error {
 	repl := caddy.NewReplacer()
-	service, perRequest := upstreams.ExpandConfig(repl, u.Service)
-	if err := u.PerRequest.Validate(perRequest); err != nil {
+	service, err := u.PerRequest.Reference(repl, u.Service)
+	if err != nil {
 		return err
 	}
 	name, srv, err := servers.Resolve(app.Servers, u.ServerName, u.Server)
@@ -158,8 +158,7 @@ func (u *ConsulUpstreams) Validate() error {
 	if _, err := u.query(nil); err != nil {
 		return err
 	}
-	_, perRequest := upstreams.ExpandConfig(nil, u.Service)
-	if err := u.PerRequest.Validate(perRequest); err != nil {
+	if _, err := u.PerRequest.Reference(nil, u.Service); err != nil {
 		return err
 	}
 	if err := servers.CheckSource(u.ServerName, u.Server); err != nil {

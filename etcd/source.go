@@ -114,8 +114,8 @@ func (u *EtcdUpstreams) Provision(ctx caddy.Context) error {
 
 func (u *EtcdUpstreams) provision(log *zap.Logger, app *App) error {
 	repl := caddy.NewReplacer()
-	service, perRequest := upstreams.ExpandConfig(repl, u.Service)
-	if err := u.PerRequest.Validate(perRequest); err != nil {
+	service, err := u.PerRequest.Reference(repl, u.Service)
+	if err != nil {
 		return err
 	}
 	name, srv, err := servers.Resolve(app.Servers, u.ServerName, u.Server)
@@ -157,8 +157,7 @@ func (u *EtcdUpstreams) Validate() error {
 	if _, err := u.view(nil, u.Service); err != nil {
 		return err
 	}
-	_, perRequest := upstreams.ExpandConfig(nil, u.Service)
-	if err := u.PerRequest.Validate(perRequest); err != nil {
+	if _, err := u.PerRequest.Reference(nil, u.Service); err != nil {
 		return err
 	}
 	if err := servers.CheckSource(u.ServerName, u.Server); err != nil {

@@ -88,8 +88,8 @@ func (u *EurekaUpstreams) Provision(ctx caddy.Context) error {
 }
 
 func (u *EurekaUpstreams) provision(log *zap.Logger, app *App) error {
-	name, perRequest := upstreams.ExpandConfig(caddy.NewReplacer(), u.App)
-	if err := u.PerRequest.Validate(perRequest); err != nil {
+	name, err := u.PerRequest.Reference(caddy.NewReplacer(), u.App)
+	if err != nil {
 		return err
 	}
 	sel, err := u.selection()
@@ -134,8 +134,7 @@ func (u *EurekaUpstreams) Validate() error {
 			return err
 		}
 	}
-	_, perRequest := upstreams.ExpandConfig(nil, u.App)
-	if err := u.PerRequest.Validate(perRequest); err != nil {
+	if _, err := u.PerRequest.Reference(nil, u.App); err != nil {
 		return err
 	}
 	if _, err := u.selection(); err != nil {

@@ -126,12 +126,12 @@ func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	service, perRequest := upstreams.ExpandConfig(caddy.NewReplacer(), u.Service)
-	if err := u.PerRequest.Validate(perRequest); err != nil {
+	service, err := u.PerRequest.Reference(caddy.NewReplacer(), u.Service)
+	if err != nil {
 		return err
 	}
 	cluster := u.Cluster // a service chosen per request is in the source's cluster
-	if !perRequest {
+	if !upstreams.HasRequestPlaceholders(service) {
 		ref, _, err := u.parse(caddy.NewReplacer())
 		if err != nil {
 			return err
@@ -175,7 +175,7 @@ func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
 		}
 		return ref, nil
 	}
-	if perRequest {
+	if upstreams.HasRequestPlaceholders(service) {
 		check := func(service string) error { _, err := refOf(service); return err }
 		return u.ServePerRequest("k8s", service, u.PerRequest, check, func(src *upstreams.Source, service string) (func(), error) {
 			ref, err := refOf(service)
@@ -196,8 +196,7 @@ func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
 // service with placeholders is checked once Provision has replaced them. It
 // runs at adapt time (UnmarshalCaddyfile) and after Provision.
 func (u *KubernetesUpstreams) Validate() error {
-	_, perRequest := upstreams.ExpandConfig(nil, u.Service)
-	if err := u.PerRequest.Validate(perRequest); err != nil {
+	if _, err := u.PerRequest.Reference(nil, u.Service); err != nil {
 		return err
 	}
 	if !strings.Contains(u.Service, "{") {

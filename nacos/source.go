@@ -131,8 +131,8 @@ func (u *NacosUpstreams) Provision(ctx caddy.Context) error {
 
 func (u *NacosUpstreams) provision(log *zap.Logger, app *App) error {
 	repl := caddy.NewReplacer()
-	service, perRequest := upstreams.ExpandConfig(repl, u.Service)
-	if err := u.PerRequest.Validate(perRequest); err != nil {
+	service, err := u.PerRequest.Reference(repl, u.Service)
+	if err != nil {
 		return err
 	}
 	namespace, group, err := u.namespaceGroup(repl)
@@ -147,7 +147,7 @@ func (u *NacosUpstreams) provision(log *zap.Logger, app *App) error {
 	if err != nil {
 		return err
 	}
-	if !perRequest { // the service may name its namespace
+	if !upstreams.HasRequestPlaceholders(service) { // the service may name its namespace
 		ref, _, err := u.parse(repl)
 		if err != nil {
 			return err
@@ -222,8 +222,7 @@ func (u *NacosUpstreams) namespaceGroup(repl *caddy.Replacer) (namespace, group 
 // replaced their placeholders (alone before, where they have none). It runs
 // at adapt time (UnmarshalCaddyfile) and after Provision.
 func (u *NacosUpstreams) Validate() error {
-	_, perRequest := upstreams.ExpandConfig(nil, u.Service)
-	if err := u.PerRequest.Validate(perRequest); err != nil {
+	if _, err := u.PerRequest.Reference(nil, u.Service); err != nil {
 		return err
 	}
 	placeholders := strings.Contains(u.Service+u.Namespace+u.Group, "{")

@@ -221,7 +221,7 @@ const (
 type OpenFunc func(src *Source, name string) (start func(), err error)
 
 // Serve ends a source's Provision once its connection is resolved: a
-// service reference with request placeholders (see ExpandConfig) makes
+// service reference with request placeholders (see PerRequest.Reference) makes
 // the source serve services chosen per request, within cfg's bounds, each
 // opened with open after check (the registry's name rules) accepts its
 // name; any other opens the one service into s, its start added to app.
@@ -618,14 +618,16 @@ func (pr *perRequest) cleanup() {
 	}
 }
 
-// ExpandConfig replaces the config-time placeholders of a service
-// reference, such as {env.X}, and reports whether request placeholders,
-// such as {re.svc.1}, remain: then the source serves services chosen per
-// request. With a nil repl (adapt time), it only reports that.
-func ExpandConfig(repl *caddy.Replacer, ref string) (_ string, perRequest bool) {
+// Reference replaces the config-time placeholders of a source's service
+// reference, such as {env.X} (with a nil repl, at adapt time, those of a
+// new replacer), and checks p against what remains: request placeholders,
+// such as {re.svc.1}, make the source serve services chosen per request
+// (see HasRequestPlaceholders), which requires allow; without them, p's
+// fields do not apply.
+func (p PerRequest) Reference(repl *caddy.Replacer, ref string) (string, error) {
 	if repl == nil {
 		repl = caddy.NewReplacer()
 	}
 	ref = repl.ReplaceKnown(ref, "")
-	return ref, HasRequestPlaceholders(ref)
+	return ref, p.Validate(HasRequestPlaceholders(ref))
 }

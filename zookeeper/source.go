@@ -117,8 +117,8 @@ func (u *ZooKeeperUpstreams) Provision(ctx caddy.Context) error {
 
 func (u *ZooKeeperUpstreams) provision(log *zap.Logger, app *App) error {
 	repl := caddy.NewReplacer()
-	service, perRequest := upstreams.ExpandConfig(repl, u.Service)
-	if err := u.PerRequest.Validate(perRequest); err != nil {
+	service, err := u.PerRequest.Reference(repl, u.Service)
+	if err != nil {
 		return err
 	}
 	name, srv, err := servers.Resolve(app.Servers, u.ServerName, u.Server)
@@ -159,8 +159,7 @@ func (u *ZooKeeperUpstreams) Validate() error {
 	if _, err := u.view(nil, u.Service); err != nil {
 		return err
 	}
-	_, perRequest := upstreams.ExpandConfig(nil, u.Service)
-	if err := u.PerRequest.Validate(perRequest); err != nil {
+	if _, err := u.PerRequest.Reference(nil, u.Service); err != nil {
 		return err
 	}
 	if err := servers.CheckSource(u.ServerName, u.Server); err != nil {
