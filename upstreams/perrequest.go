@@ -305,9 +305,9 @@ func (s *Source) ServePerRequest(kind, template string, cfg PerRequest, check fu
 	fill(&cfg.UnknownTTL, defaultUnknownTTL)
 	pr := &perRequest{kind: kind, template: template, check: check, open: open, match: m, cfg: cfg,
 		hits: lookups.WithLabelValues(kind, lookupHit), unknown: map[string]time.Time{}, stop: make(chan struct{})}
-	if open := strings.IndexByte(template, '{'); open >= 0 && strings.Count(template, "{") == 1 && strings.Count(template, "}") == 1 {
-		if end := strings.IndexByte(template, '}'); end > open {
-			pr.prefix, pr.key, pr.suffix = template[:open], template[open+1:end], template[end+1:]
+	if strings.Count(template, "{") == 1 && strings.Count(template, "}") == 1 {
+		if start, end := strings.IndexByte(template, '{'), strings.IndexByte(template, '}'); start < end {
+			pr.prefix, pr.key, pr.suffix = template[:start], template[start+1:end], template[end+1:]
 		}
 	}
 	pr.entries.Store(&map[string]*entry{})
