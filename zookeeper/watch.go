@@ -143,7 +143,6 @@ const watchSettle = 100 * time.Millisecond
 // peek reads the path's children and their data without arming a watch,
 // and publishes the nodes.
 func (w *watch) peek() error {
-	received := time.Now()
 	children, _, err := w.c.conn.Children(w.path)
 	if errors.Is(err, zk.ErrNoNode) {
 		children, err = nil, nil
@@ -162,7 +161,7 @@ func (w *watch) peek() error {
 		}
 		w.data[name] = data
 	}
-	w.publish(received)
+	w.publish()
 	return nil
 }
 
@@ -191,13 +190,12 @@ func (w *watch) list(all bool) error {
 		w.watching = true // until the path appears
 		w.forward("", ech)
 		clear(w.data)
-		w.publish(time.Now())
+		w.publish()
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	received := time.Now()
 	if ch != nil {
 		w.watching = true
 		w.forward("", ch)
@@ -231,7 +229,7 @@ func (w *watch) list(all bool) error {
 			w.forward(name, dch)
 		}
 	}
-	w.publish(received)
+	w.publish()
 	return nil
 }
 
@@ -248,7 +246,7 @@ func (w *watch) fired(ev event) error {
 	case ev.Type == zk.EventNodeDeleted:
 		delete(w.armed, ev.child)
 		delete(w.data, ev.child)
-		w.publish(time.Now())
+		w.publish()
 	case ev.Type == zk.EventNotWatching:
 		delete(w.armed, ev.child)
 	default: // the data changed: read it, and watch again
@@ -263,7 +261,7 @@ func (w *watch) fired(ev event) error {
 			w.armed[ev.child] = true
 			w.forward(ev.child, dch)
 		}
-		w.publish(time.Now())
+		w.publish()
 	}
 	return nil
 }
@@ -289,15 +287,17 @@ func (w *watch) forward(child string, ch <-chan zk.Event) {
 	}()
 }
 
-// publish hands the nodes, sorted by name, to every source's view.
-func (w *watch) publish(received time.Time) {
+// publish hands the nodes, sorted by name, to every source's view. It is
+// called once the reads are answered, and observes its own time.
+func (w *watch) publish() {
+	start := time.Now()
 	nodes := make([]node, 0, len(w.data))
 	for name, data := range w.data {
 		nodes = append(nodes, node{name: name, data: data})
 	}
 	slices.SortFunc(nodes, func(a, b node) int { return strings.Compare(a.name, b.name) })
 	w.fan.List(nodes)
-	w.c.link.Observe(time.Since(received))
+	w.c.link.Observe(time.Since(start))
 }
 
 // explain turns a failed read into the watch's problem.
