@@ -3,16 +3,22 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/caddy-discovery/caddy-discovery/integration/harness"
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
@@ -509,4 +515,92 @@ func TestEtcdPerRequestAbuse(t *testing.T) {
 	if grown := int64(heapAfter) - int64(heapBefore); grown > 8<<20 {
 		t.Errorf("the live heap grew by %d KB over 10,000 names", grown/1024)
 	}
+}
+
+// TestKubernetesSelectors: namespaces and label_selector bound what one
+// route choosing namespace and Service per request can reach, and hold on
+// the API server's watch: a Service without the label, and one in a
+// namespace outside the selector, get 404; the namespace's cache holds
+// the selected Services only (the not-found message lists it); a label
+// added or removed arrives through the watch; and every list and watch
+// Caddy made (the apiserver's audit log) carries the label selector and
+// stays within the selected namespaces.
+func TestKubernetesSelectors(t *testing.T) {
+	k := sharedKube(t)
+	net := harness.NewNetns(t)
+	k.Namespace(t, "sel-a")
+	k.Namespace(t, "sel-x")
+	k.Node(t, "sel-node", "z1", net.Gateway, netip.Addr{})
+	exposed := map[string]string{"expose": "gateway"}
+	service := func(ns, name string, labels map[string]string) {
+		svc := webService(ns)
+		svc.Name, svc.Labels, svc.Spec.Selector = name, labels, map[string]string{"app": name}
+		k.Service(t, svc)
+		ip := net.AddAddr(t)
+		net.Backend(t, ns+"/"+name, ip, 8080)
+		k.Pod(t, ns, name+"-0", "sel-node", map[string]string{"app": name}, ip, true)
+	}
+	relabel := func(ns, name string, labels map[string]string) {
+		svc, err := k.Client.CoreV1().Services(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.Labels = labels
+		if _, err := k.Client.CoreV1().Services(ns).Update(context.Background(), svc, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	service("sel-a", "web", exposed)
+	service("sel-a", "hidden", nil)
+	service("sel-x", "web", exposed)
+
+	fields, _ := json.Marshal(map[string]any{"source": "k8s", "service": "{http.request.uri.path.0}/{http.request.uri.path.1}", "port": "http",
+		"allow": []string{"*/*"}, "namespaces": map[string]any{"match": []string{"sel-[a-m]"}}, "label_selector": "expose=gateway",
+		"unknown_ttl": "1s", "kubeconfig": k.Dir + "/admin.kubeconfig"})
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	cd := harness.StartCaddyWith(t, &harness.Caddy{Port: caddyPort, Errors: `{"handler": "discovery_error"}`, LogFile: logFile},
+		fmt.Sprintf(`{"handler": "reverse_proxy", "dynamic_upstreams": %s}`, fields), "")
+	reaches := func(path, body string) func() error {
+		return func() error {
+			if status, b, _ := getPath(t, cd, path); status != 200 || b != body {
+				return fmt.Errorf("GET %s: %d %q, want 200 %q", path, status, b, body)
+			}
+			return nil
+		}
+	}
+	harness.Eventually(t, 15*time.Second, reaches("/sel-a/web/", "sel-a/web"))
+	expectStatus(t, cd, "/sel-a/hidden/", 404, "Not Found")
+	expectStatus(t, cd, "/sel-x/web/", 404, "Not Found")
+	harness.Eventually(t, 5*time.Second, func() error {
+		if log := harness.ReadFile(logFile); !strings.Contains(log, `matching label_selector \"expose=gateway\": [sel-a/web])`) {
+			return errors.New(`Caddy's log does not say that the cache of sel-a holds sel-a/web alone`)
+		}
+		return nil
+	})
+
+	relabel("sel-a", "hidden", exposed) // Kubernetes copies it to the Service's EndpointSlice
+	harness.Eventually(t, 10*time.Second, reaches("/sel-a/hidden/", "sel-a/hidden"))
+	relabel("sel-a", "web", map[string]string{"expose": "no"})
+	harness.Eventually(t, 10*time.Second, func() error {
+		if status, _, _ := getPath(t, cd, "/sel-a/web/"); status != 404 {
+			return fmt.Errorf("GET /sel-a/web/ after its label went: %d, want 404", status)
+		}
+		return nil
+	})
+
+	uris := k.Watched(t, func(uri string) bool { return strings.Contains(uri, "/namespaces/sel-") })
+	var watches []string
+	for _, uri := range uris {
+		if !strings.Contains(uri, "labelSelector=expose%3Dgateway") || !strings.Contains(uri, "/namespaces/sel-a/") {
+			t.Errorf("Caddy asked the API server for %s: want only namespace sel-a, with labelSelector=expose=gateway", uri)
+		}
+		if strings.Contains(uri, "watch=true") {
+			watches = append(watches, uri)
+		}
+	}
+	if !slices.ContainsFunc(watches, func(u string) bool { return strings.Contains(u, "/services?") }) ||
+		!slices.ContainsFunc(watches, func(u string) bool { return strings.Contains(u, "/endpointslices?") }) {
+		t.Errorf("no watch of both services and endpointslices in the audit log: %q", uris)
+	}
+	t.Logf("lists and watches in the audit log: %q", uris)
 }

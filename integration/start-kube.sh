@@ -25,6 +25,9 @@
 #   admin.kubeconfig restricted.kubeconfig  (server, embedded CA, token)
 #   etcd/                         etcd data (--unsafe-no-fsync: fast, not crash-safe)
 #   kcm-certs/                    self-signed cert of the controller-manager's /healthz
+#   audit-policy.yaml audit.log   the apiserver's audit log of every list and
+#                                 watch of services and endpointslices (URI,
+#                                 with its labelSelector): what clients watch
 #   etcd.log kube-apiserver.log kube-controller-manager.log, *.pid
 #
 # Prints nothing on stdout. Stop it with stop-kube.sh DIR.
@@ -187,6 +190,20 @@ etcd_ready() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$ETCD_PORT/
 await etcd etcd_ready
 
 log "starting kube-apiserver on $SERVER"
+cat >"$DIR/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  verbs: ["list", "watch"]
+  resources:
+  - group: ""
+    resources: ["services"]
+  - group: "discovery.k8s.io"
+    resources: ["endpointslices"]
+- level: None
+POLICY
 # The apiserver's own "kubernetes" Service endpoints would need a
 # non-loopback advertise address; with the reconciler off nothing uses it.
 launch kube-apiserver "$bin_dir/kube-apiserver" \
@@ -196,6 +213,7 @@ launch kube-apiserver "$bin_dir/kube-apiserver" \
 	--tls-cert-file="$DIR/apiserver.crt" --tls-private-key-file="$DIR/apiserver.key" \
 	--token-auth-file="$DIR/tokens.csv" --anonymous-auth=false \
 	--authorization-mode=RBAC \
+	--audit-policy-file="$DIR/audit-policy.yaml" --audit-log-path="$DIR/audit.log" \
 	--service-account-issuer=https://kubernetes.default.svc.cluster.local \
 	--api-audiences=https://kubernetes.default.svc.cluster.local \
 	--service-account-key-file="$DIR/sa.pub" --service-account-signing-key-file="$DIR/sa.key" \

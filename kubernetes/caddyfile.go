@@ -20,6 +20,9 @@ func init() {
 //		node_address            internal|external
 //		prefer_zone             <zone>
 //		fallback_to_terminating
+//		namespaces              equal|not_equal <namespace>
+//		namespaces              match|not_match <regex...>
+//		label_selector          <selector>
 //
 //		kubeconfig              <path>
 //		context                 <name>
@@ -45,7 +48,8 @@ func init() {
 // connection's namespace (in a Pod: the service account's). allow …
 // denied_status apply to a Service chosen per request: one with request
 // placeholders, such as shop/{re.svc.1}; the patterns match the service as
-// the request expands it (shop/cart).
+// the request expands it (shop/cart). namespaces may be given once per
+// condition; a label_selector with spaces is quoted.
 func (u *KubernetesUpstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return cf.Source(d, "k8s", &u.Service, "dynamic k8s needs a service, e.g. dynamic k8s shop/web:http", u.options(), u.Validate)
 }
@@ -56,6 +60,7 @@ func (u *KubernetesUpstreams) options() cf.Options {
 		"port": cf.String((*string)(&u.Port)), "cluster": cf.String(&u.Cluster), "target": cf.String(&u.Target),
 		"node_address": cf.String(&u.NodeAddress), "prefer_zone": cf.String(&u.PreferZone),
 		"fallback_to_terminating": cf.Flag(&u.FallbackToTerminating),
+		"namespaces":              cf.Func(u.unmarshalNamespaces), "label_selector": cf.String(&u.LabelSelector),
 	}.With(u.Connection.options()).With(cf.PerRequest(&u.PerRequest))
 }
 

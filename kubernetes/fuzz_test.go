@@ -122,6 +122,11 @@ func FuzzCaddyfile(f *testing.F) {
 		"k8s shop/web {\n fallback_to_terminating yes\n}",
 		"k8s shop/web {\n {\n}\n}",
 		"k8s \"\"",
+		"k8s shop/web {\n namespaces match shop my-[a-z]+\n namespaces not_equal kube-system\n label_selector \"expose=gateway,tier in (web,api)\"\n}",
+		"k8s shop/{re.svc.1}:http {\n namespaces equal shop\n label_selector expose\n allow *\n}",
+		"k8s shop/web {\n namespaces equal\n}",
+		"k8s shop/web {\n namespaces match (\n}",
+		"k8s shop/web {\n label_selector a=b=c\n}",
 	} {
 		f.Add(s)
 	}
@@ -310,10 +315,10 @@ func FuzzJSON(f *testing.F) {
 var fuzzSets = sync.OnceValues(func() (ns, nodeSet *informerSet) {
 	client := fake.NewClientset()
 	var err error
-	if ns, err = newInformerSet("fuzz", "shop", client, services, endpointSlices); err != nil {
+	if ns, err = newInformerSet("fuzz", "shop", "", client, services, endpointSlices); err != nil {
 		panic(err)
 	}
-	if nodeSet, err = newInformerSet("fuzz", "", client, nodes); err != nil {
+	if nodeSet, err = newInformerSet("fuzz", "", "", client, nodes); err != nil {
 		panic(err)
 	}
 	ns.synced.Store(true)

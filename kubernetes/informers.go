@@ -104,12 +104,13 @@ var (
 const serviceIndex = "service"
 
 // informerSet lists and watches some resources of one cluster, in one
-// namespace (Services and EndpointSlices) or cluster-wide (Nodes), for every
-// view that needs them. It is created without any request to the API
+// namespace (Services and EndpointSlices, those matching a label selector)
+// or cluster-wide (Nodes), for every view that needs them. It is created without any request to the API
 // server; start begins the watches.
 type informerSet struct {
 	cluster   string // the cluster's name, for messages
 	namespace string // "" for cluster-scoped resources
+	labels    string // the label selector the API server applies, "" for none
 	resources []resource
 	informers []cache.SharedIndexInformer
 	problems  []*upstreams.Condition // per resource: its latest list or watch failure
@@ -131,10 +132,11 @@ type informerSet struct {
 	views upstreams.Members[*view]
 }
 
-func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs ...resource) (*informerSet, error) {
+func newInformerSet(cluster, namespace, labels string, client kubernetes.Interface, rs ...resource) (*informerSet, error) {
 	s := &informerSet{
 		cluster:   cluster,
 		namespace: namespace,
+		labels:    labels,
 		resources: rs,
 		problems:  make([]*upstreams.Condition, len(rs)),
 		watched:   make([]atomic.Bool, len(rs)),
@@ -148,6 +150,7 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 			zap.String("cluster", cluster), zap.String("namespace", namespace), zap.String("resource", r.qualified()))
 		lw := &cache.ListWatch{
 			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				o.LabelSelector = labels
 				if s.watched[i].Load() {
 					s.broken[i].Store(true) // a watch ended in an error or an expiry
 				}
@@ -162,6 +165,7 @@ func newInformerSet(cluster, namespace string, client kubernetes.Interface, rs .
 			// list but not watch permission, clearing on the list would log
 			// the problem again on every retry.
 			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				o.LabelSelector = labels
 				var w watch.Interface
 				err := s.untilAnswered(ctx, i, r, func() (err error) {
 					w, err = r.watch(ctx, client, namespace, o)
@@ -354,6 +358,9 @@ func (s *informerSet) state() (synced bool, problem error) {
 		where := "cluster-wide"
 		if s.namespace != "" {
 			where = fmt.Sprintf("in namespace %q", s.namespace)
+		}
+		if s.labels != "" {
+			where += fmt.Sprintf(" with labels %q", s.labels)
 		}
 		problem = upstreams.Pending(fmt.Errorf("kubernetes cluster %q: waiting for the first list of %s %s", s.cluster, what, where))
 	}

@@ -169,7 +169,7 @@ func TestWatchRestarts(t *testing.T) {
 		return w, nil
 	}
 	reg := upstreamstest.Metrics(t)
-	s, err := newInformerSet("restarts", "shop", client, flaky)
+	s, err := newInformerSet("restarts", "shop", "", client, flaky)
 	if err != nil {
 		t.Fatal(err)
 	}

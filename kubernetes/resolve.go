@@ -32,6 +32,10 @@ type selection struct {
 	nodeAddress       string // nodeInternal or nodeExternal
 	zone              string // preferred zone, or ""
 	terminatingBackup bool   // use serving-but-terminating endpoints when none is ready
+
+	// Which Services the source may see at all.
+	namespaces namespaces // where a reference may point
+	labels     string     // the watch's label selector, "" for all
 }
 
 // servicePort finds the port that ref names: by the Service port's name, its

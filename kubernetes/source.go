@@ -96,6 +96,24 @@ type KubernetesUpstreams struct {
 	// none. Default: false
 	FallbackToTerminating bool `json:"fallback_to_terminating,omitempty"`
 
+	// The namespaces this source may read Services from, as APISIX's
+	// namespace_selector: e.g. {"match": ["default", "my-[a-z]+"]}. A
+	// reference into another namespace is refused: when the config loads,
+	// or, for a Service chosen per request, with the denied status before
+	// any request to the API server. Namespaces outside it are never
+	// watched. Default: every namespace.
+	Namespaces *NamespaceSelector `json:"namespaces,omitempty"`
+
+	// Only Services whose labels match this selector, written as kubectl's
+	// -l (e.g. `expose=gateway` or `tier in (web,api),!internal`), are
+	// seen; any other is "not found" (for a Service chosen per request: the
+	// denied status), like Traefik's exposedByDefault=false with a label.
+	// The API server applies it to the watch of Services and of their
+	// EndpointSlices (Kubernetes copies a Service's labels to its
+	// EndpointSlices; slices you manage yourself must carry them too), so
+	// Caddy caches only what it selects. Default: every Service.
+	LabelSelector string `json:"label_selector,omitempty"`
+
 	// A connection of its own, when no `cluster` is named: see the `k8s`
 	// app's clusters for the fields.
 	Connection
@@ -173,7 +191,7 @@ func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
 				return ref, fmt.Errorf("service: %q names no namespace and kubernetes cluster %q has none: %w; write namespace/name", service, name, err)
 			}
 		}
-		return ref, nil
+		return ref, sel.namespaces.check(ref.Namespace)
 	}
 	if upstreams.HasRequestPlaceholders(service) {
 		check := func(service string) error { _, err := refOf(service); return err }
@@ -199,17 +217,24 @@ func (u *KubernetesUpstreams) Validate() error {
 	if _, err := u.PerRequest.Reference(nil, u.Service); err != nil {
 		return err
 	}
+	sel, err := u.selection()
+	if err != nil {
+		return err
+	}
 	if !strings.Contains(u.Service, "{") {
-		if _, err := u.reference(u.Service); err != nil {
+		ref, err := u.reference(u.Service)
+		if err != nil {
 			return err
+		}
+		if ref.Namespace != "" {
+			if err := sel.namespaces.check(ref.Namespace); err != nil {
+				return err
+			}
 		}
 	} else if u.Cluster != "" {
 		if err := upstreams.CheckName("cluster", u.Cluster); err != nil {
 			return fmt.Errorf("cluster: %w", err)
 		}
-	}
-	if _, err := u.selection(); err != nil {
-		return err
 	}
 	return u.Connection.Validate()
 }
@@ -283,7 +308,12 @@ func (u *KubernetesUpstreams) selection() (selection, error) {
 	if sel.target != targetEndpoints && (sel.zone != "" || sel.terminatingBackup) {
 		return sel, errors.New("prefer_zone and fallback_to_terminating only apply to target endpoints")
 	}
-	return sel, nil
+	var err error
+	if sel.namespaces, err = u.Namespaces.compile(); err != nil {
+		return sel, err
+	}
+	sel.labels, err = parseLabelSelector(u.LabelSelector)
+	return sel, err
 }
 
 // subscribe joins (or creates) the informer sets the reference needs, of
@@ -302,8 +332,8 @@ func (u *KubernetesUpstreams) subscribe(log *zap.Logger, app *App, cluster, fp s
 // src (the source's own, or a service chosen per request's), and returns
 // what starts them.
 func (u *KubernetesUpstreams) follow(src *upstreams.Source, log *zap.Logger, cluster, fp string, client kubernetes.Interface, ref Reference, sel selection) (func(), error) {
-	ns, err := upstreams.Acquire(src, "k8s/"+fp+"/namespace/"+ref.Namespace, func() (*informerSet, error) {
-		return newInformerSet(cluster, ref.Namespace, client, services, endpointSlices)
+	ns, err := upstreams.Acquire(src, "k8s/"+fp+"/namespace/"+ref.Namespace+"/labels/"+sel.labels, func() (*informerSet, error) {
+		return newInformerSet(cluster, ref.Namespace, sel.labels, client, services, endpointSlices)
 	})
 	if err != nil {
 		return nil, err
@@ -311,7 +341,7 @@ func (u *KubernetesUpstreams) follow(src *upstreams.Source, log *zap.Logger, clu
 	sub := &view{ref: ref, sel: sel, ns: ns}
 	if sel.target == targetNodePort {
 		sub.nodes, err = upstreams.Acquire(src, "k8s/"+fp+"/nodes", func() (*informerSet, error) {
-			return newInformerSet(cluster, "", client, nodes)
+			return newInformerSet(cluster, "", "", client, nodes)
 		})
 		if err != nil {
 			return nil, err

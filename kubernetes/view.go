@@ -105,8 +105,12 @@ func (s *view) service() (*corev1.Service, error) {
 		more = fmt.Sprintf(" and %d more", len(names)-most)
 		names = names[:most]
 	}
-	return nil, s.inCluster(upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("service %s/%s not found (services in namespace %q: %v%s)",
-		s.ref.Namespace, s.ref.Name, s.ref.Namespace, names, more)))
+	matching := ""
+	if s.ns.labels != "" {
+		matching = fmt.Sprintf(" matching label_selector %q", s.ns.labels)
+	}
+	return nil, s.inCluster(upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("service %s/%s not found (services in namespace %q%s: %v%s)",
+		s.ref.Namespace, s.ref.Name, s.ref.Namespace, matching, names, more)))
 }
 func (s *view) slices() []*discoveryv1.EndpointSlice {
 	objs, err := s.ns.indexer(endpointSlices).ByIndex(serviceIndex, s.ref.Name)

@@ -2,12 +2,14 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -212,4 +214,28 @@ func WaitFor(d time.Duration, check func() bool) bool {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return check()
+}
+
+// Watched lists the request URIs of the lists and watches of services and
+// endpointslices that the apiserver's audit log holds (start-kube.sh's
+// audit policy), for which keep returns true.
+func (k *Kube) Watched(t testing.TB, keep func(uri string) bool) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(k.Dir, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uris []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		var ev struct {
+			RequestURI string `json:"requestURI"`
+		}
+		if line == "" || json.Unmarshal([]byte(line), &ev) != nil {
+			continue
+		}
+		if keep(ev.RequestURI) && !slices.Contains(uris, ev.RequestURI) {
+			uris = append(uris, ev.RequestURI)
+		}
+	}
+	return uris
 }
