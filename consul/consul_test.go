@@ -545,6 +545,14 @@ func TestDiagnosis(t *testing.T) {
 	if err := u.Snapshot().Err().Error(); strings.Contains(err, ";") {
 		t.Errorf("the error has more than the reason: %s", err)
 	}
+	// no instance bears the tags: a service the source does not see (a
+	// service chosen per request gets the denied status)
+	if !slices.Equal(upstreams.ProblemKinds(u.Snapshot().Err()), []upstreams.ProblemKind{upstreams.KindNotSelected}) {
+		t.Errorf("kinds %v, want not_selected", upstreams.ProblemKinds(u.Snapshot().Err()))
+	}
+	// one bears them but does not pass: a service without backends
+	f.set("web", entry("web", "10.0.0.1", 80, api.HealthPassing, "v1"), entry("web", "10.0.0.2", 80, api.HealthCritical, "v2"))
+	expectErr(t, u, "of 2 instances, 1 passing, 1 critical: no passing one has all the tags v2")
 	if !slices.Equal(upstreams.ProblemKinds(u.Snapshot().Err()), []upstreams.ProblemKind{upstreams.KindNoBackends}) {
 		t.Errorf("kinds %v, want no_backends", upstreams.ProblemKinds(u.Snapshot().Err()))
 	}

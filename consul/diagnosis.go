@@ -155,10 +155,13 @@ func (w *longPoll) diagnose(ac *api.Client, filtered bool) error {
 		return upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("%s: %s is not registered: %s has no instance of it; check the service name (`consul catalog services` lists them) and datacenter%s",
 			w.c.where, w.q.subject(), dc, acl))
 	}
-	var passing, tagged, warning, critical, maint int
+	var passing, tagged, warning, critical, maint, marked int
 	for _, e := range all {
 		if e == nil || e.Service == nil {
 			continue
+		}
+		if hasTags(e.Service.Tags, w.q.tags) {
+			marked++ // whatever its health
 		}
 		switch e.Checks.AggregatedStatus() {
 		case api.HealthMaint:
@@ -184,7 +187,11 @@ func (w *longPoll) diagnose(ac *api.Client, filtered bool) error {
 		}
 	}
 	var reason string
+	kind := upstreams.KindNoBackends
 	switch {
+	case len(w.q.tags) > 0 && marked == 0:
+		reason = fmt.Sprintf("no passing one has all the tags %s", strings.Join(w.q.tags, ","))
+		kind = upstreams.KindNotSelected
 	case passing == 0:
 		reason = "none passes all its health checks (node checks included); a check in warning counts as not passing"
 	case len(w.q.tags) > 0 && tagged == 0:
@@ -194,7 +201,7 @@ func (w *longPoll) diagnose(ac *api.Client, filtered bool) error {
 	default:
 		return plain // it changed meanwhile
 	}
-	return upstreams.Problem(upstreams.KindNoBackends, fmt.Errorf("%s: %s has no passing instance%s: of %d instances, %s: %s",
+	return upstreams.Problem(kind, fmt.Errorf("%s: %s has no passing instance%s: of %d instances, %s: %s",
 		w.c.where, w.q.subject(), w.selecting(), len(all), strings.Join(counts, ", "), reason))
 }
 

@@ -48,7 +48,7 @@ func (v *view) Receive(keys []kv) {
 		why = upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("%s: no keys under %q: the service has no registered instance, or service, prefix or format is wrong (format %s reads keys under %q)",
 			v.where, v.prefix, v.format, v.prefix))
 	default:
-		why = upstreams.Problem(upstreams.KindNoBackends, fmt.Errorf("%s: none of the %d keys under %q is a usable %s instance: %s",
+		why = upstreams.Problem(skip.Kind(), fmt.Errorf("%s: none of the %d keys under %q is a usable %s instance: %s",
 			v.where, len(keys), v.prefix, v.format, skip))
 	}
 	v.pub.List(targets, why)

@@ -43,11 +43,11 @@ func TestTargets(t *testing.T) {
 		skip  skipped
 	}{
 		{"port", selection{}, []string{"10.0.0.1:8080", "10.0.0.4:8080", "10.0.0.9:8080"},
-			skipped{total: 10, notUp: 2, noPort: 2, badAddr: 3}},
+			skipped{total: 10, notUp: 2, noPort: 2, badAddr: 3, marked: 10}},
 		{"metadata", selection{metadata: map[string]string{"zone": "east"}}, []string{"10.0.0.1:8080", "10.0.0.9:8080"},
-			skipped{total: 10, notUp: 2, metadata: 1, noPort: 2, badAddr: 3}},
+			skipped{total: 10, notUp: 2, metadata: 1, noPort: 2, badAddr: 3, marked: 9}},
 		{"secure port", selection{secure: true}, []string{"10.0.0.5:8443"},
-			skipped{total: 10, notUp: 2, noPort: 7}},
+			skipped{total: 10, notUp: 2, noPort: 7, marked: 10}},
 	} {
 		targets, skip := tc.sel.targets(list)
 		var dials []string

@@ -24,6 +24,7 @@ func (s selection) String() string {
 // skipped counts why instances were left out, for error messages.
 type skipped struct {
 	total, notUp, metadata, noPort, badAddr int
+	marked                                  int // with the metadata, usable or not
 }
 
 func (s skipped) String() string {
@@ -51,11 +52,15 @@ func (s selection) targets(list []Instance) ([]upstreams.Target, skipped) {
 	out := make([]upstreams.Target, 0, len(list))
 	skip := skipped{total: len(list)}
 	for _, in := range list {
+		marked := upstreams.HasMetadata(in.Metadata, s.metadata)
+		if marked {
+			skip.marked++
+		}
 		if in.Status != StatusUp {
 			skip.notUp++
 			continue
 		}
-		if !upstreams.HasMetadata(in.Metadata, s.metadata) {
+		if !marked {
 			skip.metadata++
 			continue
 		}
@@ -86,5 +91,5 @@ func noTargets(where, app string, sel selection, skip skipped) error {
 	if s := sel.String(); s != "" {
 		what = " (selecting " + s + ")"
 	}
-	return upstreams.Problem(upstreams.KindNoBackends, fmt.Errorf("eureka %s: application %s has no usable instance%s: of %d, %s", where, app, what, skip.total, skip))
+	return upstreams.Problem(upstreams.NotSelected(skip.total, skip.marked), fmt.Errorf("eureka %s: application %s has no usable instance%s: of %d, %s", where, app, what, skip.total, skip))
 }

@@ -604,3 +604,69 @@ func TestKubernetesSelectors(t *testing.T) {
 	}
 	t.Logf("lists and watches in the audit log: %q", uris)
 }
+
+// TestPerRequestOptInMarks: with opt-in marks (a Consul tag, etcd
+// metadata), like Traefik's exposedByDefault=false, a route choosing the
+// service per request reaches only services whose instances bear the mark:
+// an unmarked one gets 404, as an unknown one does; a mark added is seen at
+// the next lookup (unknown_ttl), and a mark removed from a followed service
+// arrives through the blocking query or the watch and makes it 404 again.
+func TestPerRequestOptInMarks(t *testing.T) {
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	// follow checks the marked service a, the unmarked b; then mark(true)
+	// marks b and mark(false) unmarks it again.
+	follow := func(t *testing.T, cd *harness.Caddy, open, closed string, mark func(bool)) {
+		harness.Eventually(t, 10*time.Second, func() error {
+			if status, body, _ := getPath(t, cd, "/"+open+"/"); status != 200 || body != "a" {
+				return fmt.Errorf("GET /%s/: %d %q, want 200 a", open, status, body)
+			}
+			return nil
+		})
+		expectStatus(t, cd, "/"+closed+"/", 404, "Not Found")
+		mark(true)
+		harness.Eventually(t, 10*time.Second, func() error {
+			if status, body, _ := getPath(t, cd, "/"+closed+"/"); status != 200 || body != "b" {
+				return fmt.Errorf("GET /%s/ once marked: %d %q, want 200 b", closed, status, body)
+			}
+			return nil
+		})
+		mark(false)
+		harness.Eventually(t, 5*time.Second, func() error {
+			if status, _, _ := getPath(t, cd, "/"+closed+"/"); status != 404 {
+				return fmt.Errorf("GET /%s/ once unmarked: %d, want 404", closed, status)
+			}
+			return nil
+		})
+	}
+	t.Run("consul tag", func(t *testing.T) {
+		c := sharedConsul(t)
+		open := consulInstance{id: "optin-open-1", service: "optin-open", addr: a, port: 8080, tags: []string{"gateway"}}
+		closed := consulInstance{id: "optin-closed-1", service: "optin-closed", addr: b, port: 8080, tags: []string{"internal"}}
+		c.register(t, open)
+		c.register(t, closed)
+		t.Cleanup(func() { c.forget(open.id, closed.id) })
+		proxy := perRequestProxy("consul", map[string]any{"allow": []string{"optin-*"}, "tags": []string{"gateway"}, "unknown_ttl": "1s"})
+		cd := harness.StartCaddyWith(t, &harness.Caddy{Port: consulCaddyPort, Errors: `{"handler": "discovery_error"}`}, proxy, c.app())
+		follow(t, cd, "optin-open", "optin-closed", func(on bool) {
+			closed.tags = []string{"internal"}
+			if on {
+				closed.tags = append(closed.tags, "gateway")
+			}
+			c.register(t, closed)
+		})
+	})
+	t.Run("etcd metadata", func(t *testing.T) {
+		e := startEtcd(t)
+		value := func(ip netip.Addr, expose bool) string {
+			return fmt.Sprintf(`{"Op":0,"Addr":%q,"Metadata":{"expose":%t}}`, netip.AddrPortFrom(ip, 8080), expose)
+		}
+		e.put(t, "optin-open/1", value(a, true), 0)
+		e.put(t, "optin-closed/1", value(b, false), 0)
+		proxy := perRequestProxy("etcd", map[string]any{"allow": []string{"optin-*"}, "metadata": map[string]string{"expose": "true"}, "unknown_ttl": "1s"})
+		cd := harness.StartCaddyWith(t, &harness.Caddy{Port: etcdCaddyPort, Errors: `{"handler": "discovery_error"}`}, proxy, etcdApp(e.addr))
+		follow(t, cd, "optin-open", "optin-closed", func(on bool) { e.put(t, "optin-closed/1", value(b, on), 0) })
+	})
+}

@@ -127,7 +127,7 @@ func (w *subscription) noTargets(f filter, skip skipped) error {
 		if s := f.String(); s != "" {
 			sel = " (selecting " + s + ")"
 		}
-		return upstreams.Problem(upstreams.KindNoBackends,
+		return upstreams.Problem(upstreams.NotSelected(skip.total, skip.marked),
 			fmt.Errorf("%s: service %s has no usable instance%s: of %d, %s", w.c.where, w.ref, sel, skip.total, skip))
 	}
 	if d := w.diagnosis.Load(); d != nil {

@@ -31,6 +31,7 @@ func (f filter) String() string {
 // skipped counts why instances were left out, for error messages.
 type skipped struct {
 	total, unhealthy, disabled, noWeight, cluster, metadata, badAddr int
+	marked                                                           int // with the metadata, usable or not
 }
 
 func (s skipped) String() string {
@@ -58,6 +59,10 @@ func (f filter) targets(list []model.Instance) ([]upstreams.Target, skipped) {
 	s := skipped{total: len(list)}
 	for i := range list {
 		in := &list[i]
+		marked := upstreams.HasMetadata(in.Metadata, f.metadata)
+		if marked {
+			s.marked++
+		}
 		switch {
 		case !in.Healthy:
 			s.unhealthy++
@@ -72,7 +77,7 @@ func (f filter) targets(list []model.Instance) ([]upstreams.Target, skipped) {
 			s.cluster++
 			continue
 		}
-		if !upstreams.HasMetadata(in.Metadata, f.metadata) {
+		if !marked {
 			s.metadata++
 			continue
 		}

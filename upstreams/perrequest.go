@@ -435,7 +435,7 @@ func (pr *perRequest) lookup(r *http.Request, part string) ([]*reverseproxy.Upst
 		return nil, &lookupError{status: http.StatusServiceUnavailable, err: e.err}
 	}
 	snap := e.src.pub.Load()
-	if snap.Len() == 0 && snap.hasKind(KindNotFound) {
+	if snap.Len() == 0 && (snap.hasKind(KindNotFound) || snap.hasKind(KindNotSelected)) {
 		pr.forget(part, e, now)
 		return nil, pr.deny(lookupUnknown, fmt.Errorf("service chosen by the request: %q is unknown to the registry: %w", name, snap.Err()))
 	}

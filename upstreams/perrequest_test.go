@@ -51,6 +51,10 @@ func (f *fakeRegistry) answer(pub *Publisher, name string) {
 		pub.List([]Target{{Addr: netip.MustParseAddr("10.0.0.1"), Port: 80}}, nil)
 	case strings.HasPrefix(name, "gone-"):
 		pub.List(nil, Problem(KindNotFound, errors.New("no such service")))
+	case strings.HasPrefix(name, "unmarked-"):
+		pub.List(nil, Problem(KindNotSelected, errors.New("no instance has the tag")))
+	case strings.HasPrefix(name, "down-"):
+		pub.List(nil, Problem(KindNoBackends, errors.New("no passing instance")))
 	}
 }
 
@@ -125,6 +129,21 @@ func TestPerRequestServesAndDenies(t *testing.T) {
 	}
 	if n := f.opens.Load(); n != 1 {
 		t.Errorf("denied names reached the registry: %d opens, want 1", n)
+	}
+}
+
+// TestPerRequestOptIn: a service none of whose instances bears the
+// source's marks is denied like an unknown one (its existence is not
+// revealed); one whose marked instances are down is known: no status of
+// the lookup's, so the request gets reverse_proxy's 503.
+func TestPerRequestOptIn(t *testing.T) {
+	f := &fakeRegistry{live: map[string]bool{}}
+	s := newPerRequest(t, f, PerRequest{Allow: []string{"*"}})
+	for name, want := range map[string]string{"unmarked-a": "404", "down-a": "", "gone-a": "404"} {
+		r := request(name)
+		if _, err := s.GetUpstreams(r); err == nil || status(r) != want {
+			t.Errorf("%s: %v, status %q, want %s", name, err, status(r), want)
+		}
 	}
 }
 

@@ -38,11 +38,16 @@ const (
 	KindMisconfigured
 	// KindNoBackends: the service exists and has no usable backend.
 	KindNoBackends
+	// KindNotSelected: the service has instances, but none bears the marks
+	// the source selects by (Consul tags, metadata): to a source whose
+	// marks are opt-in, like Traefik's exposedByDefault=false, a service it
+	// does not see.
+	KindNotSelected
 
 	numKinds
 )
 
-var kindNames = [numKinds]string{"other", "unreachable", "unauthorized", "forbidden", "refused", "not_found", "misconfigured", "no_backends"}
+var kindNames = [numKinds]string{"other", "unreachable", "unauthorized", "forbidden", "refused", "not_found", "misconfigured", "no_backends", "not_selected"}
 
 // String is the kind's label value.
 func (k ProblemKind) String() string {

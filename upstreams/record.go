@@ -28,6 +28,10 @@ type Record struct {
 // without a weight weighs 1.
 func (s *Skipped) Take(out []Target, name string, rec Record, want map[string]string) []Target {
 	t, err := rec.target()
+	s.seen++
+	if HasMetadata(rec.Metadata, want) {
+		s.marked++
+	}
 	switch {
 	case err != nil:
 		s.AddExample("without an IP address or host name Caddy can dial", fmt.Sprintf("%s: %v", name, err))

@@ -38,6 +38,21 @@ func TestTake(t *testing.T) {
 	if w := snap.Weight("web-1.internal:8080"); w != 1 {
 		t.Errorf("weight of a record without one %v, want 1", w)
 	}
+	if k := s.Kind(); k != KindNoBackends {
+		t.Errorf("kind %v with selected records, want no_backends", k)
+	}
+	var none Skipped
+	for _, host := range []string{"10.0.0.1", "0.0.0.0"} {
+		none.Take(nil, "key", Record{Host: host, Port: 80}, map[string]string{"expose": "true"})
+	}
+	if k := none.Kind(); k != KindNotSelected {
+		t.Errorf("kind %v when no record has the metadata, want not_selected", k)
+	}
+	marked := none
+	marked.Take(nil, "key", Record{Host: "0.0.0.0", Port: 80, Metadata: map[string]string{"expose": "true"}}, map[string]string{"expose": "true"})
+	if k := marked.Kind(); k != KindNoBackends {
+		t.Errorf("kind %v when an unusable record has the metadata, want no_backends", k)
+	}
 	msg := s.String()
 	for _, want := range []string{"6 without an IP address or host name Caddy can dial", "1 not matching the metadata", `(such as key "k": "0.0.0.0" is not an address the gateway can dial`} {
 		if !strings.Contains(msg, want) {

@@ -50,6 +50,25 @@ func Named(service, selecting string) string {
 type Skipped struct {
 	counts  map[string]int
 	example string // the first record's detail given to AddExample
+	// seen counts the records Take looked at, marked those among them
+	// whose metadata has what the source selects, usable or not.
+	seen, marked int
+}
+
+// Kind classifies a list without a usable record: KindNotSelected when
+// Take saw records and none bore the metadata the source selects by (the
+// service is not exposed to it), else KindNoBackends.
+func (s Skipped) Kind() ProblemKind { return NotSelected(s.seen, s.marked) }
+
+// NotSelected classifies a list without a usable instance, of total
+// instances, marked of which bear the source's marks (tags, metadata)
+// whatever their state: KindNotSelected when there are some and none is
+// marked, else KindNoBackends.
+func NotSelected(total, marked int) ProblemKind {
+	if total > 0 && marked == 0 {
+		return KindNotSelected
+	}
+	return KindNoBackends
 }
 
 // Add counts a record left out for reason, such as "not UP".

@@ -64,7 +64,7 @@ func (v *view) Receive(nodes []node) {
 		why = upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("%s: %s has no instances: none is registered, or service, base_path or format is wrong (format %s reads the children of %s)",
 			v.where, v.path, v.format, v.path))
 	default:
-		why = upstreams.Problem(upstreams.KindNoBackends, fmt.Errorf("%s: none of the %d nodes under %s is a usable %s instance: %s",
+		why = upstreams.Problem(skip.Kind(), fmt.Errorf("%s: none of the %d nodes under %s is a usable %s instance: %s",
 			v.where, len(nodes), v.path, v.format, skip))
 	}
 	v.pub.List(targets, why)
