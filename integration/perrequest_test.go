@@ -74,6 +74,7 @@ func dumped(source, service string) bool {
 // Retry-After; an idle service stops being watched (etcd's own watcher
 // count).
 func TestEtcdPerRequest(t *testing.T) {
+	defer reportFirstAnswers(t, "etcd")
 	e := startEtcd(t)
 	n := harness.NewNetns(t)
 	a, b, c := n.AddAddr(t), n.AddAddr(t), n.AddAddr(t)
@@ -165,6 +166,7 @@ func etcdRanges(t *testing.T, e *etcdServer) float64 {
 // the session ends: go-zookeeper has no RemoveWatches; the test logs
 // ZooKeeper's watch count.)
 func TestZooKeeperPerRequest(t *testing.T) {
+	defer reportFirstAnswers(t, "zookeeper")
 	s := startZooKeeper(t)
 	n := harness.NewNetns(t)
 	a, b := n.AddAddr(t), n.AddAddr(t)
@@ -213,6 +215,17 @@ func TestZooKeeperPerRequest(t *testing.T) {
 
 // perRequestLookups counts the first lookups of services chosen per request
 // that the source kind made (each observed once in first_answer_seconds).
+// reportFirstAnswers prints how long the first lookups of services chosen
+// per request waited for the registry's first answer, so far in this
+// process (caddy_discovery_per_request_first_answer_seconds): the README's
+// first-request latency per source.
+func reportFirstAnswers(t *testing.T, kind string) {
+	t.Helper()
+	h := publishShareOf(t, "caddy_discovery_per_request_first_answer_seconds", "source", kind)
+	fmt.Printf("%s: %d first answers of services chosen per request, mean %v, %d within 5ms\n",
+		kind, h.count, time.Duration(h.sum/float64(max(h.count, 1))*float64(time.Second)).Round(10*time.Microsecond), h.within5ms)
+}
+
 func perRequestLookups(t *testing.T, kind string) float64 {
 	t.Helper()
 	return discoveryMetric(t, "caddy_discovery_per_request_first_answer_seconds", "source", kind)
@@ -224,6 +237,7 @@ func perRequestLookups(t *testing.T, kind string) float64 {
 // denied and malformed names get 404 without a query, an unknown one is
 // queried once however often it comes; an idle one is dropped.
 func TestConsulPerRequest(t *testing.T) {
+	defer reportFirstAnswers(t, "consul")
 	c := sharedConsul(t)
 	n := harness.NewNetns(t)
 	a, b := n.AddAddr(t), n.AddAddr(t)
@@ -269,6 +283,7 @@ func TestConsulPerRequest(t *testing.T) {
 // not have gets 404 and is remembered for unknown_ttl; one registered
 // after Caddy started answers once the feed has its delta.
 func TestEurekaPerRequest(t *testing.T) {
+	defer reportFirstAnswers(t, "eureka")
 	sharedPolaris(t)
 	n := harness.NewNetns(t)
 	a, b := n.AddAddr(t), n.AddAddr(t)
@@ -321,6 +336,7 @@ func TestEurekaPerRequest(t *testing.T) {
 // subscription; a service registered after Caddy started answers; an idle
 // one is unsubscribed.
 func TestNacosPerRequest(t *testing.T) {
+	defer reportFirstAnswers(t, "nacos")
 	p := sharedPolaris(t)
 	n := harness.NewNetns(t)
 	reg := newRegistrar(t, p, "")
@@ -378,6 +394,7 @@ func TestNacosPerRequest(t *testing.T) {
 // answers its first request; denied and malformed names get 404, an
 // unknown Service 404 (remembered); an idle one is dropped.
 func TestKubernetesPerRequest(t *testing.T) {
+	defer reportFirstAnswers(t, "k8s")
 	const ns = "perreq"
 	k := sharedKube(t)
 	net := harness.NewNetns(t)
