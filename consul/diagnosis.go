@@ -188,11 +188,11 @@ func (w *longPoll) diagnose(ac *api.Client, filtered bool) error {
 	}
 	var reason string
 	kind := upstreams.KindNoBackends
+	if len(w.q.tags) > 0 && marked == 0 {
+		kind = upstreams.KindNotSelected // no instance, passing or not, has the tags
+	}
 	switch {
-	case len(w.q.tags) > 0 && marked == 0:
-		reason = fmt.Sprintf("no passing one has all the tags %s", strings.Join(w.q.tags, ","))
-		kind = upstreams.KindNotSelected
-	case passing == 0:
+	case passing == 0 && kind == upstreams.KindNoBackends:
 		reason = "none passes all its health checks (node checks included); a check in warning counts as not passing"
 	case len(w.q.tags) > 0 && tagged == 0:
 		reason = fmt.Sprintf("no passing one has all the tags %s", strings.Join(w.q.tags, ","))

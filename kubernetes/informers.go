@@ -105,8 +105,8 @@ const serviceIndex = "service"
 
 // informerSet lists and watches some resources of one cluster, in one
 // namespace (Services and EndpointSlices, those matching a label selector)
-// or cluster-wide (Nodes), for every view that needs them. It is created without any request to the API
-// server; start begins the watches.
+// or cluster-wide (Nodes), for every view that needs them. It is created
+// without any request to the API server; start begins the watches.
 type informerSet struct {
 	cluster   string // the cluster's name, for messages
 	namespace string // "" for cluster-scoped resources
