@@ -166,6 +166,9 @@ func newInformerSet(cluster, namespace, labels string, client kubernetes.Interfa
 			// the problem again on every retry.
 			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 				o.LabelSelector = labels
+				if o.SendInitialEvents != nil && *o.SendInitialEvents && s.watched[i].Load() {
+					s.broken[i].Store(true) // a watch-list request: the list after an error or an expiry
+				}
 				var w watch.Interface
 				err := s.untilAnswered(ctx, i, r, func() (err error) {
 					w, err = r.watch(ctx, client, namespace, o)
@@ -192,7 +195,9 @@ func newInformerSet(cluster, namespace, labels string, client kubernetes.Interfa
 				return []string{endpointSlices.key(obj)}, nil
 			}}
 		}
-		inf := cache.NewSharedIndexInformerWithOptions(lw, r.object, opts)
+		// A real client lists by a watch that streams the objects first
+		// (client-go's WatchList); a fake one says it cannot.
+		inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, client), r.object, opts)
 		if err := inf.SetTransform(r.transform); err != nil {
 			s.link.Close()
 			return nil, err
