@@ -2,7 +2,7 @@
 // (names, help, labels), their registration into a config's registry
 // (RegisterMetrics, AddCollector), and the per-service series that
 // Cell.Store feeds through Register (joinSeries, leaveSeries,
-// series.observe). The per-connection series behind Link are in link.go;
+// series.observe) and serviceCollector reports. The per-connection series behind Link are in link.go;
 // the problem kinds that label caddy_discovery_problems_total are in
 // problem.go.
 
@@ -34,26 +34,20 @@ import (
 // the new config's cells register before the old config's leave; the series
 // counts what enters it once, whichever cell brings it (see series.observe).
 // A series ends, and its labels leave the metrics, when its last cell leaves.
+// A series is a few counters in a struct, which serviceCollector reads at
+// each scrape: a service costs no Prometheus child metric of its own.
 var (
 	serviceLabels    = []string{"source", "service"}
 	connectionLabels = []string{"source", "connection"}
 
-	backendsGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "caddy_discovery_backends",
-		Help: "Backends in use: the distinct addresses the sources of a service currently proxy to.",
-	}, serviceLabels)
-	updatesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "caddy_discovery_updates_total",
-		Help: "Changes of a service's backends (addresses or weights) that were applied.",
-	}, serviceLabels)
-	problemsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "caddy_discovery_problems_total",
-		Help: "Problems with a service that began, by kind; a problem that persists across retries counts once.",
-	}, append(slices.Clone(serviceLabels), "kind"))
-	lastUpdateGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "caddy_discovery_last_update_timestamp_seconds",
-		Help: "When a service's backends last changed (unix seconds); absent until the first change.",
-	}, serviceLabels)
+	backendsDesc = prometheus.NewDesc("caddy_discovery_backends",
+		"Backends in use: the distinct addresses the sources of a service currently proxy to.", serviceLabels, nil)
+	updatesDesc = prometheus.NewDesc("caddy_discovery_updates_total",
+		"Changes of a service's backends (addresses or weights) that were applied.", serviceLabels, nil)
+	problemsDesc = prometheus.NewDesc("caddy_discovery_problems_total",
+		"Problems with a service that began, by kind; a problem that persists across retries counts once.", append(slices.Clone(serviceLabels), "kind"), nil)
+	lastUpdateDesc = prometheus.NewDesc("caddy_discovery_last_update_timestamp_seconds",
+		"When a service's backends last changed (unix seconds); absent until the first change.", serviceLabels, nil)
 
 	connectedGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "caddy_discovery_connected",
@@ -125,7 +119,7 @@ func RegisterMetrics(reg prometheus.Registerer) error {
 	}
 	sourceCollectors.mu.Lock()
 	cs := append([]prometheus.Collector{
-		backendsGauge, updatesTotal, problemsTotal, lastUpdateGauge,
+		serviceCollector{},
 		connectedGauge, reconnectsTotal, watchRestartsTotal,
 		watched, lookups, evictions, firstAnswerSeconds,
 	}, sourceCollectors.cs...)
@@ -147,9 +141,42 @@ func RegisterMetrics(reg prometheus.Registerer) error {
 type series struct {
 	source, service string
 	cells           []*Cell
-	backends        prometheus.Gauge
-	updates         prometheus.Counter
-	problems        [numKinds]prometheus.Counter
+	backends        int              // distinct addresses of the cells
+	updates         uint64           // backend changes applied
+	problems        [numKinds]uint64 // problems begun, by kind
+	lastUpdate      float64          // unix seconds of the last update; 0: none yet
+}
+
+// serviceCollector reports the live series (seriesByName) at each scrape.
+type serviceCollector struct{}
+
+// Describe sends the descriptors of the per-service metrics.
+func (serviceCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{backendsDesc, updatesDesc, problemsDesc, lastUpdateDesc} {
+		ch <- d
+	}
+}
+
+// Collect sends each live series' metrics: a copy taken under index.mu,
+// sent without it.
+func (serviceCollector) Collect(ch chan<- prometheus.Metric) {
+	index.mu.Lock()
+	rows := make([]series, 0, len(seriesByName))
+	for _, s := range seriesByName {
+		rows = append(rows, *s)
+	}
+	index.mu.Unlock()
+	for _, s := range rows {
+		ch <- prometheus.MustNewConstMetric(backendsDesc, prometheus.GaugeValue, float64(s.backends), s.source, s.service)
+		ch <- prometheus.MustNewConstMetric(updatesDesc, prometheus.CounterValue, float64(s.updates), s.source, s.service)
+		for k := range numKinds {
+			// present from the start, so that the first problem is an increase
+			ch <- prometheus.MustNewConstMetric(problemsDesc, prometheus.CounterValue, float64(s.problems[k]), s.source, s.service, k.String())
+		}
+		if s.lastUpdate != 0 {
+			ch <- prometheus.MustNewConstMetric(lastUpdateDesc, prometheus.GaugeValue, s.lastUpdate, s.source, s.service)
+		}
+	}
 }
 
 // seriesByName holds the live series; guarded by index.mu.
@@ -165,16 +192,7 @@ func joinSeries(c *Cell, source, service string) {
 	key := [2]string{source, service}
 	s := seriesByName[key]
 	if s == nil {
-		s = &series{
-			source:   source,
-			service:  service,
-			backends: backendsGauge.WithLabelValues(source, service),
-			updates:  updatesTotal.WithLabelValues(source, service),
-		}
-		for k := range numKinds {
-			// present from the start, so that the first problem is an increase
-			s.problems[k] = problemsTotal.WithLabelValues(source, service, k.String())
-		}
+		s = &series{source: source, service: service}
 		seriesByName[key] = s
 	}
 	s.cells = append(s.cells, c)
@@ -192,16 +210,10 @@ func leaveSeries(c *Cell) {
 	c.series = nil
 	s.cells = slices.DeleteFunc(s.cells, func(x *Cell) bool { return x == c })
 	if len(s.cells) > 0 {
-		s.backends.Set(float64(s.backendCount()))
+		s.backends = s.backendCount()
 		return
 	}
 	delete(seriesByName, [2]string{s.source, s.service})
-	backendsGauge.DeleteLabelValues(s.source, s.service)
-	updatesTotal.DeleteLabelValues(s.source, s.service)
-	lastUpdateGauge.DeleteLabelValues(s.source, s.service)
-	for k := range numKinds {
-		problemsTotal.DeleteLabelValues(s.source, s.service, k.String())
-	}
 }
 
 // observe counts what cell c's move from snapshot old to now (either may be
@@ -220,17 +232,17 @@ func (s *series) observe(c *Cell, old, now *Snapshot) {
 		}
 		for k := range numKinds {
 			if (added&^others)&(1<<k) != 0 {
-				s.problems[k].Inc()
+				s.problems[k]++
 			}
 		}
 	}
 	if !sameBackends(old, now) && !slices.ContainsFunc(s.cells, func(x *Cell) bool {
 		return x != c && sameBackends(x.Load(), now)
 	}) {
-		s.updates.Inc()
-		lastUpdateGauge.WithLabelValues(s.source, s.service).Set(float64(now.at.UnixNano()) / 1e9)
+		s.updates++
+		s.lastUpdate = float64(now.at.UnixNano()) / 1e9
 	}
-	s.backends.Set(float64(s.backendCount()))
+	s.backends = s.backendCount()
 }
 
 // backendCount is the number of distinct addresses the series' cells list.
