@@ -52,12 +52,20 @@
 // VmRSS and heap as above per instance, and the ESTABLISHED TCP connections
 // of the Caddy process to the server's gRPC port.
 //
+// Consul, etcd and ZooKeeper, each against a server of its own (the
+// integration tests' Consul agent, Debian's etcd and ZooKeeper): the same
+// numbers of services and instances as Nacos (SCALE_NACOS_SERVICES,
+// SCALE_NACOS_INSTANCES), registered directly (Consul's agent API, etcd
+// puts in etcd's naming format, Curator's JSON as ephemeral nodes), at fake
+// addresses in 10.170.0.0/16; a Caddy with one route per service, and the
+// same figures, per instance and per service.
+//
 // Every phase has a deadline (SCALE_CREATE_TIMEOUT 15m for writing objects,
 // SCALE_PHASE_TIMEOUT 5m for each other phase); when one passes, what was
 // reached is printed and the figures that depend on it are left out.
-// SCALE_PARTS ("k8s,nacos") picks the parts; SCALE_OUT is the directory for
-// results.md, the heap and CPU profiles and Caddy's logs (default a new
-// directory under $TMPDIR, kept).
+// SCALE_PARTS ("k8s,nacos,consul,etcd,zookeeper") picks the parts;
+// SCALE_OUT is the directory for results.md, the heap and CPU profiles and
+// Caddy's logs (default a new directory under $TMPDIR, kept).
 package integration
 
 import (
@@ -82,6 +90,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-zookeeper/zk"
+	"github.com/hashicorp/consul/api"
 	"github.com/nacos-group/nacos-sdk-go/v2/clients"
 	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client"
 	"github.com/nacos-group/nacos-sdk-go/v2/common/constant"
@@ -131,12 +141,12 @@ func scParamsFromEnv(t *testing.T) scParams {
 		workers:       scEnvInt(t, "SCALE_WORKERS", 32),
 		createTimeout: scEnvDuration(t, "SCALE_CREATE_TIMEOUT", 15*time.Minute),
 		phaseTimeout:  scEnvDuration(t, "SCALE_PHASE_TIMEOUT", 5*time.Minute),
-		parts:         strings.Split(cmp.Or(os.Getenv("SCALE_PARTS"), "k8s,nacos"), ","),
+		parts:         strings.Split(cmp.Or(os.Getenv("SCALE_PARTS"), strings.Join(scParts, ",")), ","),
 		out:           os.Getenv("SCALE_OUT"),
 	}
 	for _, part := range p.parts {
-		if part != "k8s" && part != "nacos" {
-			t.Fatalf("SCALE_PARTS %q: want k8s, nacos or both, comma-separated", os.Getenv("SCALE_PARTS"))
+		if !slices.Contains(scParts, part) {
+			t.Fatalf("SCALE_PARTS %q: want some of %s, comma-separated", os.Getenv("SCALE_PARTS"), strings.Join(scParts, ", "))
 		}
 	}
 	switch {
@@ -155,6 +165,9 @@ func scParamsFromEnv(t *testing.T) scParams {
 }
 
 func (p scParams) has(part string) bool { return slices.Contains(p.parts, part) }
+
+// scParts are the parts of the benchmark, in the order they run.
+var scParts = []string{"k8s", "nacos", "consul", "etcd", "zookeeper"}
 
 // scReport collects the figures, as rows of one markdown table.
 type scReport struct {
@@ -219,6 +232,15 @@ func TestScale(t *testing.T) {
 	}
 	if p.has("nacos") {
 		t.Run("nacos", func(t *testing.T) { scaleNacos(t, p, bin, rep) })
+	}
+	if p.has("consul") {
+		t.Run("consul", func(t *testing.T) { scaleConsul(t, p, bin, rep) })
+	}
+	if p.has("etcd") {
+		t.Run("etcd", func(t *testing.T) { scaleEtcd(t, p, bin, rep) })
+	}
+	if p.has("zookeeper") {
+		t.Run("zookeeper", func(t *testing.T) { scaleZooKeeper(t, p, bin, rep) })
 	}
 	table := rep.markdown(note)
 	fmt.Print("\n" + table)
@@ -1033,34 +1055,135 @@ func scaleNacos(t *testing.T, p scParams, bin string, rep *scReport) {
 	}
 	rep.add("nacos", what, scSeconds(elapsed), fmt.Sprintf("%.0f instances/s, %d SDK clients", float64(done)/elapsed.Seconds(), p.workers))
 
-	base := scBaseline(t, p, bin, services, "nacos")
-	var routes []string
-	want := map[string]int{}
-	for i := range services {
-		routes = append(routes, scRoute(name(i)+".nacos", map[string]any{"source": "nacos", "service": name(i)}))
-		want["DEFAULT_GROUP@@"+name(i)] = per // as the dump names it
-	}
-	admin := freeAddr(t)
 	apps := fmt.Sprintf(`"nacos": {"servers": {"default": {"addresses": ["127.0.0.1:%d"]}}}`, pol.port)
-	config := scWriteConfig(t, admin, routes, apps)
-	start = time.Now()
-	proc := harness.StartProcess(t, bin, config, admin)
-	defer scSaveLog(t, p, proc, "caddy-nacos.log")
-	pid := scCaddyPid(t, proc)
-	served, ok := scAwaitServed(proc, "nacos", want, p.phaseTimeout)
+	pid, ok := scServe(t, p, bin, rep, "nacos", "subscriptions", apps, func(i int) (string, string) {
+		return name(i), "DEFAULT_GROUP@@" + name(i) // as the dump names it
+	})
 	if !ok {
-		rep.add("nacos", fmt.Sprintf("start until all %d services are listed", services), "—",
-			fmt.Sprintf("deadline %s passed with %d of %d listed", p.phaseTimeout, served, services))
 		return
 	}
-	rep.add("nacos", fmt.Sprintf("start until all %d services are listed", services), scSeconds(time.Since(start)),
-		"from starting the process to the admin dump listing every service with all its instances")
-	total := services * per
-	scMemory(t, p, rep, "nacos", proc, pid, base, []scPer{{"instance", total}},
-		fmt.Sprintf("%d subscriptions, %d instances", services, total))
 	conns := scConnsTo(t, pid, pol.port+1000)
 	rep.add("nacos", "gRPC connections from Caddy to the server", strconv.Itoa(conns),
 		fmt.Sprintf("ESTABLISHED TCP connections of the Caddy process to port %d; expected one per server set (here one) for %d services", pol.port+1000, services))
+}
+
+// scServe measures a Caddy with one route per service of part (the
+// source), p.nacosServices services of p.nacosInstances instances each,
+// already registered: the time from its start until the admin dump lists
+// every service (service(i) is the source's service field and the dump's
+// name for service i) with all its instances, and its memory per instance
+// and per service over a baseline Caddy with as many routes. watches says
+// what Caddy keeps per service ("subscriptions"). It returns Caddy's pid, or
+// false when the deadline passed.
+func scServe(t *testing.T, p scParams, bin string, rep *scReport, part, watches, apps string, service func(i int) (field, dumped string)) (int, bool) {
+	t.Helper()
+	services, per := p.nacosServices, p.nacosInstances
+	base := scBaseline(t, p, bin, services, part)
+	var routes []string
+	want := map[string]int{}
+	for i := range services {
+		field, dumped := service(i)
+		routes = append(routes, scRoute(fmt.Sprintf("s%04d.%s", i, part), map[string]any{"source": part, "service": field}))
+		want[dumped] = per
+	}
+	admin := freeAddr(t)
+	config := scWriteConfig(t, admin, routes, apps)
+	start := time.Now()
+	proc := harness.StartProcess(t, bin, config, admin)
+	t.Cleanup(func() { scSaveLog(t, p, proc, "caddy-"+part+".log") })
+	pid := scCaddyPid(t, proc)
+	what := fmt.Sprintf("start until all %d services are listed", services)
+	if served, ok := scAwaitServed(proc, part, want, p.phaseTimeout); !ok {
+		rep.add(part, what, "—", fmt.Sprintf("deadline %s passed with %d of %d listed", p.phaseTimeout, served, services))
+		return pid, false
+	}
+	rep.add(part, what, scSeconds(time.Since(start)), "from starting the process to the admin dump listing every service with all its instances")
+	total := services * per
+	scMemory(t, p, rep, part, proc, pid, base, []scPer{{"instance", total}, {"service", services}},
+		fmt.Sprintf("%d %s, %d instances", services, watches, total))
+	return pid, true
+}
+
+// scRegistered reports how long writing every instance took, or why it
+// stopped; false when not every instance was written.
+func scRegistered(rep *scReport, p scParams, part, how string, start time.Time, done int, err error) bool {
+	elapsed := time.Since(start)
+	total := p.nacosServices * p.nacosInstances
+	what := fmt.Sprintf("registration (%d services x %d instances)", p.nacosServices, p.nacosInstances)
+	if done < total {
+		rep.add(part, what, "—", fmt.Sprintf("stopped after %s (%v) with %d of %d instances registered",
+			scSeconds(elapsed), cmp.Or[error](err, errors.New("deadline")), done, total))
+		return false
+	}
+	rep.add(part, what, scSeconds(elapsed), fmt.Sprintf("%.0f instances/s, %s", float64(done)/elapsed.Seconds(), how))
+	return true
+}
+
+// scRegistryAddr is the fake address of instance i (nothing listens there).
+func scRegistryAddr(i int) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 170, byte(i >> 8), byte(i)}), scPort)
+}
+
+func scaleConsul(t *testing.T, p scParams, bin string, rep *scReport) {
+	c := sharedConsul(t)
+	per := p.nacosInstances
+	name := func(i int) string { return fmt.Sprintf("scale-%04d", i) }
+	start := time.Now()
+	done, err := scPool(t.Context(), p.createTimeout, p.nacosServices*per, p.workers, func(ctx context.Context, _, i int) error {
+		addr := scRegistryAddr(i)
+		return c.api.Agent().ServiceRegisterOpts(&api.AgentServiceRegistration{
+			ID: fmt.Sprintf("%s-%d", name(i/per), i%per), Name: name(i / per), Address: addr.Addr().String(), Port: int(addr.Port()),
+			Check: &api.AgentServiceCheck{TTL: "1h", Status: api.HealthPassing},
+		}, api.ServiceRegisterOpts{}.WithContext(ctx))
+	})
+	t.Cleanup(func() {
+		for i := range p.nacosServices * per {
+			_ = c.api.Agent().ServiceDeregister(fmt.Sprintf("%s-%d", name(i/per), i%per))
+		}
+	})
+	if !scRegistered(rep, p, "consul", fmt.Sprintf("the agent API, %d workers", p.workers), start, done, err) {
+		return
+	}
+	pid, ok := scServe(t, p, bin, rep, "consul", "blocking queries", c.app(), func(i int) (string, string) { return name(i), name(i) })
+	if !ok {
+		return
+	}
+	rep.add("consul", "HTTP connections from Caddy to the agent", strconv.Itoa(scConnsTo(t, pid, c.port)),
+		fmt.Sprintf("ESTABLISHED TCP connections of the Caddy process to port %d, for %d blocking queries", c.port, p.nacosServices))
+}
+
+func scaleEtcd(t *testing.T, p scParams, bin string, rep *scReport) {
+	e := startEtcd(t)
+	per := p.nacosInstances
+	name := func(i int) string { return fmt.Sprintf("scale-%04d", i) }
+	start := time.Now()
+	done, err := scPool(t.Context(), p.createTimeout, p.nacosServices*per, p.workers, func(ctx context.Context, _, i int) error {
+		_, err := e.cli.Put(ctx, fmt.Sprintf("%s/%d", name(i/per), i%per), fmt.Sprintf(`{"Op":0,"Addr":%q}`, scRegistryAddr(i)))
+		return err
+	})
+	if !scRegistered(rep, p, "etcd", fmt.Sprintf("puts in etcd's naming format, %d workers", p.workers), start, done, err) {
+		return
+	}
+	scServe(t, p, bin, rep, "etcd", "watches", etcdApp(e.addr), func(i int) (string, string) { return name(i), name(i) + "/" })
+}
+
+func scaleZooKeeper(t *testing.T, p scParams, bin string, rep *scReport) {
+	s := startZooKeeper(t)
+	per := p.nacosInstances
+	name := func(i int) string { return fmt.Sprintf("scale-%04d", i) }
+	for i := range p.nacosServices {
+		s.create(t, "/services/"+name(i), nil, 0)
+	}
+	start := time.Now()
+	done, err := scPool(t.Context(), p.createTimeout, p.nacosServices*per, p.workers, func(_ context.Context, _, i int) error {
+		id := fmt.Sprintf("%d", i%per)
+		_, err := s.conn.Create("/services/"+name(i/per)+"/"+id, curatorJSON(id, scRegistryAddr(i)), zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+		return err
+	})
+	if !scRegistered(rep, p, "zookeeper", fmt.Sprintf("Curator's JSON as ephemeral nodes of one session, %d workers", p.workers), start, done, err) {
+		return
+	}
+	scServe(t, p, bin, rep, "zookeeper", "watched paths", zkApp(s.addr), func(i int) (string, string) { return name(i), "/services/" + name(i) })
 }
 
 // --- Caddy -------------------------------------------------------------------
