@@ -91,6 +91,12 @@ func (w *longPoll) explain(err error) error {
 		return upstreams.Problem(upstreams.KindUnreachable, fmt.Errorf("%s: the Consul servers have no leader (%s); serving the last known instances meanwhile", w.c.where, body))
 	case se.Code == 404:
 		return upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("%s answered 404 Not Found to /v1/health/service/%s: is this Consul's HTTP API? check addresses (and their path prefix)", w.c.where, w.q.service))
+	case se.Code == 429 && has("too many concurrent connections"):
+		// Each blocking query holds an HTTP connection for its whole wait,
+		// and the agent counts them per client IP.
+		return upstreams.Problem(upstreams.KindRefused, fmt.Errorf("%s: querying %s: the agent refused another connection from Caddy's address (429 %s): Caddy holds one connection per blocking query, %d through this connection now, "+
+			"and the agent allows http_max_conns_per_client (default 200) per client address; raise it in the agent's config, e.g. limits { http_max_conns_per_client = %d }; retrying with backoff",
+			w.c.where, w.q.subject(), body, w.c.polls.Len(), max(1000, 2*w.c.polls.Len())))
 	case se.Code == 429:
 		return fmt.Errorf("%s: querying %s: Consul's rate limit refused the query (429 %s); retrying with backoff", w.c.where, w.q.subject(), body)
 	}

@@ -46,8 +46,10 @@ type consulAgent struct {
 	// anti-entropy sync, up to 3 s after electing itself (agent/ae in
 	// v1.14.8), answering "no instances" meanwhile.
 	persistent bool
-	cmd        *exec.Cmd
-	exited     chan struct{}
+	// maxConns, if not 0, is the agent's http_max_conns_per_client.
+	maxConns int
+	cmd      *exec.Cmd
+	exited   chan struct{}
 	// readToken may read every service and node (the shared agent's)
 	readToken string
 }
@@ -57,13 +59,20 @@ type consulAgent struct {
 // removed) when the test ends.
 func startConsul(t testing.TB, port int, acl, persistent bool) *consulAgent {
 	t.Helper()
+	return startAgent(t, &consulAgent{port: port, acl: acl, persistent: persistent})
+}
+
+// startAgent starts the agent c describes (its port, acl, persistent and
+// maxConns), as startConsul does.
+func startAgent(t testing.TB, c *consulAgent) *consulAgent {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "caddy-discovery-consul-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &consulAgent{dir: dir, port: port, acl: acl, persistent: persistent}
+	c.dir = dir
 	t.Cleanup(func() {
-		if persistent {
+		if c.persistent {
 			_ = c.stopPersistent("")
 		} else {
 			_ = c.run("stop-consul.sh")
@@ -79,6 +88,9 @@ func (c *consulAgent) run(script string) error {
 	cmd.Env = append(os.Environ(), fmt.Sprintf("CONSUL_HTTP_PORT=%d", c.port))
 	if c.acl {
 		cmd.Env = append(cmd.Env, "CONSUL_ACL=1")
+	}
+	if c.maxConns != 0 {
+		cmd.Env = append(cmd.Env, fmt.Sprintf("CONSUL_HTTP_MAX_CONNS_PER_CLIENT=%d", c.maxConns))
 	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%s %s: %v\n%s", script, c.dir, err, out)
@@ -863,4 +875,34 @@ func TestConsulValidateJSON(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConsulConnectionLimit: Caddy holds one HTTP connection per blocking
+// query, and a Consul agent allows http_max_conns_per_client (default 200)
+// per client address. Past it, the agent answers 429: Caddy says which
+// agent setting to raise, and how many queries it holds, instead of a bare
+// rate-limit error. The agent here allows 6 connections, and Caddy follows
+// 10 services.
+func TestConsulConnectionLimit(t *testing.T) {
+	c := startAgent(t, &consulAgent{port: 18540, maxConns: 6})
+	n := harness.NewNetns(t)
+	a := n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	var routes []string
+	for i := range 10 {
+		in := consulInstance{id: fmt.Sprintf("lim-%d-1", i), service: fmt.Sprintf("lim-%d", i), addr: a, port: 8080}
+		c.register(t, in)
+		b, _ := json.Marshal(map[string]any{"source": "consul", "service": in.service})
+		routes = append(routes, fmt.Sprintf(`{"match": [{"path": ["/%s"]}], "handle": [{"handler": "reverse_proxy", "dynamic_upstreams": %s}]}`, in.service, b))
+	}
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	harness.StartCaddyLogged(t, consulCaddyPort, fmt.Sprintf(`{"handler": "subroute", "routes": [%s]}`, strings.Join(routes, ",")), consulApp(c.port, "", ""), logFile)
+	harness.Eventually(t, 15*time.Second, func() error {
+		log := harness.ReadFile(logFile)
+		if !strings.Contains(log, "the agent refused another connection from Caddy's address (429") ||
+			!strings.Contains(log, "raise it in the agent's config, e.g. limits { http_max_conns_per_client = 1000 }") {
+			return errors.New("Caddy's log does not name http_max_conns_per_client")
+		}
+		return nil
+	})
 }

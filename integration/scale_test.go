@@ -52,8 +52,8 @@
 // VmRSS and heap as above per instance, and the ESTABLISHED TCP connections
 // of the Caddy process to the server's gRPC port.
 //
-// Consul, etcd and ZooKeeper, each against a server of its own (the
-// integration tests' Consul agent, Debian's etcd and ZooKeeper): the same
+// Consul, etcd and ZooKeeper, each against a server of its own (a Consul
+// -dev agent, Debian's etcd and ZooKeeper): the same
 // numbers of services and instances as Nacos (SCALE_NACOS_SERVICES,
 // SCALE_NACOS_INSTANCES), registered directly (Consul's agent API, etcd
 // puts in etcd's naming format, Curator's JSON as ephemeral nodes), at fake
@@ -1125,7 +1125,10 @@ func scRegistryAddr(i int) netip.AddrPort {
 }
 
 func scaleConsul(t *testing.T, p scParams, bin string, rep *scReport) {
-	c := sharedConsul(t)
+	// Caddy holds one connection per blocking query: the agent's default
+	// http_max_conns_per_client (200) would refuse most of them.
+	c := startAgent(t, &consulAgent{port: 18540, maxConns: 2*p.nacosServices + 100})
+	rep.note("Consul: a -dev agent of its own with limits { http_max_conns_per_client = %d } (default 200; Caddy holds one connection per blocking query)", 2*p.nacosServices+100)
 	per := p.nacosInstances
 	name := func(i int) string { return fmt.Sprintf("scale-%04d", i) }
 	start := time.Now()

@@ -95,6 +95,9 @@ mkdir -p "$DIR/data"
 args=(agent -dev -client 127.0.0.1 -bind 127.0.0.1 -data-dir "$DIR/data" -log-level "$LOG_LEVEL"
 	-http-port "$HTTP_PORT" -grpc-port -1 -grpc-tls-port -1 -dns-port -1
 	-server-port "$SERVER_PORT" -serf-lan-port "$SERF_LAN_PORT" -serf-wan-port "$SERF_WAN_PORT")
+# CONSUL_HTTP_MAX_CONNS_PER_CLIENT sets the agent's limit of concurrent HTTP
+# connections per client address (its default: 200).
+[[ -z ${CONSUL_HTTP_MAX_CONNS_PER_CLIENT:-} ]] || args+=(-hcl "limits { http_max_conns_per_client = $CONSUL_HTTP_MAX_CONNS_PER_CLIENT }")
 if [[ ${CONSUL_ACL:-0} == 1 ]]; then
 	(
 		umask 077
