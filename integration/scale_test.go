@@ -1139,11 +1139,6 @@ func scaleConsul(t *testing.T, p scParams, bin string, rep *scReport) {
 			Check: &api.AgentServiceCheck{TTL: "1h", Status: api.HealthPassing},
 		}, api.ServiceRegisterOpts{}.WithContext(ctx))
 	})
-	t.Cleanup(func() {
-		for i := range p.nacosServices * per {
-			_ = c.api.Agent().ServiceDeregister(fmt.Sprintf("%s-%d", name(i/per), i%per))
-		}
-	})
 	if !scRegistered(rep, p, "consul", fmt.Sprintf("the agent API, %d workers", p.workers), start, done, err) {
 		return
 	}
