@@ -166,9 +166,6 @@ func newInformerSet(cluster, namespace, labels string, client kubernetes.Interfa
 			// the problem again on every retry.
 			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 				o.LabelSelector = labels
-				if o.SendInitialEvents != nil && *o.SendInitialEvents && s.watched[i].Load() {
-					s.broken[i].Store(true) // a watch-list request: the list after an error or an expiry
-				}
 				var w watch.Interface
 				err := s.untilAnswered(ctx, i, r, func() (err error) {
 					w, err = r.watch(ctx, client, namespace, o)
@@ -195,9 +192,7 @@ func newInformerSet(cluster, namespace, labels string, client kubernetes.Interfa
 				return []string{endpointSlices.key(obj)}, nil
 			}}
 		}
-		// A real client lists by a watch that streams the objects first
-		// (client-go's WatchList); a fake one says it cannot.
-		inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, client), r.object, opts)
+		inf := cache.NewSharedIndexInformerWithOptions(listThenWatch{lw}, r.object, opts)
 		if err := inf.SetTransform(r.transform); err != nil {
 			s.link.Close()
 			return nil, err
@@ -220,6 +215,18 @@ func newInformerSet(cluster, namespace, labels string, client kubernetes.Interfa
 	s.Init()
 	return s, nil
 }
+
+// listThenWatch has the reflector list, then watch, and never use
+// client-go's WatchList (a watch that streams the objects first): a watch
+// whose connection times out, as with a hung API server, comes back from
+// client-go as an empty watch without an error (rest.Request.Watch), and
+// the reflector retries a WatchList that way without end, so untilAnswered
+// would never see the timeout and the source would never report the
+// server hung. A list reports it.
+type listThenWatch struct{ *cache.ListWatch }
+
+// IsWatchListSemanticsUnSupported tells the reflector not to use WatchList.
+func (listThenWatch) IsWatchListSemanticsUnSupported() bool { return true }
 
 // While the API server refuses connections (it is down or restarting) or
 // does not answer in time (it hangs), a list or watch is retried from
