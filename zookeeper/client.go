@@ -4,7 +4,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,8 +33,9 @@ type client struct {
 	ready chan struct{} // closed once conn is set
 	conn  *zk.Conn
 
-	watches upstreams.Members[*watch] // the watches through the client
-	problem *upstreams.Condition      // the connection's
+	mu      sync.Mutex
+	watches map[string]*watch    // the watches through the client, by path
+	problem *upstreams.Condition // the connection's
 	link    *upstreams.Link
 }
 
@@ -55,7 +59,8 @@ func (zkLog) Printf(format string, args ...any) {
 }
 
 func (c *client) run() {
-	conn, events, err := zk.Connect(c.st.servers, c.st.timeout, zk.WithLogger(zkLog{}), zk.WithLogInfo(false), zk.WithDialer(c.dial))
+	conn, events, err := zk.Connect(c.st.servers, c.st.timeout, zk.WithLogger(zkLog{}), zk.WithLogInfo(false), zk.WithDialer(c.dial),
+		zk.WithEventCallback(c.fired))
 	if err != nil {
 		c.setProblem(upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("%s: %w; check servers", c.st.where, err)))
 		return
@@ -94,7 +99,7 @@ func (c *client) follow(ev zk.Event, session int64) int64 {
 		id := c.conn.SessionID()
 		if session != 0 && id != session {
 			c.link.WatchRestarted()
-			c.watches.Each(nil, (*watch).kick) // the old session's watches are gone
+			c.each((*watch).kick) // the old session's watches are gone
 		}
 		c.setProblem(nil)
 		return id
@@ -171,7 +176,7 @@ func (c *client) wait(done <-chan struct{}) bool {
 func (c *client) setProblem(err error) {
 	c.link.SetConnected(err == nil)
 	if c.problem.Set(err) {
-		c.watches.Each(nil, func(w *watch) { w.fan.Troubled() })
+		c.each(func(w *watch) { w.fan.Troubled() })
 	}
 }
 
@@ -200,4 +205,58 @@ func acquireClient(src *upstreams.Source, name string, st settings) (*client, er
 		c.key = key
 		return c, nil
 	})
+}
+
+// watch adds w to the watches through the client.
+func (c *client) watch(w *watch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.watches == nil {
+		c.watches = make(map[string]*watch)
+	}
+	c.watches[w.path] = w
+}
+
+// unwatch removes w.
+func (c *client) unwatch(w *watch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.watches[w.path] == w {
+		delete(c.watches, w.path)
+	}
+}
+
+// each calls f on every watch through the client, outside the lock.
+func (c *client) each(f func(*watch)) {
+	c.mu.Lock()
+	ws := slices.Collect(maps.Values(c.watches))
+	c.mu.Unlock()
+	for _, w := range ws {
+		f(w)
+	}
+}
+
+// fired hands a fired ZooKeeper watch to the watch that set it: a path's
+// children (or existence) watch to the watch of that path, a node's data
+// watch to the watch of its parent; a deletion may concern both. It is the
+// session's event callback, called on the client's receiving goroutine for
+// every event, so it never waits: one goroutine serves every ZooKeeper
+// watch of the session, rather than one per watch.
+func (c *client) fired(ev zk.Event) {
+	if ev.Type == zk.EventSession || ev.Path == "" {
+		return
+	}
+	dir, child := "", ""
+	if i := strings.LastIndexByte(ev.Path, '/'); i >= 0 {
+		dir, child = ev.Path[:i], ev.Path[i+1:]
+	}
+	c.mu.Lock()
+	own, parent := c.watches[ev.Path], c.watches[dir]
+	c.mu.Unlock()
+	if own != nil {
+		own.fired.add(event{Event: ev})
+	}
+	if parent != nil && child != "" {
+		parent.fired.add(event{child: child, Event: ev})
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -33,13 +34,45 @@ type event struct {
 	zk.Event
 }
 
+// queue holds the fired ZooKeeper watches of one watch until its run
+// takes them. The session's event callback adds to it, from the client's
+// receiving goroutine, which must never wait: it also delivers the answers
+// that run may be waiting for. It holds at most one event per armed
+// ZooKeeper watch.
+type queue struct {
+	mu     sync.Mutex
+	events []event
+	wake   chan struct{} // signalled when events were added
+}
+
+func (q *queue) add(ev event) {
+	q.mu.Lock()
+	q.events = append(q.events, ev)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the events added since the last take, in order.
+func (q *queue) take() []event {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	evs := q.events
+	q.events = nil
+	return evs
+}
+
 // watch follows the children of one path through one session, and each
 // child's data, for every source that reads the path, whatever their
 // format and selection: each source's view decodes the shared nodes.
 // ZooKeeper's watches fire once: each is armed again as it fires (the
 // children's when they change, a child's when its data changes), and all of
 // them after the session expired. A periodic listing (relist_interval) is a
-// safety net behind them.
+// safety net behind them. No goroutine waits on a ZooKeeper watch: the
+// session's event callback hands every fired one to the watch of its path
+// (see client.fired).
 type watch struct {
 	c    *client
 	path string
@@ -49,7 +82,7 @@ type watch struct {
 	problem *upstreams.Condition // the watch's own failure, not the connection's
 	fan     *upstreams.Fanout[[]node]
 	kickCh  chan struct{} // list again, every watch lost: a new session
-	events  chan event
+	fired   queue
 
 	data  map[string][]byte // owned by run
 	armed map[string]bool   // children whose data watch is set; owned by run
@@ -60,7 +93,7 @@ type watch struct {
 }
 
 func newWatch(c *client, path string) *watch {
-	w := &watch{c: c, path: path, kickCh: make(chan struct{}, 1), events: make(chan event, 16),
+	w := &watch{c: c, path: path, kickCh: make(chan struct{}, 1), fired: queue{wake: make(chan struct{}, 1)},
 		data: map[string][]byte{}, armed: map[string]bool{}}
 	w.problem = upstreams.NewCondition(caddy.Log().Named("zookeeper"), "reading zookeeper nodes failed; retrying with backoff", "reading zookeeper nodes works again",
 		zap.String("path", path), zap.String("server", c.st.where))
@@ -68,7 +101,7 @@ func newWatch(c *client, path string) *watch {
 		upstreams.Pending(fmt.Errorf("%s: waiting for the first listing of %s", c.st.where, path)),
 		c.problem, w.problem)
 	w.Init()
-	c.watches.Add(w)
+	c.watch(w)
 	return w
 }
 
@@ -128,9 +161,12 @@ func (w *watch) run() {
 			clear(w.armed) // the expired session took every watch with it
 			w.watching = false
 			list(false)
-		case ev := <-w.events:
-			if err := w.fired(ev); err != nil {
-				list(false)
+		case <-w.fired.wake:
+			for _, ev := range w.fired.take() {
+				if err := w.take(ev); err != nil {
+					list(false)
+					break
+				}
 			}
 		}
 	}
@@ -187,8 +223,8 @@ func (w *watch) list(all bool) error {
 		if exists {
 			return w.list(all)
 		}
+		_ = ech           // its event reaches the watch through the client (see client.fired)
 		w.watching = true // until the path appears
-		w.forward("", ech)
 		clear(w.data)
 		w.publish()
 		return nil
@@ -198,7 +234,6 @@ func (w *watch) list(all bool) error {
 	}
 	if ch != nil {
 		w.watching = true
-		w.forward("", ch)
 	}
 	for name := range w.data {
 		if !slices.Contains(children, name) {
@@ -226,17 +261,20 @@ func (w *watch) list(all bool) error {
 		w.data[name] = data
 		if dch != nil {
 			w.armed[name] = true
-			w.forward(name, dch)
 		}
 	}
 	w.publish()
 	return nil
 }
 
-// fired takes in a fired watch: the children changed (list again), or a
-// child's data changed or it was deleted.
-func (w *watch) fired(ev event) error {
+// take takes in a fired watch: the children changed (list again), or a
+// child's data changed or it was deleted. An event of a ZooKeeper watch the
+// watch has not set (another watch's on the same path, one already handled)
+// is ignored.
+func (w *watch) take(ev event) error {
 	switch {
+	case ev.child == "" && !w.watching, ev.child != "" && !w.armed[ev.child]:
+		return nil
 	case ev.child == "":
 		w.watching = false
 		if ev.Type == zk.EventNotWatching {
@@ -251,7 +289,7 @@ func (w *watch) fired(ev event) error {
 		delete(w.armed, ev.child)
 	default: // the data changed: read it, and watch again
 		delete(w.armed, ev.child)
-		data, _, dch, err := w.c.conn.GetW(w.path + "/" + ev.child)
+		data, _, _, err := w.c.conn.GetW(w.path + "/" + ev.child)
 		if errors.Is(err, zk.ErrNoNode) {
 			delete(w.data, ev.child)
 		} else if err != nil {
@@ -259,32 +297,10 @@ func (w *watch) fired(ev event) error {
 		} else {
 			w.data[ev.child] = data
 			w.armed[ev.child] = true
-			w.forward(ev.child, dch)
 		}
 		w.publish()
 	}
 	return nil
-}
-
-// forward hands the one event a ZooKeeper watch delivers to run, unless
-// the watch ends first.
-func (w *watch) forward(child string, ch <-chan zk.Event) {
-	go func() {
-		var ev zk.Event
-		var ok bool
-		select {
-		case ev, ok = <-ch:
-		case <-w.Ctx.Done():
-			return
-		}
-		if !ok {
-			return
-		}
-		select {
-		case w.events <- event{child: child, Event: ev}:
-		case <-w.Ctx.Done():
-		}
-	}()
 }
 
 // publish hands the nodes, sorted by name, to every source's view. It is
@@ -310,7 +326,7 @@ func (w *watch) explain(err error) error {
 
 // Destruct ends the watch once its last source is gone; it returns at once.
 func (w *watch) Destruct() error {
-	w.c.watches.Remove(w)
+	w.c.unwatch(w)
 	w.Stop()
 	return nil
 }
