@@ -60,9 +60,18 @@ func (w *subscription) explain(err error) error {
 
 // diagnose finds out why the service has no instances at all: it does not
 // exist in the group, or the namespace or group holds no service (a wrong
-// namespace ID). It runs on the subscription's goroutine, never in the callback.
+// namespace ID). It runs on the subscription's goroutine, never in the
+// callback, and publishes an empty first list that onPush held back.
 func (w *subscription) diagnose() {
-	if list, ok := w.fan.Last(); !ok || len(list) > 0 || !w.c.healthy.Load() {
+	w.mu.Lock()
+	held := w.held
+	w.mu.Unlock()
+	if held {
+		defer w.release()
+	} else if list, ok := w.fan.Last(); !ok || len(list) > 0 {
+		return
+	}
+	if !w.c.healthy.Load() {
 		return
 	}
 	var list model.ServiceList
@@ -94,7 +103,20 @@ func (w *subscription) diagnose() {
 			w.ref.Service, w.ref.Group, ns, names, more)
 	}
 	w.diagnosis.Store(&problem{err: d})
-	w.fan.Relist()
+	if !held {
+		w.fan.Relist()
+	}
+}
+
+// release publishes the empty first list that onPush held back, unless a
+// list arrived since.
+func (w *subscription) release() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.held {
+		w.held = false
+		w.fan.List(nil)
+	}
 }
 
 // silentRefusal is the problem of a successful Subscribe that no instance

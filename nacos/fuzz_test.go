@@ -411,6 +411,9 @@ func checkInstances(t *testing.T, tn *tuning, ipList, clusterList, metaList stri
 		}
 
 		u.subscription.param.SubscribeCallback(l, nil) // as the SDK calls back
+		if len(l) == 0 {
+			u.subscription.diagnose() // as the subscription's goroutine does then
+		}
 		ups, err := u.GetUpstreams(nil)
 		if err != nil {
 			if len(ups) > 0 {

@@ -51,6 +51,11 @@ type subscription struct {
 	// mu pairs a list's arrival with the end of silence, so that a late
 	// noList never marks a service that has its list.
 	mu sync.Mutex
+	// held is set while an empty first list waits for its diagnosis, so
+	// that the sources' first answer says at once whether the service
+	// exists: a service chosen per request that Nacos does not have gets
+	// the denied status from its first request, not a 503. Guarded by mu.
+	held bool
 	// fan hands the lists and the trouble to every source's view.
 	fan *upstreams.Fanout[[]model.Instance]
 }
@@ -88,7 +93,12 @@ func (w *subscription) onPush(instances []model.Instance, _ error) {
 	}
 	w.mu.Lock()
 	w.silence.Set(nil)
-	w.fan.List(list) // hands the trouble on too: the list may have ended it
+	if len(list) == 0 && !w.fan.Listed() {
+		w.held = true // published by diagnose
+	} else {
+		w.held = false
+		w.fan.List(list) // hands the trouble on too: the list may have ended it
+	}
 	w.mu.Unlock()
 	if len(list) == 0 {
 		select {
@@ -284,7 +294,7 @@ func (w *subscription) noList() {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.fan.Listed() {
+	if !w.fan.Listed() && !w.held {
 		w.fan.Set(w.silence, w.silentRefusal())
 	}
 }
