@@ -49,7 +49,8 @@
 #   6. runs caddy with integration/demo/Caddyfile on 127.0.0.1:8080 (k8s),
 #      :8081 (nacos), :8082 (nacos, metadata version=v2 only), :8083
 #      (nacos, lb_policy registry_weighted), :8084 (eureka), :8085
-#      (consul), :8086 (etcd) and :8087 (zookeeper), admin localhost:2019,
+#      (consul), :8086 (etcd), :8087 (zookeeper) and :8088 (one route for
+#      all), admin localhost:2019,
 #      and shows
 #      where requests go as Pods are added, become NotReady, Ready again, and
 #      are deleted;
@@ -71,14 +72,16 @@
 #  11. registers instances of shop-search ($NET.51..) in etcd as etcd's gRPC
 #      naming library writes them, each under a 5 s lease renewed every 2 s
 #      (over etcd's JSON gateway, with curl), and shows requests following a
-#      deletion and a crash (its lease expires); then one route (:8088) that
-#      serves every shop-* service the request's path names, and answers 404
-#      for a denied, a disallowed and an unknown one;
+#      deletion and a crash (its lease expires);
 #  12. registers instances of shop-reviews ($NET.61..) in ZooKeeper through
 #      Curator's service discovery, as Spring Cloud Zookeeper does
 #      (integration/zk-registrar, compiled with javac), and shows requests
 #      following an instance_status OUT_OF_SERVICE and a crash (its session
-#      ends, and ZooKeeper deletes its node).
+#      ends, and ZooKeeper deletes its node);
+#  13. registers one more service in each registry and sends one route
+#      (:8088, /<registry>/<service>/...) requests for two services of each:
+#      the new ones are served by their first request; a denied, a
+#      disallowed and unknown names get 404.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -545,8 +548,8 @@ cart_ip() { echo "$NET.$((30 + ${1#cart-}))"; }
 renew_leases() {
 	trap '[[ -z ${!:-} ]] || kill "$!" 2>/dev/null; exit 0' TERM
 	while :; do
-		while read -r id; do
-			curl -sS -o /dev/null --max-time 2 -X PUT "$EUREKA/apps/SHOP-CART/$id" || true
+		while read -r app id; do
+			curl -sS -o /dev/null --max-time 2 -X PUT "$EUREKA/apps/$app/$id" || true
 		done <"$DEMO_DIR/eureka-leases"
 		sleep 3 &
 		wait $! || true
@@ -556,16 +559,15 @@ renew_leases() {
 renew_leases >"$DEMO_DIR/eureka-leases.log" 2>&1 </dev/null &
 echo $! >"$DEMO_DIR/eureka-leases.pid"
 disown $!
-eureka_register() { # ID
-	local ip
-	ip=$(cart_ip "$1")
+eureka_register() { # ID [APP IP]
+	local app=${2:-SHOP-CART} ip=${3:-$(cart_ip "$1")}
 	# shellcheck disable=SC2016 # "$" is a JSON key in the Eureka format
-	call POST "$EUREKA/apps/SHOP-CART" '{"instance":{"instanceId":"'"$1"'","app":"SHOP-CART","hostName":"'"$ip"'",
+	call POST "$EUREKA/apps/$app" '{"instance":{"instanceId":"'"$1"'","app":"'"$app"'","hostName":"'"$ip"'",
 		"ipAddr":"'"$ip"'","status":"UP","port":{"$":8080,"@enabled":"true"},"securePort":{"$":443,"@enabled":"false"},
 		"dataCenterInfo":{"@class":"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo","name":"MyOwn"},
 		"leaseInfo":{"renewalIntervalInSecs":5,"durationInSecs":15}}}'
-	echo "$1" >>"$DEMO_DIR/eureka-leases"
-	say "    $1 registered: POST /eureka/apps/SHOP-CART ($ip:8080, status UP; lease renewed every 3 s)"
+	echo "$app $1" >>"$DEMO_DIR/eureka-leases"
+	say "    $1 registered: POST /eureka/apps/$app ($ip:8080, status UP; lease renewed every 3 s)"
 }
 
 heading "Eureka step 1: 3 instances of SHOP-CART register (caddy: http://127.0.0.1:8084, dynamic eureka SHOP-CART)"
@@ -586,7 +588,7 @@ await_backends cart-1 cart-3
 show
 
 heading "Eureka step 3: cart-3 shuts down (cancels its lease, then stops)"
-grep -vx cart-3 "$DEMO_DIR/eureka-leases" >"$DEMO_DIR/eureka-leases.new" || true
+grep -vx 'SHOP-CART cart-3' "$DEMO_DIR/eureka-leases" >"$DEMO_DIR/eureka-leases.new" || true
 mv "$DEMO_DIR/eureka-leases.new" "$DEMO_DIR/eureka-leases"
 call DELETE "$EUREKA/apps/SHOP-CART/cart-3"
 say "    DELETE /eureka/apps/SHOP-CART/cart-3"
@@ -685,17 +687,6 @@ stop_backend search-3
 await_backends search-1
 show
 
-heading "etcd step 4: one route for every shop-* service (caddy: http://127.0.0.1:8088/<service>/, dynamic etcd {re.svc.1} { allow shop-*; deny shop-admin })"
-start_backend reco-1 "$NET.59"
-lease=$(etcd_lease)
-call POST "$ETCD/v3/kv/put" '{"key":"'"$(b64 "shop-reco/reco-1")"'","value":"'"$(b64 '{"Op":0,"Addr":"'"$NET.59"':8080"}')"'","lease":"'"$lease"'"}'
-echo "reco-1 $lease" >>"$DEMO_DIR/etcd-leases"
-say "    reco-1 registered: shop-reco/reco-1 (a service the route has not seen yet)"
-for path in shop-search shop-reco shop-admin billing shop-none; do
-	say "$(printf '    GET /%-12s -> %s' "$path/" "$(TARGET=127.0.0.1:8088/$path request)")"
-done
-say "    (shop-admin is denied, billing is not allowed, shop-none is unknown to etcd: all 404, from discovery_error)"
-
 # --- ZooKeeper ----------------------------------------------------------------------
 # Instances of shop-reviews register through Curator's ServiceDiscovery the
 # way Spring Cloud Zookeeper does (an ephemeral node per instance under
@@ -703,11 +694,12 @@ say "    (shop-admin is denied, billing is not allowed, shop-none is unknown to 
 # reads commands from a FIFO the demo keeps open.
 review_ip() { echo "$NET.$((60 + ${1#review-}))"; }
 review_said() { (($(grep -c "^$2" "$DEMO_DIR/registrar-$1.log" || true) > $3)); } # ID LINE N: more than N such lines
-# register_review ID: starts its registrar and waits until it has registered.
+# register_review ID [SERVICE IP]: starts its registrar (of shop-reviews)
+# and waits until it has registered.
 register_review() {
 	local fifo=$DEMO_DIR/registrar-$1.in
 	mkfifo "$fifo"
-	setsid java -Dsession=4000 -cp "$DEMO_DIR/zk-registrar:$CURATOR_CP" Registrar "$ZK" /services shop-reviews "$1" "$(review_ip "$1")" 8080 \
+	setsid java -Dsession=4000 -cp "$DEMO_DIR/zk-registrar:$CURATOR_CP" Registrar "$ZK" /services "${2:-shop-reviews}" "$1" "${3:-$(review_ip "$1")}" 8080 \
 		<"$fifo" >"$DEMO_DIR/registrar-$1.log" 2>&1 &
 	echo $! >"$DEMO_DIR/registrar-$1.pid"
 	disown $!
@@ -745,10 +737,65 @@ stop_backend review-3
 await_backends review-1
 show
 
+# --- one route, every registry ------------------------------------------------------
+# :8088 serves /<registry>/<service>/... for whichever allowed service the
+# path names; a service registered now is served by its first request.
+heading "One route for many services of each registry (caddy: http://127.0.0.1:8088/<registry>/<service>/, dynamic <registry> {re.<registry>.1} { allow shop-* })"
+say "    a service of each registry that caddy has not seen yet registers:"
+start_backend api-1 "$NET.19"
+api POST /api/v1/namespaces/shop/services '{"metadata":{"name":"api"},"spec":{"selector":{"app":"api"},
+	"ports":[{"name":"http","port":80,"targetPort":8080}]}}'
+api POST /api/v1/namespaces/shop/pods '{"metadata":{"name":"api-1","labels":{"app":"api"}},
+	"spec":{"nodeName":"demo-node","containers":[{"name":"api","image":"demo/api","ports":[{"name":"http","containerPort":8080}]}]}}'
+api PATCH /api/v1/namespaces/shop/pods/api-1/status '{"status":{"phase":"Running","podIP":"'"$NET.19"'","podIPs":[{"ip":"'"$NET.19"'"}],
+	"conditions":[{"type":"Ready","status":"True"},{"type":"ContainersReady","status":"True"}]}}' application/merge-patch+json
+say "    Service shop/api and its Pod api-1 ($NET.19, Ready=True) created"
+start_backend wish-1 "$NET.39"
+eureka_register wish-1 SHOP-WISH "$NET.39"
+start_backend ship-1 "$NET.49"
+call PUT "$CONSUL/v1/agent/service/register" '{"ID":"ship-1","Name":"shop-ship","Address":"'"$NET.49"'","Port":8080,
+	"Check":{"CheckID":"ship-1-ttl","Name":"alive","TTL":"1h","Status":"passing"}}'
+say "    ship-1 registered: PUT /v1/agent/service/register (shop-ship, $NET.49:8080)"
+start_backend reco-1 "$NET.59"
+lease=$(etcd_lease)
+call POST "$ETCD/v3/kv/put" '{"key":"'"$(b64 "shop-reco/reco-1")"'","value":"'"$(b64 '{"Op":0,"Addr":"'"$NET.59"':8080"}')"'","lease":"'"$lease"'"}'
+echo "reco-1 $lease" >>"$DEMO_DIR/etcd-leases"
+say "    reco-1 registered: shop-reco/reco-1 in etcd ($NET.59:8080)"
+start_backend rating-1 "$NET.69"
+register_review rating-1 shop-ratings "$NET.69"
+say "    rating-1 registered through Curator: /services/shop-ratings/rating-1 ($NET.69:8080)"
+# The first request for a new name is answered from what the registry says
+# at that moment, and an unknown name is remembered as unknown for
+# unknown_ttl (30 s): wait until the registries show the new services
+# (Kubernetes: the EndpointSlice controller's slice; Eureka: Polaris's
+# cache, refreshed every second), plus caddy's 1 s Eureka refresh.
+slice_ready() { api GET "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dapi" && grep -q "$NET.19" "$DEMO_DIR/api.out"; }
+eureka_has() { curl -fsS --max-time 1 -H 'Accept: application/json' "$EUREKA/apps/$1" 2>/dev/null | grep -q "$2"; }
+wait_for 10 "the EndpointSlice of shop/api" slice_ready || die "shop/api has no EndpointSlice with $NET.19"
+wait_for 10 "Eureka to list SHOP-WISH" eureka_has SHOP-WISH wish-1 || die "Polaris does not list SHOP-WISH"
+sleep 1.5
+say "    the registries show them; the first request for each new name:"
+# get PATH: a request for PATH on :8088, and which backend answered.
+get() { say "$(printf '    GET %-26s -> %s' "$1" "$(TARGET=127.0.0.1:8088$1 request)")"; }
+for path in /k8s/web/ /k8s/api/ /nacos/shop-api/ /nacos/shop-pricing/ /eureka/shop-cart/ /eureka/shop-wish/ \
+	/consul/shop-stock/ /consul/shop-ship/ /etcd/shop-search/ /etcd/shop-reco/ /zookeeper/shop-reviews/ /zookeeper/shop-ratings/; do
+	get "$path"
+done
+say "    and names that are denied, not allowed or unknown:"
+for path in /etcd/shop-admin/ /consul/billing/ /nacos/shop-none/ /zookeeper/shop-none/; do
+	get "$path"
+done
+say "    (all 404, from discovery_error: the answer does not tell which names exist)"
+say "    services chosen per request, as the metrics count them:"
+curl -sS --max-time 5 localhost:2019/metrics | grep '^caddy_discovery_per_request_services{' | sed 's/^/      /' >&3 ||
+	say "      (none; see curl -s localhost:2019/metrics)"
+
+
 heading "Done: caddy followed every change of the Pods and of the Nacos, Eureka, Consul, etcd and ZooKeeper instances without a reload"
 if [[ $mode == keep ]]; then
 	say "    still running (--keep): caddy on http://$CADDY_ADDR (k8s), http://127.0.0.1:8081, :8082 and"
-	say "    :8083 (nacos), :8084 (eureka), :8085 (consul), :8086 (etcd), :8087 (zookeeper), admin localhost:2019;"
+	say "    :8083 (nacos), :8084 (eureka), :8085 (consul), :8086 (etcd), :8087 (zookeeper), :8088 (one route"
+	say "    for all: /<registry>/<service>/), admin localhost:2019;"
 	say "    API server $SERVER with KUBECONFIG=$KUBECONFIG; Nacos (Polaris) on $NACOS, Eureka on $EUREKA (leases"
 	say "    renewed until --stop), Consul on $CONSUL, etcd on $ETCD, ZooKeeper on $ZK; backends in netns $NS."
 	say "    Try: curl http://$CADDY_ADDR/; curl http://127.0.0.1:8081/; curl localhost:2019/discovery/upstreams"
