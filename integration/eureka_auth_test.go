@@ -150,8 +150,12 @@ func TestEurekaBasicAuth(t *testing.T) {
 		"wrong": fmt.Sprintf("eureka wrong: fetching %s/apps: HTTP 401 unauthorized: the server refused the credentials: check username and password", front),
 		"none":  fmt.Sprintf("eureka none: fetching %s/apps: HTTP 401 unauthorized: the server wants credentials: set username and password", front),
 	}
-	var dump []upstreams.DumpEntry
 	harness.Eventually(t, 15*time.Second, func() error {
+		// A fresh slice each poll: json.Unmarshal decodes into a reused
+		// slice's elements without zeroing them, and an entry without an
+		// error has no "error" key, so it would keep the error of the entry
+		// at its index in the previous poll.
+		var dump []upstreams.DumpEntry
 		if err := json.Unmarshal([]byte(adminGet("/discovery/upstreams")), &dump); err != nil {
 			return err
 		}
