@@ -60,10 +60,15 @@
 // addresses in 10.170.0.0/16; a Caddy with one route per service, and the
 // same figures, per instance and per service.
 //
+// Eureka, against a Polaris of its own (its Eureka API): the same numbers,
+// registered as eureka-client does (POST /eureka/apps/<APP>, a lease of an
+// hour), at fake addresses in 10.170.0.0/16; a Caddy with one route per
+// application, and the same figures.
+//
 // Every phase has a deadline (SCALE_CREATE_TIMEOUT 15m for writing objects,
 // SCALE_PHASE_TIMEOUT 5m for each other phase); when one passes, what was
 // reached is printed and the figures that depend on it are left out.
-// SCALE_PARTS ("k8s,nacos,consul,etcd,zookeeper") picks the parts;
+// SCALE_PARTS ("k8s,nacos,consul,etcd,zookeeper,eureka") picks the parts;
 // SCALE_OUT is the directory for results.md, the heap and CPU profiles and
 // Caddy's logs (default a new directory under $TMPDIR, kept).
 package integration
@@ -115,6 +120,10 @@ const (
 	scKubePort  = 16483
 	scEtcdPort  = 23850 // and 23851 (peer)
 	scNacosPort = 11858 // gRPC 12858, Polaris's own gRPC 13858
+	// The Eureka part's Polaris: its Eureka API, and its Nacos ports
+	// (unused; gRPC 12868, Polaris's own gRPC 13868).
+	scEurekaPort      = 11761
+	scEurekaNacosPort = 11868
 	scTargetRSS = 1024  // bytes of RSS per cached endpoint, the target
 	scPort      = 8080  // the endpoints' port
 )
@@ -167,7 +176,7 @@ func scParamsFromEnv(t *testing.T) scParams {
 func (p scParams) has(part string) bool { return slices.Contains(p.parts, part) }
 
 // scParts are the parts of the benchmark, in the order they run.
-var scParts = []string{"k8s", "nacos", "consul", "etcd", "zookeeper"}
+var scParts = []string{"k8s", "nacos", "consul", "etcd", "zookeeper", "eureka"}
 
 // scReport collects the figures, as rows of one markdown table.
 type scReport struct {
@@ -241,6 +250,9 @@ func TestScale(t *testing.T) {
 	}
 	if p.has("zookeeper") {
 		t.Run("zookeeper", func(t *testing.T) { scaleZooKeeper(t, p, bin, rep) })
+	}
+	if p.has("eureka") {
+		t.Run("eureka", func(t *testing.T) { scaleEureka(t, p, bin, rep) })
 	}
 	table := rep.markdown(note)
 	fmt.Print("\n" + table)
@@ -1076,6 +1088,10 @@ func scaleNacos(t *testing.T, p scParams, bin string, rep *scReport) {
 // what Caddy keeps per service ("subscriptions"). It returns Caddy's pid, or
 // false when the deadline passed.
 func scServe(t *testing.T, p scParams, bin string, rep *scReport, part, watches, apps string, service func(i int) (field, dumped string)) (int, bool) {
+	key := "service"
+	if part == "eureka" {
+		key = "app"
+	}
 	t.Helper()
 	services, per := p.nacosServices, p.nacosInstances
 	base := scBaseline(t, p, bin, services, part)
@@ -1083,7 +1099,7 @@ func scServe(t *testing.T, p scParams, bin string, rep *scReport, part, watches,
 	want := map[string]int{}
 	for i := range services {
 		field, dumped := service(i)
-		routes = append(routes, scRoute(fmt.Sprintf("s%04d.%s", i, part), map[string]any{"source": part, "service": field}))
+		routes = append(routes, scRoute(fmt.Sprintf("s%04d.%s", i, part), map[string]any{"source": part, key: field}))
 		want[dumped] = per
 	}
 	admin := freeAddr(t)
@@ -1182,6 +1198,66 @@ func scaleZooKeeper(t *testing.T, p scParams, bin string, rep *scReport) {
 		return
 	}
 	scServe(t, p, bin, rep, "zookeeper", "watched paths", zkApp(s.addr), func(i int) (string, string) { return name(i), "/services/" + name(i) })
+}
+
+func scaleEureka(t *testing.T, p scParams, bin string, rep *scReport) {
+	dir, err := os.MkdirTemp("", "caddy-discovery-scale-eureka-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = exec.Command("./stop-polaris.sh", dir).Run()
+		_ = os.RemoveAll(dir)
+	})
+	if err := polarisScript("start-polaris.sh", dir, scEurekaNacosPort, fmt.Sprintf("EUREKA_PORT=%d", scEurekaPort)); err != nil {
+		t.Fatal(err)
+	}
+	rep.note("Eureka: Polaris v1.18.1's Eureka API; instances registered as eureka-client does (POST /eureka/apps/<APP>) with a lease of an hour, so that no heartbeat is needed during the run")
+	base := fmt.Sprintf("http://127.0.0.1:%d/eureka", scEurekaPort)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = p.workers
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	t.Cleanup(hc.CloseIdleConnections)
+	per := p.nacosInstances
+	name := func(i int) string { return fmt.Sprintf("SCALE-%04d", i) }
+	start := time.Now()
+	done, err := scPool(t.Context(), p.createTimeout, p.nacosServices*per, p.workers, func(ctx context.Context, _, i int) error {
+		app, addr := name(i/per), scRegistryAddr(i)
+		body, _ := json.Marshal(map[string]any{"instance": map[string]any{
+			"instanceId": fmt.Sprintf("%s-%d", app, i%per), "hostName": addr.Addr().String(), "app": app,
+			"ipAddr": addr.Addr().String(), "status": "UP",
+			"port":       map[string]any{"$": addr.Port(), "@enabled": "true"},
+			"securePort": map[string]any{"$": 443, "@enabled": "false"},
+			"dataCenterInfo": map[string]any{
+				"@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo", "name": "MyOwn",
+			},
+			"leaseInfo": map[string]any{"renewalIntervalInSecs": 3600, "durationInSecs": 10800},
+		}})
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/apps/"+app, strings.NewReader(string(body)))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			return fmt.Errorf("POST /apps/%s: HTTP %d", app, resp.StatusCode)
+		}
+		return nil
+	})
+	if !scRegistered(rep, p, "eureka", fmt.Sprintf("the Eureka API, %d workers", p.workers), start, done, err) {
+		return
+	}
+	apps := fmt.Sprintf(`"eureka": {"servers": {"default": {"urls": [%q], "refresh_interval": "1s"}}}`, base)
+	pid, ok := scServe(t, p, bin, rep, "eureka", "applications of one registry copy", apps, func(i int) (string, string) { return name(i), name(i) })
+	if !ok {
+		return
+	}
+	rep.add("eureka", "HTTP connections from Caddy to the server", strconv.Itoa(scConnsTo(t, pid, scEurekaPort)),
+		fmt.Sprintf("ESTABLISHED TCP connections of the Caddy process to port %d, for %d applications (one poller of the whole registry)", scEurekaPort, p.nacosServices))
 }
 
 // --- Caddy -------------------------------------------------------------------

@@ -9,11 +9,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-func TestConnectionMetrics(t *testing.T) {
-	hist := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+// testPropagation is a source's own propagation histogram, added once
+// (as a source's package adds its collectors), so that the test can run
+// again in one process (-count).
+var testPropagation = func() *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "caddy_discovery_test_propagation_seconds", Help: "test", Buckets: []float64{0.1, 1},
 	}, []string{"connection"})
-	AddCollector(hist)
+	AddCollector(h)
+	return h
+}()
+
+func TestConnectionMetrics(t *testing.T) {
+	hist := testPropagation
 	reg := registry(t)
 	conn := []string{"source", "test", "connection", "east"}
 
