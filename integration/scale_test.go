@@ -80,6 +80,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"os"
@@ -716,7 +717,7 @@ func (s *scKube) latency(t *testing.T, proc *harness.Process, nsIdx, services in
 		if err != nil {
 			t.Fatalf("patching the EndpointSlice of %s: %v", service, err)
 		}
-		at, ok := scAwaitDial(proc, service, netip.AddrPortFrom(a, scPort).String(), deadline)
+		at, ok := scAwaitDial(proc, "k8s", service, netip.AddrPortFrom(a, scPort).String(), deadline)
 		if !ok {
 			break
 		}
@@ -858,7 +859,7 @@ func (s *scKube) cpu(t *testing.T, proc *harness.Process, pid, nsIdx int, profil
 	}
 	sendTime := time.Since(start)
 	polls0 := scDumps.Load()
-	if _, ok := scAwaitDial(proc, fenceSvc, netip.AddrPortFrom(a, scPort).String(), time.Now().Add(s.p.phaseTimeout)); !ok {
+	if _, ok := scAwaitDial(proc, "k8s", fenceSvc, netip.AddrPortFrom(a, scPort).String(), time.Now().Add(s.p.phaseTimeout)); !ok {
 		s.rep.add("k8s", what, "—", fmt.Sprintf("the last event did not arrive within %s", s.p.phaseTimeout))
 		return scCPURound{}, 0, false
 	}
@@ -1068,7 +1069,7 @@ func scaleNacos(t *testing.T, p scParams, bin string, rep *scReport) {
 	rep.add("nacos", what, scSeconds(elapsed), fmt.Sprintf("%.0f instances/s, %d SDK clients", float64(done)/elapsed.Seconds(), p.workers))
 
 	apps := fmt.Sprintf(`"nacos": {"servers": {"default": {"addresses": ["127.0.0.1:%d"]}}}`, pol.port)
-	pid, ok := scServe(t, p, bin, rep, "nacos", "subscriptions", apps, func(i int) (string, string) {
+	proc, pid, ok := scServe(t, p, bin, rep, "nacos", "subscriptions", apps, func(i int) (string, string) {
 		return name(i), "DEFAULT_GROUP@@" + name(i) // as the dump names it
 	})
 	if !ok {
@@ -1077,6 +1078,17 @@ func scaleNacos(t *testing.T, p scParams, bin string, rep *scReport) {
 	conns := scConnsTo(t, pid, pol.port+1000)
 	rep.add("nacos", "gRPC connections from Caddy to the server", strconv.Itoa(conns),
 		fmt.Sprintf("ESTABLISHED TCP connections of the Caddy process to port %d; expected one per server set (here one) for %d services", pol.port+1000, services))
+	// A change: one of the test's SDK clients registers an instance at a
+	// new address (a client holds one instance per service: its earlier
+	// one of that service, if any, goes).
+	scEventCPU(t, p, rep, "nacos", proc, pid, func(ctx context.Context, i int) (string, netip.AddrPort, error) {
+		svc, a := name(i%services), netip.AddrPortFrom(scNextPatchAddr(), scPort)
+		_, err := regs[i%len(regs)].RegisterInstance(vo.RegisterInstanceParam{
+			Ip: a.Addr().String(), Port: scPort, Weight: 1, Enable: true, Healthy: true,
+			ServiceName: svc, GroupName: "DEFAULT_GROUP", ClusterName: "DEFAULT", Ephemeral: true,
+		})
+		return "DEFAULT_GROUP@@" + svc, a, err
+	})
 }
 
 // scServe measures a Caddy with one route per service of part (the
@@ -1087,7 +1099,7 @@ func scaleNacos(t *testing.T, p scParams, bin string, rep *scReport) {
 // and per service over a baseline Caddy with as many routes. watches says
 // what Caddy keeps per service ("subscriptions"). It returns Caddy's pid, or
 // false when the deadline passed.
-func scServe(t *testing.T, p scParams, bin string, rep *scReport, part, watches, apps string, service func(i int) (field, dumped string)) (int, bool) {
+func scServe(t *testing.T, p scParams, bin string, rep *scReport, part, watches, apps string, service func(i int) (field, dumped string)) (*harness.Process, int, bool) {
 	key := "service"
 	if part == "eureka" {
 		key = "app"
@@ -1111,13 +1123,62 @@ func scServe(t *testing.T, p scParams, bin string, rep *scReport, part, watches,
 	what := fmt.Sprintf("start until all %d services are listed", services)
 	if served, ok := scAwaitServed(proc, part, want, p.phaseTimeout); !ok {
 		rep.add(part, what, "—", fmt.Sprintf("deadline %s passed with %d of %d listed", p.phaseTimeout, served, services))
-		return pid, false
+		return proc, pid, false
 	}
 	rep.add(part, what, scSeconds(time.Since(start)), "from starting the process to the admin dump listing every service with all its instances")
 	total := services * per
 	scMemory(t, p, rep, part, proc, pid, base, []scPer{{"instance", total}, {"service", services}},
 		fmt.Sprintf("%d %s, %d instances", services, watches, total))
-	return pid, true
+	return proc, pid, true
+}
+
+// scEventCPU measures Caddy's CPU time per registry event of part, as for
+// Kubernetes (see scKube.cpu): p.cpuEvents changes at p.cpuRate per
+// second, change(i) moving an instance of one of the followed services to
+// a new address and returning the service as the dump names it and the
+// new address; one more change is awaited in the dump; less the idle CPU
+// and the dump requests made to see it. Sources that poll (Eureka) take
+// several changes in one answer: the figure is per change all the same.
+func scEventCPU(t *testing.T, p scParams, rep *scReport, part string, proc *harness.Process, pid int, change func(ctx context.Context, i int) (string, netip.AddrPort, error)) {
+	t.Helper()
+	what := "Caddy CPU per registry event"
+	scForceGC(t, proc)
+	idle, dump, settle := scIdleCost(t, proc, pid, "")
+	m0 := scrapeMetrics(t, proc)
+	cpu0 := scCPU(t, pid)
+	start := time.Now()
+	sent, err := scPaced(t.Context(), p.phaseTimeout, p.cpuEvents, 8, p.cpuRate, func(ctx context.Context, _, i int) error {
+		_, _, err := change(ctx, i)
+		return err
+	})
+	if sent == 0 {
+		rep.add(part, what, "—", fmt.Sprintf("no change went through: %v", err))
+		return
+	}
+	service, dial, err := change(t.Context(), p.cpuEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendTime := time.Since(start)
+	polls0 := scDumps.Load()
+	if _, ok := scAwaitDial(proc, part, service, dial.String(), time.Now().Add(p.phaseTimeout)); !ok {
+		rep.add(part, what, "—", fmt.Sprintf("the last change did not arrive within %s", p.phaseTimeout))
+		return
+	}
+	elapsed := time.Since(start)
+	cpu := scCPU(t, pid) - cpu0
+	m1 := scrapeMetrics(t, proc)
+	polls := scDumps.Load() - polls0
+	events := sent + 1
+	overhead := time.Duration(float64(idle)*elapsed.Seconds()) + time.Duration(polls)*dump.cpu
+	per := (cpu - overhead) / time.Duration(events)
+	alloc := (m1.must(t, "go_memstats_alloc_bytes_total") - m0.must(t, "go_memstats_alloc_bytes_total") - float64(polls)*dump.alloc) / float64(events)
+	note := fmt.Sprintf("%d changes in %s (%.0f/s), each moving an instance of one of the %d followed services: %s CPU, less %s idle (%s/s, after %s) and %d dump requests; %.1f KB allocated per change",
+		events, scSeconds(elapsed), float64(events)/sendTime.Seconds(), p.nacosServices, scMillis(cpu), scMillis(overhead), scMillis(idle), settle, polls, alloc/1024)
+	if sent < p.cpuEvents {
+		note += fmt.Sprintf("; only %d of %d changes within the deadline", sent, p.cpuEvents)
+	}
+	rep.add(part, what, fmt.Sprintf("%d µs", per.Microseconds()), note)
 }
 
 // scRegistered reports how long writing every instance took, or why it
@@ -1158,12 +1219,21 @@ func scaleConsul(t *testing.T, p scParams, bin string, rep *scReport) {
 	if !scRegistered(rep, p, "consul", fmt.Sprintf("the agent API, %d workers", p.workers), start, done, err) {
 		return
 	}
-	pid, ok := scServe(t, p, bin, rep, "consul", "blocking queries", c.app(), func(i int) (string, string) { return name(i), name(i) })
+	proc, pid, ok := scServe(t, p, bin, rep, "consul", "blocking queries", c.app(), func(i int) (string, string) { return name(i), name(i) })
 	if !ok {
 		return
 	}
 	rep.add("consul", "HTTP connections from Caddy to the agent", strconv.Itoa(scConnsTo(t, pid, c.port)),
 		fmt.Sprintf("ESTABLISHED TCP connections of the Caddy process to port %d, for %d blocking queries", c.port, p.nacosServices))
+	// A change: an instance registers again at a new address.
+	scEventCPU(t, p, rep, "consul", proc, pid, func(ctx context.Context, i int) (string, netip.AddrPort, error) {
+		svc, a := name(i%p.nacosServices), netip.AddrPortFrom(scNextPatchAddr(), scPort)
+		err := c.api.Agent().ServiceRegisterOpts(&api.AgentServiceRegistration{
+			ID: fmt.Sprintf("%s-%d", svc, i%per), Name: svc, Address: a.Addr().String(), Port: int(a.Port()),
+			Check: &api.AgentServiceCheck{TTL: "1h", Status: api.HealthPassing},
+		}, api.ServiceRegisterOpts{}.WithContext(ctx))
+		return svc, a, err
+	})
 }
 
 func scaleEtcd(t *testing.T, p scParams, bin string, rep *scReport) {
@@ -1178,7 +1248,16 @@ func scaleEtcd(t *testing.T, p scParams, bin string, rep *scReport) {
 	if !scRegistered(rep, p, "etcd", fmt.Sprintf("puts in etcd's naming format, %d workers", p.workers), start, done, err) {
 		return
 	}
-	scServe(t, p, bin, rep, "etcd", "watches", etcdApp(e.addr), func(i int) (string, string) { return name(i), name(i) + "/" })
+	proc, pid, ok := scServe(t, p, bin, rep, "etcd", "watches", etcdApp(e.addr), func(i int) (string, string) { return name(i), name(i) + "/" })
+	if !ok {
+		return
+	}
+	// A change: an instance's key gets a new address.
+	scEventCPU(t, p, rep, "etcd", proc, pid, func(ctx context.Context, i int) (string, netip.AddrPort, error) {
+		svc, a := name(i%p.nacosServices), netip.AddrPortFrom(scNextPatchAddr(), scPort)
+		_, err := e.cli.Put(ctx, fmt.Sprintf("%s/%d", svc, i%per), fmt.Sprintf(`{"Op":0,"Addr":%q}`, a))
+		return svc + "/", a, err
+	})
 }
 
 func scaleZooKeeper(t *testing.T, p scParams, bin string, rep *scReport) {
@@ -1197,7 +1276,16 @@ func scaleZooKeeper(t *testing.T, p scParams, bin string, rep *scReport) {
 	if !scRegistered(rep, p, "zookeeper", fmt.Sprintf("Curator's JSON as ephemeral nodes of one session, %d workers", p.workers), start, done, err) {
 		return
 	}
-	scServe(t, p, bin, rep, "zookeeper", "watched paths", zkApp(s.addr), func(i int) (string, string) { return name(i), "/services/" + name(i) })
+	proc, pid, ok := scServe(t, p, bin, rep, "zookeeper", "watched paths", zkApp(s.addr), func(i int) (string, string) { return name(i), "/services/" + name(i) })
+	if !ok {
+		return
+	}
+	// A change: an instance's node gets a new address.
+	scEventCPU(t, p, rep, "zookeeper", proc, pid, func(_ context.Context, i int) (string, netip.AddrPort, error) {
+		svc, id, a := name(i%p.nacosServices), fmt.Sprintf("%d", i%per), netip.AddrPortFrom(scNextPatchAddr(), scPort)
+		_, err := s.conn.Set("/services/"+svc+"/"+id, curatorJSON(id, a), -1)
+		return "/services/" + svc, a, err
+	})
 }
 
 func scaleEureka(t *testing.T, p scParams, bin string, rep *scReport) {
@@ -1221,10 +1309,10 @@ func scaleEureka(t *testing.T, p scParams, bin string, rep *scReport) {
 	per := p.nacosInstances
 	name := func(i int) string { return fmt.Sprintf("SCALE-%04d", i) }
 	start := time.Now()
-	done, err := scPool(t.Context(), p.createTimeout, p.nacosServices*per, p.workers, func(ctx context.Context, _, i int) error {
-		app, addr := name(i/per), scRegistryAddr(i)
+	// register registers instance k of app at addr, or moves it there.
+	register := func(ctx context.Context, app string, k int, addr netip.AddrPort) error {
 		body, _ := json.Marshal(map[string]any{"instance": map[string]any{
-			"instanceId": fmt.Sprintf("%s-%d", app, i%per), "hostName": addr.Addr().String(), "app": app,
+			"instanceId": fmt.Sprintf("%s-%d", app, k), "hostName": addr.Addr().String(), "app": app,
 			"ipAddr": addr.Addr().String(), "status": "UP",
 			"port":       map[string]any{"$": addr.Port(), "@enabled": "true"},
 			"securePort": map[string]any{"$": 443, "@enabled": "false"},
@@ -1247,17 +1335,49 @@ func scaleEureka(t *testing.T, p scParams, bin string, rep *scReport) {
 			return fmt.Errorf("POST /apps/%s: HTTP %d", app, resp.StatusCode)
 		}
 		return nil
+	}
+	done, err := scPool(t.Context(), p.createTimeout, p.nacosServices*per, p.workers, func(ctx context.Context, _, i int) error {
+		return register(ctx, name(i/per), i%per, scRegistryAddr(i))
 	})
 	if !scRegistered(rep, p, "eureka", fmt.Sprintf("the Eureka API, %d workers", p.workers), start, done, err) {
 		return
 	}
+	// Eureka servers send every change of the last minutes in each delta
+	// (Polaris: the last minute): right after 10,000 registrations each
+	// of Caddy's polls would decode them all again. Start Caddy once the
+	// registry has settled, as the other parts' servers have.
+	settled := time.Now()
+	for {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, base+"/apps/delta", nil)
+		req.Header.Set("Accept", "application/json")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), `"instanceId"`) {
+			break
+		}
+		if time.Since(settled) > p.phaseTimeout {
+			rep.add("eureka", "the registry's delta empties", "—", fmt.Sprintf("still not empty after %s", p.phaseTimeout))
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	rep.note("Eureka: Caddy started once the server's delta was empty, %s after the registrations", scSeconds(time.Since(settled)))
 	apps := fmt.Sprintf(`"eureka": {"servers": {"default": {"urls": [%q], "refresh_interval": "1s"}}}`, base)
-	pid, ok := scServe(t, p, bin, rep, "eureka", "applications of one registry copy", apps, func(i int) (string, string) { return name(i), name(i) })
+	proc, pid, ok := scServe(t, p, bin, rep, "eureka", "applications of one registry copy", apps, func(i int) (string, string) { return name(i), name(i) })
 	if !ok {
 		return
 	}
 	rep.add("eureka", "HTTP connections from Caddy to the server", strconv.Itoa(scConnsTo(t, pid, scEurekaPort)),
 		fmt.Sprintf("ESTABLISHED TCP connections of the Caddy process to port %d, for %d applications (one poller of the whole registry)", scEurekaPort, p.nacosServices))
+	// A change: an instance registers again at a new address.
+	scEventCPU(t, p, rep, "eureka", proc, pid, func(ctx context.Context, i int) (string, netip.AddrPort, error) {
+		app, a := name(i%p.nacosServices), netip.AddrPortFrom(scNextPatchAddr(), scPort)
+		return app, a, register(ctx, app, i%per, a)
+	})
 }
 
 // --- Caddy -------------------------------------------------------------------
@@ -1539,12 +1659,12 @@ func scAwaitServed(proc *harness.Process, source string, want map[string]int, ti
 
 // scAwaitDial polls the dump until the service lists dial, and returns the
 // time its snapshot was made.
-func scAwaitDial(proc *harness.Process, service, dial string, deadline time.Time) (time.Time, bool) {
+func scAwaitDial(proc *harness.Process, source, service, dial string, deadline time.Time) (time.Time, bool) {
 	for time.Now().Before(deadline) {
 		entries, err := scDump(proc)
 		if err == nil {
 			for _, e := range entries {
-				if e.Source == "k8s" && e.Service == service && slices.ContainsFunc(e.Upstreams, func(u upstreams.DumpTarget) bool { return u.Dial == dial }) {
+				if e.Source == source && e.Service == service && slices.ContainsFunc(e.Upstreams, func(u upstreams.DumpTarget) bool { return u.Dial == dial }) {
 					return e.Updated, true
 				}
 			}
