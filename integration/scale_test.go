@@ -61,9 +61,10 @@
 // same figures, per instance and per service.
 //
 // Eureka, against a Polaris of its own (its Eureka API): the same numbers,
-// registered as eureka-client does (POST /eureka/apps/<APP>, a lease of an
-// hour), at fake addresses in 10.170.0.0/16; a Caddy with one route per
-// application, and the same figures.
+// registered as eureka-client does (POST /eureka/apps/<APP>) and renewed
+// every 20 s, at fake addresses in 10.170.0.0/16; a Caddy with one route per
+// application, started once the server's delta is empty (every change of
+// the last minute is in each delta), and the same figures.
 //
 // Every phase has a deadline (SCALE_CREATE_TIMEOUT 15m for writing objects,
 // SCALE_PHASE_TIMEOUT 5m for each other phase); when one passes, what was
@@ -1300,11 +1301,11 @@ func scaleEureka(t *testing.T, p scParams, bin string, rep *scReport) {
 	if err := polarisScript("start-polaris.sh", dir, scEurekaNacosPort, fmt.Sprintf("EUREKA_PORT=%d", scEurekaPort)); err != nil {
 		t.Fatal(err)
 	}
-	rep.note("Eureka: Polaris v1.18.1's Eureka API; instances registered as eureka-client does (POST /eureka/apps/<APP>) with a lease of an hour, so that no heartbeat is needed during the run")
+	rep.note("Eureka: Polaris v1.18.1's Eureka API; instances registered as eureka-client does (POST /eureka/apps/<APP>, renewal 30 s, lease 90 s) and renewed every 20 s by the test")
 	base := fmt.Sprintf("http://127.0.0.1:%d/eureka", scEurekaPort)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = p.workers
-	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	t.Cleanup(hc.CloseIdleConnections)
 	per := p.nacosInstances
 	name := func(i int) string { return fmt.Sprintf("SCALE-%04d", i) }
@@ -1319,7 +1320,7 @@ func scaleEureka(t *testing.T, p scParams, bin string, rep *scReport) {
 			"dataCenterInfo": map[string]any{
 				"@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo", "name": "MyOwn",
 			},
-			"leaseInfo": map[string]any{"renewalIntervalInSecs": 3600, "durationInSecs": 10800},
+			"leaseInfo": map[string]any{"renewalIntervalInSecs": 30, "durationInSecs": 90},
 		}})
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/apps/"+app, strings.NewReader(string(body)))
 		if err != nil {
@@ -1337,11 +1338,46 @@ func scaleEureka(t *testing.T, p scParams, bin string, rep *scReport) {
 		return nil
 	}
 	done, err := scPool(t.Context(), p.createTimeout, p.nacosServices*per, p.workers, func(ctx context.Context, _, i int) error {
-		return register(ctx, name(i/per), i%per, scRegistryAddr(i))
+		var err error
+		for range 3 { // Polaris sometimes leaves a registration unanswered under the load
+			if err = register(ctx, name(i/per), i%per, scRegistryAddr(i)); err == nil || ctx.Err() != nil {
+				break
+			}
+		}
+		return err
 	})
 	if !scRegistered(rep, p, "eureka", fmt.Sprintf("the Eureka API, %d workers", p.workers), start, done, err) {
 		return
 	}
+	// Heartbeats, as each eureka-client sends them: Polaris drops an
+	// instance 3 TTLs (30 s) after its last one.
+	beat := func(ctx context.Context, _, i int) error {
+		app := name(i / per)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, fmt.Sprintf("%s/apps/%s/%s-%d", base, app, app, i%per), nil)
+		if err != nil {
+			return err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return nil // the next round renews it
+		}
+		resp.Body.Close()
+		return nil
+	}
+	beating, stopBeating := context.WithCancel(context.Background())
+	var beats sync.WaitGroup
+	beats.Go(func() {
+		for {
+			round := time.Now()
+			_, _ = scPool(beating, time.Minute, p.nacosServices*per, 8, beat)
+			select {
+			case <-beating.Done():
+				return
+			case <-time.After(20*time.Second - time.Since(round)):
+			}
+		}
+	})
+	t.Cleanup(func() { stopBeating(); beats.Wait() })
 	// Eureka servers send every change of the last minutes in each delta
 	// (Polaris: the last minute): right after 10,000 registrations each
 	// of Caddy's polls would decode them all again. Start Caddy once the
