@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -124,7 +125,54 @@ type KubernetesUpstreams struct {
 	upstreams.PerRequest
 
 	upstreams.Source
-	sub *view // the source's view of the Service
+	sub  *view           // the source's view of the Service
+	held *heldNamespaces // with Services chosen per request
+}
+
+// Cleanup releases what the source holds: its services, then the
+// namespaces that Services chosen per request were looked up in.
+func (u *KubernetesUpstreams) Cleanup() error {
+	err := u.Source.Cleanup()
+	if u.held != nil {
+		err = errors.Join(err, u.held.release())
+	}
+	return err
+}
+
+// heldNamespaces keeps the informer sets of the namespaces that Services
+// chosen per request were looked up in for as long as the source is
+// loaded, at most as many as the source may follow Services: a Service the
+// namespace does not have is then answered from the cache, rather than by
+// starting the namespace's informers anew (a list and a watch of each
+// resource) whenever its last followed Service was dropped.
+type heldNamespaces struct {
+	mu   sync.Mutex
+	keys map[string]bool
+	src  upstreams.Source // holds the leases
+}
+
+// hold keeps the informer set of key, unless it is held already or max are.
+func (h *heldNamespaces) hold(key string, create func() (*informerSet, error), max int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.keys[key] || len(h.keys) >= max {
+		return
+	}
+	if _, err := upstreams.Acquire(&h.src, key, create); err != nil {
+		return // the lookup that asked has the error
+	}
+	if h.keys == nil {
+		h.keys = make(map[string]bool)
+	}
+	h.keys[key] = true
+}
+
+// release lets the held informer sets go.
+func (h *heldNamespaces) release() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.keys = nil
+	return h.src.Cleanup()
 }
 
 // CaddyModule returns the Caddy module information.
@@ -195,6 +243,7 @@ func (u *KubernetesUpstreams) Provision(ctx caddy.Context) error {
 	}
 	if upstreams.HasRequestPlaceholders(service) {
 		check := func(service string) error { _, err := refOf(service); return err }
+		u.held = new(heldNamespaces)
 		return u.ServePerRequest("k8s", service, u.PerRequest, check, func(src *upstreams.Source, service string) (func(), error) {
 			ref, err := refOf(service)
 			if err != nil {
@@ -332,11 +381,16 @@ func (u *KubernetesUpstreams) subscribe(log *zap.Logger, app *App, cluster, fp s
 // src (the source's own, or a service chosen per request's), and returns
 // what starts them.
 func (u *KubernetesUpstreams) follow(src *upstreams.Source, log *zap.Logger, cluster, fp string, client kubernetes.Interface, ref Reference, sel selection) (func(), error) {
-	ns, err := upstreams.Acquire(src, "k8s/"+fp+"/namespace/"+ref.Namespace+"/labels/"+sel.labels, func() (*informerSet, error) {
+	key := "k8s/" + fp + "/namespace/" + ref.Namespace + "/labels/" + sel.labels
+	create := func() (*informerSet, error) {
 		return newInformerSet(cluster, ref.Namespace, sel.labels, client, services, endpointSlices)
-	})
+	}
+	ns, err := upstreams.Acquire(src, key, create)
 	if err != nil {
 		return nil, err
+	}
+	if src != &u.Source && u.held != nil {
+		u.held.hold(key, create, u.PerRequest.Services())
 	}
 	sub := &view{ref: ref, sel: sel, ns: ns}
 	if sel.target == targetNodePort {

@@ -1,6 +1,7 @@
 package upstreams
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -77,6 +78,10 @@ type PerRequest struct {
 	// exist. Default: 404
 	DeniedStatus int `json:"denied_status,omitempty"`
 }
+
+// Services is the most services followed at once: MaxServices, or its
+// default.
+func (c PerRequest) Services() int { return cmp.Or(c.MaxServices, defaultMaxServices) }
 
 // Defaults of PerRequest.
 const (
