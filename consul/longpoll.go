@@ -145,14 +145,24 @@ func (w *longPoll) run() {
 			w.c.link.WatchRestarted()
 		}
 		changed := !established || failed || meta.LastIndex != index
+		first := !established
 		established, failed = true, false
 		w.fan.Set(w.problem, nil)
 		if changed {
 			w.publish(ac, entries, meta, received)
 		}
 		index = nextIndex(index, meta.LastIndex)
+		if first && !w.Until(time.After(settle)) {
+			return
+		}
 	}
 }
+
+// settle is how long the first answer waits before the blocking query that
+// follows it: a service chosen per request that the answer finds unknown
+// is dropped before Caddy holds a query for it. Nothing is missed: a change
+// meanwhile answers that query at once.
+const settle = 100 * time.Millisecond
 
 // nextIndex is the index of the next blocking query after one at prev
 // answered with got (Consul's blocking query docs, "Implementation
