@@ -11,10 +11,8 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -443,90 +441,6 @@ func TestKubernetesPerRequest(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// TestEtcdPerRequestAbuse: a client sends 10,000 distinct names the
-// patterns allow (none registered) and crafted ones, 8 at a time. Every
-// request gets 404 or, past max_lookups, 503; Caddy never follows more
-// services than max_services, and etcd's count of watchers is back to what
-// it was soon after (a watch Caddy ends is cancelled on the server a
-// moment later, so the server's count lags while names pour in: logged);
-// the live heap stays flat (the remembered unknown names are bounded);
-// every unknown name costs etcd one read, at most max_lookups at a time.
-func TestEtcdPerRequestAbuse(t *testing.T) {
-	e := startEtcd(t)
-	proxy := perRequestProxy("etcd", map[string]any{"allow": []string{"shop-*"}, "max_services": 50, "max_lookups": 8})
-	cd := harness.StartCaddyWith(t, &harness.Caddy{Port: etcdCaddyPort, Errors: `{"handler": "discovery_error"}`}, proxy, etcdApp(e.addr))
-	watchersBefore, rangesBefore := etcdWatchers(t, e), etcdRanges(t, e)
-	heap := func() uint64 {
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
-	heapBefore := heap()
-
-	const names = 10000
-	crafted := []string{"..", "%2F", "SHOP-A", "shop-\u00e9", "shop-" + strings.Repeat("x", 300), "shop-%00", "shop-a%2F..%2Fb"}
-	work := make(chan string)
-	statuses := make(map[int]int)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
-	maxWatchers, maxFollowed := 0, 0.0
-	start := time.Now()
-	for range 8 {
-		wg.Go(func() {
-			for name := range work {
-				resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/%s/", cd.Port, name))
-				if err != nil {
-					t.Error(err)
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				mu.Lock()
-				statuses[resp.StatusCode]++
-				mu.Unlock()
-			}
-		})
-	}
-	for i := range names {
-		work <- fmt.Sprintf("shop-%d", i)
-		if i%len(crafted) == 0 {
-			work <- crafted[(i/len(crafted))%len(crafted)]
-		}
-		if i%500 == 0 {
-			maxWatchers = max(maxWatchers, etcdWatchers(t, e)-watchersBefore)
-			maxFollowed = max(maxFollowed, discoveryMetric(t, "caddy_discovery_per_request_services", "source", "etcd"))
-		}
-	}
-	close(work)
-	wg.Wait()
-	took := time.Since(start)
-	client.CloseIdleConnections()
-	reads := etcdRanges(t, e) - rangesBefore
-	heapAfter := heap()
-	t.Logf("abuse: %d names in %v: statuses %v; etcd reads %v; services followed at most %v; etcd's watchers at most %d above the start; heap %d KB before, %d KB after",
-		names, took.Round(time.Millisecond), statuses, reads, maxFollowed, maxWatchers, heapBefore/1024, heapAfter/1024)
-	if statuses[200] > 0 || statuses[404]+statuses[503] != names+names/len(crafted)+1 {
-		t.Errorf("statuses %v: want only 404 and 503", statuses)
-	}
-	if maxFollowed > 50 {
-		t.Errorf("Caddy followed %v services at once, over max_services 50", maxFollowed)
-	}
-	harness.Eventually(t, 10*time.Second, func() error {
-		if w := etcdWatchers(t, e) - watchersBefore; w > 0 {
-			return fmt.Errorf("etcd still counts %d of Caddy's watchers", w)
-		}
-		return nil
-	})
-	if reads > names+100 {
-		t.Errorf("%v reads of etcd for %d unknown names: more than one each", reads, names)
-	}
-	if grown := int64(heapAfter) - int64(heapBefore); grown > 8<<20 {
-		t.Errorf("the live heap grew by %d KB over 10,000 names", grown/1024)
-	}
 }
 
 // TestKubernetesSelectors: namespaces and label_selector bound what one

@@ -126,8 +126,8 @@ const (
 	// (unused; gRPC 12868, Polaris's own gRPC 13868).
 	scEurekaPort      = 11761
 	scEurekaNacosPort = 11868
-	scTargetRSS = 1024  // bytes of RSS per cached endpoint, the target
-	scPort      = 8080  // the endpoints' port
+	scTargetRSS       = 1024 // bytes of RSS per cached endpoint, the target
+	scPort            = 8080 // the endpoints' port
 )
 
 // scParams are the benchmark's sizes and deadlines.

@@ -156,6 +156,9 @@ func (p *Process) Stop(t testing.TB) {
 	}
 }
 
+// Pid is the caddy process's ID.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Kill ends the process if it still runs.
 func (p *Process) Kill() {
 	select {
