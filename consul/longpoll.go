@@ -152,17 +152,13 @@ func (w *longPoll) run() {
 			w.publish(ac, entries, meta, received)
 		}
 		index = nextIndex(index, meta.LastIndex)
-		if first && !w.Until(time.After(settle)) {
+		// Nothing is missed: a change meanwhile answers the next query at
+		// once.
+		if first && !w.Settle() {
 			return
 		}
 	}
 }
-
-// settle is how long the first answer waits before the blocking query that
-// follows it: a service chosen per request that the answer finds unknown
-// is dropped before Caddy holds a query for it. Nothing is missed: a change
-// meanwhile answers that query at once.
-const settle = 100 * time.Millisecond
 
 // nextIndex is the index of the next blocking query after one at prev
 // answered with got (Consul's blocking query docs, "Implementation

@@ -59,13 +59,6 @@ func newWatch(c *client, prefix string) *watch {
 // start starts reading and watching the prefix.
 func (w *watch) start() { w.Start(w.run) }
 
-// watchSettle is how long a new watch waits after its first read before it
-// watches: it watches from the read's revision, so it misses nothing, and a
-// service chosen per request that the read found unknown is dropped within
-// it, before etcd ever sees a watch. (etcd's client leaves a watch on the
-// server when it is cancelled before etcd has confirmed it.)
-const watchSettle = 100 * time.Millisecond
-
 func (w *watch) run() {
 	if !w.c.wait(w.Ctx) {
 		return
@@ -76,8 +69,11 @@ func (w *watch) run() {
 		if err == nil {
 			if reads++; reads > 1 {
 				w.c.link.WatchRestarted()
-			} else if !w.Until(time.After(watchSettle)) {
-				return // ended right after its first read: never watched
+			} else if !w.Settle() {
+				// ended right after its first read: never watched (etcd's
+				// client leaves a watch on the server when it is cancelled
+				// before etcd has confirmed it)
+				return
 			}
 			backoff = retryMin
 			err = w.follow(rev)

@@ -49,6 +49,16 @@ func (r *Runner) Until(ch <-chan time.Time) bool {
 	}
 }
 
+// Settle waits a moment (100 ms) after a service's first answer, before
+// the source holds anything on the server for it (a watch, a blocking
+// query), and reports false once the runner stops: a service chosen per
+// request that the answer found unknown is dropped meanwhile, so the
+// server never holds a watch for it. What follows must miss nothing: it
+// starts from the answer's revision or index, or reads everything again.
+func (r *Runner) Settle() bool { return r.Until(time.After(settleTime)) }
+
+const settleTime = 100 * time.Millisecond
+
 // Cancel ends Ctx without waiting for the goroutines to return.
 func (r *Runner) Cancel() { r.cancel() }
 

@@ -145,7 +145,7 @@ func (w *watch) run() {
 	// service chosen per request that the look finds unknown is dropped
 	// before ZooKeeper holds a watch for it, which it would keep until the
 	// watch fires or the session ends (go-zookeeper cannot remove one).
-	if w.peek() == nil && !w.Until(time.After(watchSettle)) {
+	if w.peek() == nil && !w.Settle() {
 		return
 	}
 	list(false)
@@ -171,10 +171,6 @@ func (w *watch) run() {
 		}
 	}
 }
-
-// watchSettle is how long a new watch waits after its first look before it
-// arms ZooKeeper's watches.
-const watchSettle = 100 * time.Millisecond
 
 // peek reads the path's children and their data without arming a watch,
 // and publishes the nodes.
