@@ -30,7 +30,10 @@ type abuseCase struct {
 	app    string         // the app's config, "" for none
 	// requests is what reached the registry so far, as the server or a
 	// forwarder in front of it counts it; limit is the most that sending
-	// names may add, having taken took.
+	// names may add, having taken took: about one request per name (each
+	// source's), with 5% for the lookups that a loaded machine drops only
+	// after their watch's 100 ms settle (Runner.Settle), so that it
+	// starts.
 	requests func() float64
 	counted  string // what requests counts
 	limit    func(names int, took time.Duration) float64
@@ -59,7 +62,7 @@ func TestPerRequestAbuse(t *testing.T) {
 			watchers := etcdWatchers(t, e)
 			return abuseCase{source: "etcd", names: 10000, ref: "{name}", app: etcdApp(e.addr),
 				requests: func() float64 { return etcdRanges(t, e) }, counted: "etcd's range reads",
-				limit: func(names int, _ time.Duration) float64 { return float64(names) + 100 },
+				limit: func(names int, _ time.Duration) float64 { return 1.05*float64(names) + 100 },
 				after: func() {
 					harness.Eventually(t, 10*time.Second, func() error {
 						if w := etcdWatchers(t, e) - watchers; w > 0 {
@@ -73,7 +76,7 @@ func TestPerRequestAbuse(t *testing.T) {
 			s := startZooKeeperWith(t, "4lw.commands.whitelist=wchs,srvr")
 			return abuseCase{source: "zookeeper", names: 10000, ref: "{name}", app: zkApp(s.addr),
 				requests: func() float64 { return zkReceived(t, s) }, counted: "ZooKeeper's packets received (srvr), pings included",
-				limit: func(names int, took time.Duration) float64 { return float64(names) + took.Seconds() + 100 },
+				limit: func(names int, took time.Duration) float64 { return 1.05*float64(names) + took.Seconds() + 100 },
 				after: func() {
 					if w := zkWatches(t, s); w > 0 {
 						t.Errorf("ZooKeeper holds %d watches after unknown names only", w)
@@ -87,7 +90,7 @@ func TestPerRequestAbuse(t *testing.T) {
 				requests: f.count, counted: "HTTP requests to the agent (a forwarder)",
 				// a blocking query per name, and the read of all its instances
 				// that tells an unknown service from one without passing ones
-				limit: func(names int, _ time.Duration) float64 { return 2*float64(names) + 500 },
+				limit: func(names int, _ time.Duration) float64 { return 2.1*float64(names) + 100 },
 				after: func() { t.Logf("abuse: consul: requests by path: %s", f.paths()) }}
 		},
 		func(t *testing.T) abuseCase {
@@ -116,7 +119,7 @@ func TestPerRequestAbuse(t *testing.T) {
 			return abuseCase{source: "nacos", names: 2000, ref: "{name}", app: nacosServerApp(p.port),
 				counted:  "subscriptions (Caddy's count of first lookups: gRPC is not forwarded here)",
 				requests: nil, // set below, from the process
-				limit:    func(names int, _ time.Duration) float64 { return float64(names) + 50 }}
+				limit:    func(names int, _ time.Duration) float64 { return 1.05*float64(names) + 50 }}
 		},
 	}
 	for _, setup := range cases {
@@ -271,30 +274,7 @@ func procRSS(t *testing.T, pid int) float64 {
 // received from its clients.
 func zkReceived(t *testing.T, s *zkServer) float64 {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", s.addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write([]byte("srvr")); err != nil {
-		t.Fatal(err)
-	}
-	out, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.SplitSeq(string(out), "\n") {
-		if v, ok := strings.CutPrefix(line, "Received:"); ok {
-			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatalf("srvr answered %q", out)
-			}
-			return n
-		}
-	}
-	t.Fatalf("srvr answered %q", out)
-	return 0
+	return zkStat(t, s, "srvr", "Received:")
 }
 
 // countingProxy is an HTTP forwarder in front of a registry's HTTP API that

@@ -496,26 +496,35 @@ func TestZooKeeperSessionExpiry(t *testing.T) {
 // instance Caddy follows), not the children watches.
 func zkWatches(t *testing.T, s *zkServer) int {
 	t.Helper()
+	return int(zkStat(t, s, "wchs", "Total watches:"))
+}
+
+// zkStat sends ZooKeeper a four-letter command (one its
+// 4lw.commands.whitelist allows) and returns the number after label in
+// the answer.
+func zkStat(t *testing.T, s *zkServer, command, label string) float64 {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", s.addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write([]byte("wchs")); err != nil {
+	if _, err := c.Write([]byte(command)); err != nil {
 		t.Fatal(err)
 	}
 	out, err := io.ReadAll(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, total, ok := strings.Cut(string(out), "Total watches:")
+	_, rest, ok := strings.Cut(string(out), label)
 	if !ok {
-		t.Fatalf("wchs answered %q", out)
+		t.Fatalf("%s answered %q", command, out)
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(total))
+	value, _, _ := strings.Cut(rest, "\n")
+	n, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
 	if err != nil {
-		t.Fatalf("wchs answered %q", out)
+		t.Fatalf("%s answered %q", command, out)
 	}
 	return n
 }
