@@ -211,15 +211,15 @@ func (w *watch) list(all bool) error {
 		children, _, ch, err = conn.ChildrenW(w.path)
 	}
 	if errors.Is(err, zk.ErrNoNode) {
-		// No instance registered yet: wait for the path to appear.
-		exists, _, ech, err := conn.ExistsW(w.path)
+		// No instance registered yet: wait for the path to appear (the
+		// watch's event reaches w through the client; see client.fired).
+		exists, _, _, err := conn.ExistsW(w.path)
 		if err != nil {
 			return err
 		}
 		if exists {
 			return w.list(all)
 		}
-		_ = ech           // its event reaches the watch through the client (see client.fired)
 		w.watching = true // until the path appears
 		clear(w.data)
 		w.publish()
