@@ -455,9 +455,9 @@ func FuzzEndpointSlices(f *testing.F) {
 				t.Fatal(err)
 			}
 		}
-		must(ns.indexer(services).Replace([]any{svc}, ""))
-		must(ns.indexer(endpointSlices).Replace(esObjs, ""))
-		must(nodeSet.indexer(nodes).Replace(nodeObjs, ""))
+		must(ns.indexer(services).Replace(transformed(t, services, []any{svc}), ""))
+		must(ns.indexer(endpointSlices).Replace(transformed(t, endpointSlices, esObjs), ""))
+		must(nodeSet.indexer(nodes).Replace(transformed(t, nodes, nodeObjs), ""))
 		sub := &view{ref: Reference{Namespace: "shop", Name: "web", Port: portRef}, sel: sel, ns: ns}
 		if sel.target == targetNodePort {
 			sub.nodes = nodeSet
@@ -507,4 +507,16 @@ func FuzzEndpointSlices(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// transformed are objs as r's informer keeps them.
+func transformed(t *testing.T, r resource, objs []any) []any {
+	out := make([]any, len(objs))
+	for i, o := range objs {
+		var err error
+		if out[i], err = r.transform(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }

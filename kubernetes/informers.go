@@ -37,6 +37,15 @@ type resource struct {
 	transform cache.TransformFunc
 }
 
+// indexers are the informer's indexes of r: EndpointSlices by their
+// Service.
+func (r resource) indexers() cache.Indexers {
+	if r.name != endpointSlices.name {
+		return nil
+	}
+	return cache.Indexers{serviceIndex: func(obj any) ([]string, error) { return []string{r.key(obj)}, nil }}
+}
+
 func (r resource) qualified() string {
 	if r.group == "" {
 		return r.name
@@ -55,7 +64,7 @@ var (
 			return c.CoreV1().Services(ns).Watch(ctx, o)
 		},
 		key: func(obj any) string {
-			if svc, ok := obj.(*corev1.Service); ok {
+			if svc, ok := obj.(*cachedService); ok {
 				return svc.Name
 			}
 			return ""
@@ -73,8 +82,8 @@ var (
 			return c.DiscoveryV1().EndpointSlices(ns).Watch(ctx, o)
 		},
 		key: func(obj any) string {
-			if es, ok := obj.(*discoveryv1.EndpointSlice); ok {
-				return es.Labels[discoveryv1.LabelServiceName]
+			if es, ok := obj.(*cachedSlice); ok {
+				return es.service
 			}
 			return ""
 		},
@@ -186,12 +195,7 @@ func newInformerSet(cluster, namespace, labels string, client kubernetes.Interfa
 				return w, err
 			},
 		}
-		opts := cache.SharedIndexInformerOptions{ObjectDescription: r.qualified()}
-		if r.name == endpointSlices.name {
-			opts.Indexers = cache.Indexers{serviceIndex: func(obj any) ([]string, error) {
-				return []string{endpointSlices.key(obj)}, nil
-			}}
-		}
+		opts := cache.SharedIndexInformerOptions{ObjectDescription: r.qualified(), Indexers: r.indexers()}
 		inf := cache.NewSharedIndexInformerWithOptions(listThenWatch{lw}, r.object, opts)
 		if err := inf.SetTransform(r.transform); err != nil {
 			s.link.Close()

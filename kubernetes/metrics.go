@@ -1,11 +1,8 @@
 package kubernetes
 
 import (
+	"slices"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
@@ -33,21 +30,16 @@ var propagationSeconds = upstreams.NewConnectionHistogram("caddy_discovery_k8s_p
 // deletions (whose annotation is of an earlier change) and slices without
 // the annotation.
 func (s *informerSet) triggerTime(oldObj, newObj any) time.Time {
-	es, ok := newObj.(*discoveryv1.EndpointSlice)
-	if !ok {
+	es, ok := newObj.(*cachedSlice)
+	if !ok || es.trigger.IsZero() {
 		return time.Time{}
 	}
-	value := es.Annotations[corev1.EndpointsLastChangeTriggerTime]
-	if value == "" {
+	if old, ok := oldObj.(*cachedSlice); ok && (old.ResourceVersion != "" && old.ResourceVersion == es.ResourceVersion ||
+		slices.Equal(old.endpoints, es.endpoints) && slices.Equal(old.ports, es.ports)) {
 		return time.Time{}
 	}
-	if old, ok := oldObj.(*discoveryv1.EndpointSlice); ok && (old.ResourceVersion != "" && old.ResourceVersion == es.ResourceVersion ||
-		equality.Semantic.DeepEqual(old.Endpoints, es.Endpoints) && equality.Semantic.DeepEqual(old.Ports, es.Ports)) {
+	if es.trigger.Before(s.created.Truncate(time.Second)) {
 		return time.Time{}
 	}
-	t, err := time.Parse(time.RFC3339Nano, value)
-	if err != nil || t.Before(s.created.Truncate(time.Second)) {
-		return time.Time{}
-	}
-	return t
+	return es.trigger
 }

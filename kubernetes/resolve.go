@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
@@ -40,8 +39,8 @@ type selection struct {
 
 // servicePort finds the port that ref names: by the Service port's name, its
 // number, or its targetPort; "" when the Service has exactly one port.
-func servicePort(svc *corev1.Service, port string) (*corev1.ServicePort, error) {
-	ports := svc.Spec.Ports
+func servicePort(svc *cachedService, port string) (*corev1.ServicePort, error) {
+	ports := svc.ports
 	if port == "" {
 		if len(ports) == 1 {
 			return &ports[0], nil
@@ -103,38 +102,29 @@ func describePorts(ports []corev1.ServicePort) string {
 // ready ones (a nil Ready condition counts as ready), restricted to the
 // preferred zone when it has any; else, when sel asks for it, the serving
 // endpoints that are terminating, as kube-proxy does.
-func endpointTargets(svc *corev1.Service, sp *corev1.ServicePort, eps []*discoveryv1.EndpointSlice, sel selection) ([]upstreams.Target, error) {
+func endpointTargets(svc *cachedService, sp *corev1.ServicePort, eps []*cachedSlice, sel selection) ([]upstreams.Target, error) {
 	var ready, inZone, terminating []upstreams.Target
 	for _, es := range eps {
-		if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
+		if !es.dialable {
 			continue // FQDN slices name no IP to dial
 		}
-		port, ok := slicePort(es, sp)
+		port, ok := es.port(sp)
 		if !ok {
 			continue
 		}
-		for _, ep := range es.Endpoints {
-			isReady := ep.Conditions.Ready == nil || *ep.Conditions.Ready
-			isTerminatingServing := !isReady && ep.Conditions.Serving != nil && *ep.Conditions.Serving &&
-				ep.Conditions.Terminating != nil && *ep.Conditions.Terminating
-			if !isReady && !isTerminatingServing {
+		for _, ep := range es.endpoints {
+			if !ep.addr.IsValid() || !ep.ready && !ep.servingTerminating {
 				continue
 			}
-			for _, a := range ep.Addresses {
-				addr, ok := upstreams.ParseAddr(a)
-				if !ok {
-					continue // nothing the API server sends may break us
-				}
-				t := upstreams.Target{Addr: addr, Port: port, Weight: 1}
-				switch {
-				case isTerminatingServing:
-					terminating = append(terminating, t)
-				case sel.zone != "" && ep.Zone != nil && *ep.Zone == sel.zone:
-					inZone = append(inZone, t)
-					fallthrough
-				default:
-					ready = append(ready, t)
-				}
+			t := upstreams.Target{Addr: ep.addr, Port: port, Weight: 1}
+			switch {
+			case ep.servingTerminating:
+				terminating = append(terminating, t)
+			case sel.zone != "" && ep.zone.Value() == sel.zone:
+				inZone = append(inZone, t)
+				fallthrough
+			default:
+				ready = append(ready, t)
 			}
 		}
 	}
@@ -149,24 +139,16 @@ func endpointTargets(svc *corev1.Service, sp *corev1.ServicePort, eps []*discove
 	return nil, upstreams.Problem(upstreams.KindNoBackends, fmt.Errorf("service %s/%s port %s has no ready endpoints", svc.Namespace, svc.Name, portLabel(sp)))
 }
 
-// slicePort finds sp's port number in an EndpointSlice: slices list ports by
-// the Service port's name, with the number that the targetPort resolved to.
-func slicePort(es *discoveryv1.EndpointSlice, sp *corev1.ServicePort) (uint16, bool) {
-	for _, p := range es.Ports {
-		name := ""
-		if p.Name != nil {
-			name = *p.Name
-		}
-		proto := corev1.ProtocolTCP
-		if p.Protocol != nil {
-			proto = *p.Protocol
-		}
-		spProto := sp.Protocol
-		if spProto == "" {
-			spProto = corev1.ProtocolTCP
-		}
-		if name == sp.Name && proto == spProto && p.Port != nil && validPort(*p.Port) {
-			return uint16(*p.Port), true
+// port finds sp's port number in the slice: slices list ports by the
+// Service port's name, with the number that the targetPort resolved to.
+func (es *cachedSlice) port(sp *corev1.ServicePort) (uint16, bool) {
+	proto := sp.Protocol
+	if proto == "" {
+		proto = corev1.ProtocolTCP
+	}
+	for _, p := range es.ports {
+		if p.name == sp.Name && p.protocol == proto {
+			return p.port, true
 		}
 	}
 	return 0, false
@@ -183,8 +165,8 @@ func portLabel(sp *corev1.ServicePort) string {
 }
 
 // clusterIPTarget is the Service's virtual IP with the Service port.
-func clusterIPTarget(svc *corev1.Service, sp *corev1.ServicePort) ([]upstreams.Target, error) {
-	ip := svc.Spec.ClusterIP
+func clusterIPTarget(svc *cachedService, sp *corev1.ServicePort) ([]upstreams.Target, error) {
+	ip := svc.clusterIP
 	if ip == "" || ip == corev1.ClusterIPNone {
 		return nil, upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("service %s/%s is headless (clusterIP: None), so target cluster_ip has no address; use target endpoints",
 			svc.Namespace, svc.Name))
@@ -203,22 +185,22 @@ func clusterIPTarget(svc *corev1.Service, sp *corev1.ServicePort) ([]upstreams.T
 // nodePortTargets is every schedulable, not-NotReady node's internal (or
 // external) IP with the Service's node port. With externalTrafficPolicy
 // Local, only nodes that run a ready endpoint answer, so only those are used.
-func nodePortTargets(svc *corev1.Service, sp *corev1.ServicePort, nodes []*corev1.Node, eps []*discoveryv1.EndpointSlice, sel selection) ([]upstreams.Target, error) {
+func nodePortTargets(svc *cachedService, sp *corev1.ServicePort, nodes []*corev1.Node, eps []*cachedSlice, sel selection) ([]upstreams.Target, error) {
 	if sp.NodePort == 0 {
 		return nil, upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("service %s/%s port %s has no nodePort (type %s); use type NodePort or LoadBalancer, or another target",
-			svc.Namespace, svc.Name, portLabel(sp), svc.Spec.Type))
+			svc.Namespace, svc.Name, portLabel(sp), svc.typ))
 	}
 	if !validPort(sp.NodePort) {
 		return nil, upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("service %s/%s port %s has nodePort %d, out of range 1-65535",
 			svc.Namespace, svc.Name, portLabel(sp), sp.NodePort))
 	}
 	var local map[string]bool
-	if svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
+	if svc.externalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
 		local = make(map[string]bool)
 		for _, es := range eps {
-			for _, ep := range es.Endpoints {
-				if (ep.Conditions.Ready == nil || *ep.Conditions.Ready) && ep.NodeName != nil {
-					local[*ep.NodeName] = true
+			for _, ep := range es.endpoints {
+				if ep.ready && ep.node.Value() != "" {
+					local[ep.node.Value()] = true
 				}
 			}
 		}

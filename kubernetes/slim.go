@@ -1,74 +1,143 @@
 package kubernetes
 
 import (
+	"net/netip"
+	"time"
+	"unique"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
 
 // The informers hold every Service and EndpointSlice of each watched
 // namespace, most of them of Services no route references. As decoded, an
-// EndpointSlice carries much that resolving targets never reads: a Pod
-// reference, hostname and hints per endpoint, labels, annotations and
-// managed fields. The transforms below keep only what this package reads,
-// which roughly halves the memory per cached endpoint (see the README's
-// scale table). Objects in the cache are never written to, so the
-// conditions may share their booleans.
+// EndpointSlice carries much that resolving targets never reads (a Pod
+// reference, hostname and hints per endpoint, labels, annotations, managed
+// fields), and what it reads in a form made for the wire: a pointer per
+// condition, node and zone, a string per address. The transforms below turn
+// each object into a compact one of this package, holding only what
+// resolving reads, parsed once: a cached endpoint is 48 bytes, and node and
+// zone names are shared (see the README's scale table). Cached objects are
+// never written to.
 
-// slimEndpointSlice keeps an EndpointSlice's address type, ports and, per
-// endpoint, its addresses, conditions, node and zone; of its metadata, what
-// the informer needs, the Service name label and the change-trigger
-// annotation (the propagation metric's start).
+// cachedSlice is what the informers keep of an EndpointSlice.
+type cachedSlice struct {
+	metav1.ObjectMeta // what identifies it to the informer (see slimMeta)
+
+	service  string    // its Service: the kubernetes.io/service-name label
+	trigger  time.Time // endpoints.kubernetes.io/last-change-trigger-time, or zero
+	dialable bool      // addresses are IPs (IPv4 or IPv6 slices, not FQDN)
+	ports    []slicePort
+	// endpoints has an entry per address of each endpoint (one with no
+	// address for an endpoint whose addresses are no IP).
+	endpoints []endpoint
+}
+
+// slicePort is a port an EndpointSlice lists: the Service port's name and
+// protocol, with the number that its targetPort resolved to.
+type slicePort struct {
+	name     string
+	protocol corev1.Protocol // TCP when the slice leaves it out
+	port     uint16
+}
+
+// endpoint is one address of an EndpointSlice's endpoint.
+type endpoint struct {
+	addr       netip.Addr // the zero Addr if not an IP
+	node, zone unique.Handle[string]
+	// ready: the Ready condition is true or unknown (nil), which counts as
+	// ready. servingTerminating: not ready, but Serving and Terminating
+	// are both true (a Pod shutting down gracefully).
+	ready, servingTerminating bool
+}
+
+// cachedService is what the informers keep of a Service: what resolving its
+// targets reads.
+type cachedService struct {
+	metav1.ObjectMeta
+
+	typ                   corev1.ServiceType
+	clusterIP             string
+	externalName          string
+	externalTrafficPolicy corev1.ServiceExternalTrafficPolicy
+	ports                 []corev1.ServicePort
+}
+
+// slimEndpointSlice turns an EndpointSlice into a cachedSlice; anything else
+// (including a cachedSlice) passes through, as client-go asks of transforms.
 func slimEndpointSlice(obj any) (any, error) {
 	es, ok := obj.(*discoveryv1.EndpointSlice)
 	if !ok {
 		return obj, nil
 	}
-	slim := &discoveryv1.EndpointSlice{
-		ObjectMeta:  slimMeta(es.ObjectMeta),
-		AddressType: es.AddressType,
-		Ports:       es.Ports,
+	s := &cachedSlice{
+		ObjectMeta: slimMeta(es.ObjectMeta),
+		service:    es.Labels[discoveryv1.LabelServiceName],
+		dialable:   es.AddressType == discoveryv1.AddressTypeIPv4 || es.AddressType == discoveryv1.AddressTypeIPv6,
 	}
-	if name, ok := es.Labels[discoveryv1.LabelServiceName]; ok {
-		slim.Labels = map[string]string{discoveryv1.LabelServiceName: name}
+	if t, err := time.Parse(time.RFC3339Nano, es.Annotations[corev1.EndpointsLastChangeTriggerTime]); err == nil {
+		s.trigger = t
 	}
-	if t, ok := es.Annotations[corev1.EndpointsLastChangeTriggerTime]; ok {
-		slim.Annotations = map[string]string{corev1.EndpointsLastChangeTriggerTime: t}
+	for _, p := range es.Ports {
+		if p.Port == nil || !validPort(*p.Port) {
+			continue // no number to dial
+		}
+		sp := slicePort{protocol: corev1.ProtocolTCP, port: uint16(*p.Port)}
+		if p.Name != nil {
+			sp.name = *p.Name
+		}
+		if p.Protocol != nil {
+			sp.protocol = *p.Protocol
+		}
+		s.ports = append(s.ports, sp)
 	}
-	if len(es.Endpoints) > 0 {
-		slim.Endpoints = make([]discoveryv1.Endpoint, len(es.Endpoints))
-		for i, ep := range es.Endpoints {
-			slim.Endpoints[i] = discoveryv1.Endpoint{
-				Addresses: ep.Addresses,
-				Conditions: discoveryv1.EndpointConditions{
-					Ready:       sharedBool(ep.Conditions.Ready),
-					Serving:     sharedBool(ep.Conditions.Serving),
-					Terminating: sharedBool(ep.Conditions.Terminating),
-				},
-				NodeName: ep.NodeName,
-				Zone:     ep.Zone,
+	n := 0
+	for _, ep := range es.Endpoints {
+		n += max(len(ep.Addresses), 1)
+	}
+	if n > 0 {
+		s.endpoints = make([]endpoint, 0, n)
+	}
+	for _, ep := range es.Endpoints {
+		c := ep.Conditions
+		e := endpoint{
+			node:               unique.Make(deref(ep.NodeName)),
+			zone:               unique.Make(deref(ep.Zone)),
+			ready:              c.Ready == nil || *c.Ready,
+			servingTerminating: c.Ready != nil && !*c.Ready && c.Serving != nil && *c.Serving && c.Terminating != nil && *c.Terminating,
+		}
+		added := false
+		for _, a := range ep.Addresses {
+			if addr, ok := upstreams.ParseAddr(a); ok && s.dialable {
+				e.addr = addr
+				s.endpoints = append(s.endpoints, e)
+				added = true
 			}
 		}
+		if !added { // its node still counts for externalTrafficPolicy Local
+			s.endpoints = append(s.endpoints, e)
+		}
 	}
-	return slim, nil
+	return s, nil
 }
 
-// slimService keeps what resolving a Service's targets reads: its type,
-// cluster IP, external name, external traffic policy and ports.
+// slimService turns a Service into a cachedService; anything else passes
+// through.
 func slimService(obj any) (any, error) {
 	svc, ok := obj.(*corev1.Service)
 	if !ok {
 		return obj, nil
 	}
-	return &corev1.Service{
-		ObjectMeta: slimMeta(svc.ObjectMeta),
-		Spec: corev1.ServiceSpec{
-			Type:                  svc.Spec.Type,
-			ClusterIP:             svc.Spec.ClusterIP,
-			ExternalName:          svc.Spec.ExternalName,
-			ExternalTrafficPolicy: svc.Spec.ExternalTrafficPolicy,
-			Ports:                 svc.Spec.Ports,
-		},
+	return &cachedService{
+		ObjectMeta:            slimMeta(svc.ObjectMeta),
+		typ:                   svc.Spec.Type,
+		clusterIP:             svc.Spec.ClusterIP,
+		externalName:          svc.Spec.ExternalName,
+		externalTrafficPolicy: svc.Spec.ExternalTrafficPolicy,
+		ports:                 svc.Spec.Ports,
 	}, nil
 }
 
@@ -83,16 +152,9 @@ func slimMeta(m metav1.ObjectMeta) metav1.ObjectMeta {
 	}
 }
 
-var yes, no = true, false
-
-// sharedBool returns a pointer to one of two shared booleans of b's value.
-func sharedBool(b *bool) *bool {
-	switch {
-	case b == nil:
-		return nil
-	case *b:
-		return &yes
-	default:
-		return &no
+func deref(s *string) string {
+	if s == nil {
+		return ""
 	}
+	return *s
 }

@@ -1,7 +1,12 @@
 package kubernetes
 
 import (
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
+	"time"
+	"unique"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -31,42 +36,59 @@ func TestSlimEndpointSlice(t *testing.T) {
 			Addresses: []string{"10.0.0.2"},
 		}},
 	}
+	full.Endpoints = append(full.Endpoints, discoveryv1.Endpoint{Addresses: []string{"not-an-ip"}, NodeName: ptr.To("node-2")},
+		discoveryv1.Endpoint{Addresses: []string{"10.0.0.3", "10.0.0.4"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}})
+	full.Ports = append(full.Ports, discoveryv1.EndpointPort{Name: ptr.To("none")}, discoveryv1.EndpointPort{Name: ptr.To("udp"), Port: ptr.To[int32](53), Protocol: ptr.To(corev1.ProtocolUDP)})
 	obj, err := slimEndpointSlice(full)
 	if err != nil {
 		t.Fatal(err)
 	}
-	es := obj.(*discoveryv1.EndpointSlice)
+	es := obj.(*cachedSlice)
 	if es.Name != "web-abc" || es.Namespace != "shop" || es.UID != "u1" || es.ResourceVersion != "42" {
 		t.Errorf("identity lost: %+v", es.ObjectMeta)
 	}
-	if len(es.Labels) != 1 || es.Labels[discoveryv1.LabelServiceName] != "web" {
-		t.Errorf("labels = %v, want the service name only", es.Labels)
+	if es.Labels != nil || es.Annotations != nil || es.ManagedFields != nil {
+		t.Errorf("metadata kept: %+v", es.ObjectMeta)
 	}
-	if len(es.Annotations) != 1 || es.Annotations[corev1.EndpointsLastChangeTriggerTime] == "" {
-		t.Errorf("annotations = %v, want the trigger time only", es.Annotations)
+	if es.service != "web" || !es.trigger.Equal(time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)) || !es.dialable {
+		t.Errorf("service %q, trigger %v, dialable %v", es.service, es.trigger, es.dialable)
 	}
-	if es.ManagedFields != nil || es.AddressType != discoveryv1.AddressTypeIPv4 || len(es.Ports) != 1 {
-		t.Errorf("slim slice = %+v", es)
+	if want := []slicePort{{"http", corev1.ProtocolTCP, 8080}, {"udp", corev1.ProtocolUDP, 53}}; !slices.Equal(es.ports, want) {
+		t.Errorf("ports = %+v, want %+v (a port without a number dropped, TCP by default)", es.ports, want)
 	}
-	ep := es.Endpoints[0]
-	if ep.Addresses[0] != "10.0.0.1" || *ep.Conditions.Ready || !*ep.Conditions.Serving || !*ep.Conditions.Terminating ||
-		*ep.NodeName != "node-1" || *ep.Zone != "a" {
-		t.Errorf("endpoint lost what resolving reads: %+v", ep)
+	got := make([]string, len(es.endpoints))
+	for i, e := range es.endpoints {
+		got[i] = fmt.Sprintf("%v node=%q zone=%q ready=%v servingTerminating=%v", e.addr, e.node.Value(), e.zone.Value(), e.ready, e.servingTerminating)
 	}
-	if ep.TargetRef != nil || ep.Hostname != nil || ep.Hints != nil {
-		t.Errorf("endpoint keeps what nothing reads: %+v", ep)
+	want := []string{
+		`10.0.0.1 node="node-1" zone="a" ready=false servingTerminating=true`,
+		`10.0.0.2 node="" zone="" ready=true servingTerminating=false`, // unknown Ready counts as ready
+		`invalid IP node="node-2" zone="" ready=true servingTerminating=false`,
+		`10.0.0.3 node="" zone="" ready=true servingTerminating=false`,
+		`10.0.0.4 node="" zone="" ready=true servingTerminating=false`,
 	}
-	if c := es.Endpoints[1].Conditions; c.Ready != nil || c.Serving != nil || c.Terminating != nil {
-		t.Errorf("unknown conditions must stay unknown (nil): %+v", c)
+	if !slices.Equal(got, want) {
+		t.Errorf("endpoints:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if unique.Make("node-1") != es.endpoints[0].node {
+		t.Error("node names are not shared")
 	}
 
-	// an empty slice stays empty; other objects pass through
-	if obj, _ := slimEndpointSlice(&discoveryv1.EndpointSlice{}); obj.(*discoveryv1.EndpointSlice).Endpoints != nil {
+	// an FQDN slice keeps its endpoints' nodes, but nothing to dial
+	fqdn := &discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeFQDN, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.1"}, NodeName: ptr.To("n")}}}
+	if obj, _ := slimEndpointSlice(fqdn); obj.(*cachedSlice).dialable || obj.(*cachedSlice).endpoints[0].addr.IsValid() {
+		t.Errorf("FQDN slice: %+v", obj)
+	}
+	// an empty slice stays empty; other objects, a cached slice too, pass through
+	if obj, _ := slimEndpointSlice(&discoveryv1.EndpointSlice{}); obj.(*cachedSlice).endpoints != nil {
 		t.Error("an empty slice got endpoints")
 	}
 	tomb := cacheTombstone{}
 	if obj, _ := slimEndpointSlice(tomb); obj != tomb {
 		t.Error("a non-slice was changed")
+	}
+	if again, _ := slimEndpointSlice(es); again != es {
+		t.Error("a cached slice was changed")
 	}
 }
 
@@ -80,12 +102,15 @@ func TestSlimService(t *testing.T) {
 			Ports: []corev1.ServicePort{{Name: "http", Port: 80, NodePort: 30080}}, Selector: map[string]string{"app": "web"}},
 	}
 	obj, _ := slimService(full)
-	svc := obj.(*corev1.Service)
-	if svc.Name != "web" || svc.Namespace != "shop" || svc.ResourceVersion != "7" || svc.Annotations != nil || svc.Spec.Selector != nil {
+	svc := obj.(*cachedService)
+	if svc.Name != "web" || svc.Namespace != "shop" || svc.ResourceVersion != "7" || svc.Annotations != nil {
 		t.Errorf("slim service metadata: %+v", svc)
 	}
-	if svc.Spec.Type != corev1.ServiceTypeNodePort || svc.Spec.ClusterIP != "10.96.0.10" ||
-		svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal || svc.Spec.Ports[0].NodePort != 30080 {
-		t.Errorf("slim service lost what resolving reads: %+v", svc.Spec)
+	if svc.typ != corev1.ServiceTypeNodePort || svc.clusterIP != "10.96.0.10" ||
+		svc.externalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal || svc.ports[0].NodePort != 30080 {
+		t.Errorf("slim service lost what resolving reads: %+v", svc)
+	}
+	if again, _ := slimService(svc); again != svc {
+		t.Error("a cached service was changed")
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
@@ -87,13 +86,13 @@ func (s *view) inCluster(err error) error {
 	return fmt.Errorf("kubernetes cluster %q: %w", s.ns.cluster, err)
 }
 
-func (s *view) service() (*corev1.Service, error) {
+func (s *view) service() (*cachedService, error) {
 	obj, ok, err := s.ns.indexer(services).GetByKey(s.ref.Namespace + "/" + s.ref.Name)
 	if err == nil && ok {
-		if svc, isSvc := obj.(*corev1.Service); isSvc {
-			if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		if svc, isSvc := obj.(*cachedService); isSvc {
+			if svc.typ == corev1.ServiceTypeExternalName {
 				return nil, upstreams.Problem(upstreams.KindMisconfigured, fmt.Errorf("kubernetes cluster %q: service %s/%s is of type ExternalName (%s) and has no endpoints; proxy to that name directly",
-					s.ns.cluster, s.ref.Namespace, s.ref.Name, svc.Spec.ExternalName))
+					s.ns.cluster, s.ref.Namespace, s.ref.Name, svc.externalName))
 			}
 			return svc, nil
 		}
@@ -112,14 +111,14 @@ func (s *view) service() (*corev1.Service, error) {
 	return nil, s.inCluster(upstreams.Problem(upstreams.KindNotFound, fmt.Errorf("service %s/%s not found (services in namespace %q%s: %v%s)",
 		s.ref.Namespace, s.ref.Name, s.ref.Namespace, matching, names, more)))
 }
-func (s *view) slices() []*discoveryv1.EndpointSlice {
+func (s *view) slices() []*cachedSlice {
 	objs, err := s.ns.indexer(endpointSlices).ByIndex(serviceIndex, s.ref.Name)
 	if err != nil {
 		return nil
 	}
-	out := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	out := make([]*cachedSlice, 0, len(objs))
 	for _, o := range objs {
-		if es, ok := o.(*discoveryv1.EndpointSlice); ok {
+		if es, ok := o.(*cachedSlice); ok {
 			out = append(out, es)
 		}
 	}
