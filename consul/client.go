@@ -77,6 +77,11 @@ func newClient(name string, e endpoint) (*client, error) {
 	base.TLSClientConfig = e.tls
 	// Long-polls hold a connection each; keep them, and a few spare.
 	base.MaxIdleConnsPerHost = 16
+	// Over HTTP/1.1 each followed service holds a connection that waits on
+	// its blocking query: small buffers (a request is a few hundred bytes,
+	// a larger answer is read in more steps) save 6.5 KB per service over
+	// the default 4 KB each way.
+	base.WriteBufferSize, base.ReadBufferSize = 512, 1024
 	c.base = base
 	tr := &transport{next: base, token: e.token}
 	if e.tokenFile != "" {
