@@ -66,6 +66,12 @@
 // application, started once the server's delta is empty (every change of
 // the last minute is in each delta), and the same figures.
 //
+// For Nacos, Consul, etcd, ZooKeeper and Eureka, Caddy's CPU per change:
+// SCALE_CPU_EVENTS changes at up to SCALE_CPU_RATE a second, each moving
+// an instance of a followed service to a new address, the last one awaited
+// in the admin dump, less Caddy's idle CPU and the dump requests; with a
+// CPU profile of the first seconds (cpu-events-<part>.pprof).
+//
 // Every phase has a deadline (SCALE_CREATE_TIMEOUT 15m for writing objects,
 // SCALE_PHASE_TIMEOUT 5m for each other phase); when one passes, what was
 // reached is printed and the figures that depend on it are left out.
@@ -1145,6 +1151,22 @@ func scEventCPU(t *testing.T, p scParams, rep *scReport, part string, proc *harn
 	what := "Caddy CPU per registry event"
 	scForceGC(t, proc)
 	idle, dump, settle := scIdleCost(t, proc, pid, "")
+	// A CPU profile of the first seconds of the changes says where their
+	// CPU goes (cpu-events-<part>.pprof, and its top).
+	profile := filepath.Join(p.out, "cpu-events-"+part+".pprof")
+	profiled := make(chan error, 1)
+	go func() {
+		secs := min(10, max(2, p.cpuEvents/max(1, p.cpuRate)))
+		code, body, err := proc.Request(http.MethodGet, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), "")
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("status %d", code)
+		}
+		if err == nil {
+			err = os.WriteFile(profile, []byte(body), 0o644)
+		}
+		profiled <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the profile starts
 	m0 := scrapeMetrics(t, proc)
 	cpu0 := scCPU(t, pid)
 	start := time.Now()
@@ -1152,6 +1174,12 @@ func scEventCPU(t *testing.T, p scParams, rep *scReport, part string, proc *harn
 		_, _, err := change(ctx, i)
 		return err
 	})
+	if err := <-profiled; err != nil {
+		t.Logf("scale: %s: CPU profile of the changes: %v", part, err)
+	} else {
+		out, _ := exec.Command("go", "tool", "pprof", "-top", "-nodecount=30", harness.BuildCaddy(t), profile).CombinedOutput()
+		_ = os.WriteFile(strings.TrimSuffix(profile, ".pprof")+"-top.txt", out, 0o644)
+	}
 	if sent == 0 {
 		rep.add(part, what, "—", fmt.Sprintf("no change went through: %v", err))
 		return
