@@ -848,7 +848,7 @@ func (s *scKube) cpu(t *testing.T, proc *harness.Process, pid, nsIdx int, profil
 		}()
 		time.Sleep(100 * time.Millisecond) // the profile starts
 	}
-	m0 := scrapeMetrics(t, proc)
+	m0 := scReadMemCounts(t, proc)
 	cpu0, sched0 := scCPU(t, pid), scSchedCPU(pid)
 	start := time.Now()
 	sent, err := scPaced(t.Context(), s.p.phaseTimeout, s.p.cpuEvents, 8, s.p.cpuRate, func(ctx context.Context, _, i int) error {
@@ -873,15 +873,15 @@ func (s *scKube) cpu(t *testing.T, proc *harness.Process, pid, nsIdx int, profil
 	elapsed := time.Since(start)
 	cpu := scCPU(t, pid) - cpu0
 	sched := scSchedCPU(pid) - sched0
-	m1 := scrapeMetrics(t, proc)
+	m1 := scReadMemCounts(t, proc)
 	polls := scDumps.Load() - polls0
 	events := sent + 1
 	overhead := time.Duration(float64(idle)*elapsed.Seconds()) + time.Duration(polls)*dump.cpu
 	r := scCPURound{
 		per:      (cpu - overhead) / time.Duration(events),
 		perSched: (sched - overhead) / time.Duration(events),
-		gcs:      m1.must(t, "go_gc_duration_seconds_count") - m0.must(t, "go_gc_duration_seconds_count"),
-		alloc:    (m1.must(t, "go_memstats_alloc_bytes_total") - m0.must(t, "go_memstats_alloc_bytes_total") - float64(polls)*dump.alloc) / float64(events),
+		gcs:      m1.NumGC - m0.NumGC,
+		alloc:    (m1.TotalAlloc - m0.TotalAlloc - float64(polls)*dump.alloc) / float64(events),
 	}
 	r.note = fmt.Sprintf("%d events in %s (%.0f/s): %s CPU, less %s idle (%s/s, after %s) and %d dump requests; %.0f GC cycles in the window",
 		events, scSeconds(elapsed), float64(events)/sendTime.Seconds(), scMillis(cpu), scMillis(overhead), scMillis(idle), settle, polls, r.gcs)
@@ -941,6 +941,31 @@ func (s *scKube) showProfile(t *testing.T, file string) string {
 var scPprofShowing = regexp.MustCompile(`Showing nodes accounting for ([^,]+), ([0-9.]+%) of ([^ ]+) total`)
 
 // scForceGC has Caddy collect garbage: the heap profile's ?gc=1 does.
+// scMemCounts are Caddy's runtime.MemStats counters, from the admin API's
+// /debug/vars: unlike a /metrics scrape, reading them allocates next to
+// nothing in Caddy, whatever the number of services (a scrape of 10,000
+// services' series allocates megabytes, which a window measuring the
+// allocations per change would count).
+type scMemCounts struct {
+	TotalAlloc float64
+	NumGC      float64
+}
+
+func scReadMemCounts(t *testing.T, proc *harness.Process) scMemCounts {
+	t.Helper()
+	code, body, err := proc.Request(http.MethodGet, "/debug/vars", "")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("GET /debug/vars: %d %v", code, err)
+	}
+	var v struct {
+		Memstats scMemCounts `json:"memstats"`
+	}
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		t.Fatalf("GET /debug/vars: %v", err)
+	}
+	return v.Memstats
+}
+
 func scForceGC(t *testing.T, proc *harness.Process) {
 	t.Helper()
 	if code, _, err := proc.Request(http.MethodGet, "/debug/pprof/heap?gc=1", ""); err != nil || code != http.StatusOK {
@@ -988,7 +1013,7 @@ func scIdleCost(t *testing.T, proc *harness.Process, pid int, profile string) (i
 		_ = os.WriteFile(strings.TrimSuffix(profile, ".pprof")+"-top.txt", out, 0o644)
 		fmt.Printf("scale: k8s: idle CPU %s/s; profile %s:\n%s\n", scMillis(idle), profile, out)
 	}
-	a0 := scrapeMetrics(t, proc).must(t, "go_memstats_alloc_bytes_total")
+	a0 := scReadMemCounts(t, proc).TotalAlloc
 	c0, t0 = scCPU(t, pid), time.Now()
 	const n = 10
 	for range n {
@@ -997,7 +1022,7 @@ func scIdleCost(t *testing.T, proc *harness.Process, pid int, profile string) (i
 		}
 	}
 	dump.cpu = max(0, scCPU(t, pid)-c0-time.Duration(float64(idle)*time.Since(t0).Seconds())) / n
-	dump.alloc = (scrapeMetrics(t, proc).must(t, "go_memstats_alloc_bytes_total") - a0) / n
+	dump.alloc = (scReadMemCounts(t, proc).TotalAlloc - a0) / n
 	return idle, dump, settle
 }
 
@@ -1167,7 +1192,7 @@ func scEventCPU(t *testing.T, p scParams, rep *scReport, part string, proc *harn
 		profiled <- err
 	}()
 	time.Sleep(100 * time.Millisecond) // the profile starts
-	m0 := scrapeMetrics(t, proc)
+	m0 := scReadMemCounts(t, proc)
 	cpu0 := scCPU(t, pid)
 	start := time.Now()
 	sent, err := scPaced(t.Context(), p.phaseTimeout, p.cpuEvents, 8, p.cpuRate, func(ctx context.Context, _, i int) error {
@@ -1196,12 +1221,12 @@ func scEventCPU(t *testing.T, p scParams, rep *scReport, part string, proc *harn
 	}
 	elapsed := time.Since(start)
 	cpu := scCPU(t, pid) - cpu0
-	m1 := scrapeMetrics(t, proc)
+	m1 := scReadMemCounts(t, proc)
 	polls := scDumps.Load() - polls0
 	events := sent + 1
 	overhead := time.Duration(float64(idle)*elapsed.Seconds()) + time.Duration(polls)*dump.cpu
 	per := (cpu - overhead) / time.Duration(events)
-	alloc := (m1.must(t, "go_memstats_alloc_bytes_total") - m0.must(t, "go_memstats_alloc_bytes_total") - float64(polls)*dump.alloc) / float64(events)
+	alloc := (m1.TotalAlloc - m0.TotalAlloc - float64(polls)*dump.alloc) / float64(events)
 	note := fmt.Sprintf("%d changes in %s (%.0f/s), each moving an instance of one of the %d followed services: %s CPU, less %s idle (%s/s, after %s) and %d dump requests; %.1f KB allocated per change",
 		events, scSeconds(elapsed), float64(events)/sendTime.Seconds(), p.nacosServices, scMillis(cpu), scMillis(overhead), scMillis(idle), settle, polls, alloc/1024)
 	if sent < p.cpuEvents {
@@ -1233,8 +1258,11 @@ func scRegistryAddr(i int) netip.AddrPort {
 func scaleConsul(t *testing.T, p scParams, bin string, rep *scReport) {
 	// Caddy holds one connection per blocking query: the agent's default
 	// http_max_conns_per_client (200) would refuse most of them.
-	c := startAgent(t, &consulAgent{port: 18540, maxConns: 2*p.nacosServices + 100})
-	rep.note("Consul: a -dev agent of its own with limits { http_max_conns_per_client = %d } (default 200; Caddy holds one connection per blocking query)", 2*p.nacosServices+100)
+	// One connection per service and the test's own; the agent refuses a
+	// limit within 20 of its file descriptor limit (20,000 here).
+	maxConns := p.nacosServices + 500
+	c := startAgent(t, &consulAgent{port: 18540, maxConns: maxConns})
+	rep.note("Consul: a -dev agent of its own with limits { http_max_conns_per_client = %d } (default 200; Caddy holds one connection per blocking query)", maxConns)
 	per := p.nacosInstances
 	name := func(i int) string { return fmt.Sprintf("scale-%04d", i) }
 	start := time.Now()
