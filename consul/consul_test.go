@@ -1,8 +1,11 @@
 package consul
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -700,5 +703,39 @@ func TestValidateDoesNoIO(t *testing.T) {
 	err := (&ConsulUpstreams{Service: "web", ServerName: "prod"}).provision(caddy.Log(), &App{upstreams.ServerApp[Server]{Servers: map[string]*Server{"dc2": {}}}})
 	if err == nil || !strings.Contains(err.Error(), `server: "prod" is not defined in the consul app; defined servers: [dc2]`) {
 		t.Errorf("undefined server: %v", err)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestTransportCopiesOnlyToChange: a request that carries nothing to take
+// away and gets nothing added goes on as it is (a blocking query would keep
+// a copy for minutes); any other is copied, never changed in place.
+func TestTransportCopiesOnlyToChange(t *testing.T) {
+	var got *http.Request
+	tr := &transport{next: roundTripFunc(func(r *http.Request) (*http.Response, error) { got = r; return nil, nil })}
+	req := httptest.NewRequest(http.MethodGet, "http://consul:8500/v1/health/service/web?index=7&passing=1", nil)
+	_, _ = tr.RoundTrip(req)
+	if got != req {
+		t.Error("a request with nothing to change was copied")
+	}
+	for name, r := range map[string]*http.Request{
+		"env token":     httptest.NewRequest(http.MethodGet, "http://consul:8500/v1/health/service/web?index=7", nil),
+		"env namespace": httptest.NewRequest(http.MethodGet, "http://consul:8500/v1/health/service/web?index=7&ns=env", nil),
+		"scope":         httptest.NewRequest(http.MethodGet, "http://consul:8500/v1/health/service/web?index=7", nil).WithContext(withScope(context.Background(), scope{namespace: "shop"})),
+	} {
+		if name == "env token" {
+			r.Header.Set("X-Consul-Token", "from-env")
+		}
+		before := r.URL.String()
+		_, _ = tr.RoundTrip(r)
+		if got == r || r.URL.String() != before || (name == "env token" && r.Header.Get("X-Consul-Token") == "") {
+			t.Errorf("%s: the request was changed in place or not copied", name)
+		}
+		if got.Header.Get("X-Consul-Token") != "" || got.URL.Query().Get("ns") != map[string]string{"scope": "shop"}[name] {
+			t.Errorf("%s: sent %s with token %q", name, got.URL, got.Header.Get("X-Consul-Token"))
+		}
 	}
 }

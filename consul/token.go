@@ -71,13 +71,18 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, &tokenFileError{err}
 		}
 	}
+	sc, _ := req.Context().Value(scopeKey{}).(scope)
+	if tok == "" && sc == (scope{}) && !fromEnvironment(req) {
+		// Nothing to set or take away: no copy, which a blocking query
+		// would keep for the minutes it waits (about 1 KB per service).
+		return t.next.RoundTrip(req)
+	}
 	req = req.Clone(req.Context())
 	req.Header.Del("X-Consul-Token")
 	req.Header.Del("Authorization")
 	if tok != "" {
 		req.Header.Set("X-Consul-Token", tok)
 	}
-	sc, _ := req.Context().Value(scopeKey{}).(scope)
 	q := req.URL.Query()
 	q.Del("ns")
 	q.Del("namespace")
@@ -91,4 +96,14 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	req.URL.RawQuery = q.Encode()
 	return t.next.RoundTrip(req)
+}
+
+// fromEnvironment reports whether consul/api put a token, a namespace or a
+// partition into req: from the environment variables (see transport).
+func fromEnvironment(req *http.Request) bool {
+	if len(req.Header.Values("X-Consul-Token")) > 0 || len(req.Header.Values("Authorization")) > 0 {
+		return true
+	}
+	q := req.URL.Query()
+	return q.Has("ns") || q.Has("namespace") || q.Has("partition") || q.Has("ap")
 }
