@@ -832,20 +832,9 @@ func (s *scKube) cpu(t *testing.T, proc *harness.Process, pid, nsIdx int, profil
 		unreferenced = s.nsServices(nsIdx) - s.p.hot
 	}
 	first := s.nsServices(nsIdx) - unreferenced
-	var profiled chan error
+	var profiled <-chan error
 	if profile != "" {
-		profiled = make(chan error, 1)
-		secs := max(2, int(wall.Seconds()+0.5))
-		go func() {
-			code, body, err := proc.Request(http.MethodGet, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), "")
-			if err == nil && code != http.StatusOK {
-				err = fmt.Errorf("status %d", code)
-			}
-			if err == nil {
-				err = os.WriteFile(profile, []byte(body), 0o644)
-			}
-			profiled <- err
-		}()
+		profiled = scProfileCPU(proc, profile, max(2, int(wall.Seconds()+0.5)))
 		time.Sleep(100 * time.Millisecond) // the profile starts
 	}
 	m0 := scReadMemCounts(t, proc)
@@ -964,6 +953,23 @@ func scReadMemCounts(t *testing.T, proc *harness.Process) scMemCounts {
 		t.Fatalf("GET /debug/vars: %v", err)
 	}
 	return v.Memstats
+}
+
+// scProfileCPU profiles Caddy's CPU for secs seconds, from now, into file;
+// the channel says when it is done, and how.
+func scProfileCPU(proc *harness.Process, file string, secs int) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		code, body, err := proc.Request(http.MethodGet, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), "")
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("status %d", code)
+		}
+		if err == nil {
+			err = os.WriteFile(file, []byte(body), 0o644)
+		}
+		done <- err
+	}()
+	return done
 }
 
 func scForceGC(t *testing.T, proc *harness.Process) {
@@ -1179,18 +1185,7 @@ func scEventCPU(t *testing.T, p scParams, rep *scReport, part string, proc *harn
 	// A CPU profile of the first seconds of the changes says where their
 	// CPU goes (cpu-events-<part>.pprof, and its top).
 	profile := filepath.Join(p.out, "cpu-events-"+part+".pprof")
-	profiled := make(chan error, 1)
-	go func() {
-		secs := min(10, max(2, p.cpuEvents/max(1, p.cpuRate)))
-		code, body, err := proc.Request(http.MethodGet, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), "")
-		if err == nil && code != http.StatusOK {
-			err = fmt.Errorf("status %d", code)
-		}
-		if err == nil {
-			err = os.WriteFile(profile, []byte(body), 0o644)
-		}
-		profiled <- err
-	}()
+	profiled := scProfileCPU(proc, profile, min(10, max(2, p.cpuEvents/max(1, p.cpuRate))))
 	time.Sleep(100 * time.Millisecond) // the profile starts
 	m0 := scReadMemCounts(t, proc)
 	cpu0 := scCPU(t, pid)
