@@ -955,6 +955,14 @@ func scReadMemCounts(t *testing.T, proc *harness.Process) scMemCounts {
 	return v.Memstats
 }
 
+// scSaveTop saves the top nodes of a CPU profile beside it (-top.txt) and
+// returns them.
+func scSaveTop(t *testing.T, file string, nodes int) []byte {
+	out, _ := exec.Command("go", "tool", "pprof", "-top", fmt.Sprintf("-nodecount=%d", nodes), harness.BuildCaddy(t), file).CombinedOutput()
+	_ = os.WriteFile(strings.TrimSuffix(file, ".pprof")+"-top.txt", out, 0o644)
+	return out
+}
+
 // scProfileCPU profiles Caddy's CPU for secs seconds, from now, into file;
 // the channel says when it is done, and how.
 func scProfileCPU(proc *harness.Process, file string, secs int) <-chan error {
@@ -1016,8 +1024,7 @@ func scIdleCost(t *testing.T, proc *harness.Process, pid int, window time.Durati
 	}
 	idle = time.Duration(float64(scCPU(t, pid)-c0) / time.Since(t0).Seconds())
 	if profile != "" {
-		out, _ := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", harness.BuildCaddy(t), profile).CombinedOutput()
-		_ = os.WriteFile(strings.TrimSuffix(profile, ".pprof")+"-top.txt", out, 0o644)
+		out := scSaveTop(t, profile, 25)
 		fmt.Printf("scale: k8s: idle CPU %s/s; profile %s:\n%s\n", scMillis(idle), profile, out)
 	}
 	a0 := scReadMemCounts(t, proc).TotalAlloc
@@ -1186,9 +1193,10 @@ func scEventCPU(t *testing.T, p scParams, rep *scReport, part string, proc *harn
 	// return after at most a minute (and 1/16 more) without a change,
 	// ZooKeeper's safety-net relist runs every minute. The idle CPU is
 	// measured over such a minute, so that it counts their share.
-	idle, dump, settle := scIdleCost(t, proc, pid, 70*time.Second, "")
+	const idleWindow = 70 * time.Second
+	idle, dump, settle := scIdleCost(t, proc, pid, idleWindow, "")
 	rep.add(part, "Caddy CPU while nothing changes", scMillis(idle)+"/s",
-		fmt.Sprintf("over 70 s, %d services followed (a share of a core: 1000 ms/s is one core)", p.nacosServices))
+		fmt.Sprintf("over %s, %d services followed (a share of a core: 1000 ms/s is one core)", idleWindow, p.nacosServices))
 	// A CPU profile of the first seconds of the changes says where their
 	// CPU goes (cpu-events-<part>.pprof, and its top).
 	profile := filepath.Join(p.out, "cpu-events-"+part+".pprof")
@@ -1204,8 +1212,7 @@ func scEventCPU(t *testing.T, p scParams, rep *scReport, part string, proc *harn
 	if err := <-profiled; err != nil {
 		t.Logf("scale: %s: CPU profile of the changes: %v", part, err)
 	} else {
-		out, _ := exec.Command("go", "tool", "pprof", "-top", "-nodecount=30", harness.BuildCaddy(t), profile).CombinedOutput()
-		_ = os.WriteFile(strings.TrimSuffix(profile, ".pprof")+"-top.txt", out, 0o644)
+		scSaveTop(t, profile, 30)
 	}
 	if sent == 0 {
 		rep.add(part, what, "—", fmt.Sprintf("no change went through: %v", err))
