@@ -3,14 +3,17 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -441,4 +444,128 @@ func TestMetricsNacosServerRestart(t *testing.T) {
 	if v := s.must(t, "caddy_discovery_problems_total", unreachable...); v != 1 {
 		t.Errorf("unreachable problems = %v after one restart, want 1", v)
 	}
+}
+
+// TestMetricsEtcdZooKeeper scrapes /metrics from a real Caddy process
+// against real etcd and ZooKeeper, followed by their watches alone: backends
+// and updates follow an instance registered and one removed; a prefix and a
+// path without instances are one not_found problem each; both servers
+// killed show as disconnected with one unreachable problem of each service
+// (not one per retry) while the last known backends stay in use; both back
+// are reconnected; a reload keeps every value.
+func TestMetricsEtcdZooKeeper(t *testing.T) {
+	e := startEtcd(t)
+	z := startZooKeeper(t)
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	da, db := netip.AddrPortFrom(a, 8080), netip.AddrPortFrom(b, 8080)
+	etcdValue := func(d netip.AddrPort) string { return fmt.Sprintf(`{"Op":0,"Addr":%q}`, d) }
+	e.put(t, "svc/a", etcdValue(da), 0)
+	z.create(t, "/services/orders/a", curatorJSON("a", da), 0)
+
+	apps := etcdApp(e.addr) + "," + zkApp(z.addr)
+	admin, site := freeAddr(t), freeAddr(t)
+	config := metricsConfig(t, admin, site, map[string]string{
+		"/etcd":      `{"source": "etcd", "service": "svc"}`,
+		"/etcd-none": `{"source": "etcd", "service": "none"}`,
+		"/zk":        `{"source": "zookeeper", "service": "orders"}`,
+		"/zk-none":   `{"source": "zookeeper", "service": "none"}`,
+	}, apps)
+	proc := harness.StartProcess(t, harness.BuildCaddy(t), config, admin)
+
+	etcdSvc := []string{"source", "etcd", "service", "svc/"}
+	zkSvc := []string{"source", "zookeeper", "service", "/services/orders"}
+	etcdConn := []string{"source", "etcd", "connection", "default"}
+	zkConn := []string{"source", "zookeeper", "connection", "default"}
+	kind := func(svc []string, k string) []string { return append(slices.Clone(svc), "kind", k) }
+	const timeout = 30 * time.Second
+	expectMetrics(t, proc, timeout,
+		eq(1, "caddy_discovery_backends", etcdSvc...),
+		eq(1, "caddy_discovery_updates_total", etcdSvc...),
+		eq(1, "caddy_discovery_backends", zkSvc...),
+		eq(1, "caddy_discovery_updates_total", zkSvc...),
+		eq(1, "caddy_discovery_connected", etcdConn...),
+		eq(1, "caddy_discovery_connected", zkConn...),
+		eq(1, "caddy_discovery_problems_total", kind([]string{"source", "etcd", "service", "none/"}, "not_found")...),
+		eq(1, "caddy_discovery_problems_total", kind([]string{"source", "zookeeper", "service", "/services/none"}, "not_found")...),
+		eq(0, "caddy_discovery_problems_total", kind(etcdSvc, "not_found")...),
+		ge(1, "caddy_discovery_etcd_publish_seconds_count", "connection", "default"),
+		ge(1, "caddy_discovery_zookeeper_publish_seconds_count", "connection", "default"))
+
+	// An instance registered, one removed: each a watch event.
+	e.put(t, "svc/b", etcdValue(db), 0)
+	z.create(t, "/services/orders/b", curatorJSON("b", db), 0)
+	expectMetrics(t, proc, timeout,
+		eq(2, "caddy_discovery_backends", etcdSvc...),
+		eq(2, "caddy_discovery_updates_total", etcdSvc...),
+		eq(2, "caddy_discovery_backends", zkSvc...),
+		eq(2, "caddy_discovery_updates_total", zkSvc...))
+	if _, err := e.cli.Delete(context.Background(), "svc/a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := z.conn.Delete("/services/orders/a", -1); err != nil {
+		t.Fatal(err)
+	}
+	s := expectMetrics(t, proc, timeout,
+		eq(1, "caddy_discovery_backends", etcdSvc...),
+		eq(3, "caddy_discovery_updates_total", etcdSvc...),
+		eq(1, "caddy_discovery_backends", zkSvc...),
+		eq(3, "caddy_discovery_updates_total", zkSvc...))
+
+	// A reload: nothing resets or doubles.
+	before := s
+	code, body, err := proc.Request(http.MethodPost, "/load", harness.ReadFile(config), "Cache-Control", "must-revalidate")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("reload: %d %v %s", code, err, body)
+	}
+	time.Sleep(2 * time.Second)
+	after := scrapeMetrics(t, proc)
+	for _, c := range []struct {
+		name   string
+		labels []string
+	}{
+		{"caddy_discovery_backends", etcdSvc}, {"caddy_discovery_updates_total", etcdSvc},
+		{"caddy_discovery_backends", zkSvc}, {"caddy_discovery_updates_total", zkSvc},
+		{"caddy_discovery_connected", etcdConn}, {"caddy_discovery_connected", zkConn},
+		{"caddy_discovery_problems_total", kind([]string{"source", "etcd", "service", "none/"}, "not_found")},
+	} {
+		if b, a := before.must(t, c.name, c.labels...), after.must(t, c.name, c.labels...); a != b {
+			t.Errorf("%s%v = %v after the reload, %v before", c.name, c.labels, a, b)
+		}
+	}
+
+	// Both servers killed: disconnected, one unreachable problem per
+	// service however long it lasts, the last known backends in use.
+	e.Stop(syscall.SIGKILL)
+	z.Stop(syscall.SIGKILL)
+	down := []check{
+		eq(0, "caddy_discovery_connected", etcdConn...),
+		eq(0, "caddy_discovery_connected", zkConn...),
+		eq(1, "caddy_discovery_problems_total", kind(etcdSvc, "unreachable")...),
+		eq(1, "caddy_discovery_problems_total", kind(zkSvc, "unreachable")...),
+		eq(1, "caddy_discovery_backends", etcdSvc...),
+		eq(1, "caddy_discovery_backends", zkSvc...),
+	}
+	expectMetrics(t, proc, timeout, down...)
+	time.Sleep(3 * time.Second) // the clients retry meanwhile; ZooKeeper's session (4 s) outlives it
+	expectMetrics(t, proc, timeout, down...)
+	for _, path := range []string{"/etcd", "/zk"} {
+		if got, err := get(http.DefaultClient, "http://"+site+path, ""); err != nil || got != "b" {
+			t.Errorf("GET %s while its server is down: %q, %v; want the last known backend b", path, got, err)
+		}
+	}
+
+	// Both back: connected again, one reconnect each, nothing lost.
+	e.Restart()
+	z.Restart()
+	s = expectMetrics(t, proc, 60*time.Second,
+		eq(1, "caddy_discovery_connected", etcdConn...),
+		eq(1, "caddy_discovery_connected", zkConn...),
+		ge(1, "caddy_discovery_reconnects_total", etcdConn...),
+		ge(1, "caddy_discovery_reconnects_total", zkConn...),
+		eq(1, "caddy_discovery_backends", etcdSvc...),
+		eq(1, "caddy_discovery_backends", zkSvc...))
+	t.Logf("after the restarts:\n%s", s.discovery())
 }
