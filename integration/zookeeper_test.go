@@ -198,16 +198,19 @@ func zkApp(addr string) string {
 // TestZooKeeperCurator: instances registered through real Curator service
 // discovery, the way Spring Cloud Zookeeper registers them, reach Caddy
 // through ZooKeeper's watches alone (the periodic listing is off): a
-// registration, a status DOWN and UP again (Spring's instance_status), an
-// unregistration, and a registrar killed with -9, whose
-// session ends and takes its ephemeral node with it.
+// registration, a status DOWN, OUT_OF_SERVICE and UP again (Spring's
+// instance_status), an instance disabled and enabled again in Curator's own
+// serialization (ServiceInstance.enabled), an unregistration, and a
+// registrar killed with -9, whose session ends and takes its ephemeral node
+// with it within the session timeout.
 func TestZooKeeperCurator(t *testing.T) {
 	s := startZooKeeper(t)
 	n := harness.NewNetns(t)
-	a, b := n.AddAddr(t), n.AddAddr(t)
+	a, b, c := n.AddAddr(t), n.AddAddr(t), n.AddAddr(t)
 	n.Backend(t, "a", a, 8080)
 	n.Backend(t, "b", b, 8080)
-	da, db := netip.AddrPortFrom(a, 8080), netip.AddrPortFrom(b, 8080)
+	n.Backend(t, "c", c, 8080)
+	da, db, dc := netip.AddrPortFrom(a, 8080), netip.AddrPortFrom(b, 8080), netip.AddrPortFrom(c, 8080)
 	ra := registerCurator(t, s, "orders", "a", da, "zone=east")
 	cd := harness.StartCaddy(t, zkCaddyPort, zkProxy(map[string]any{"service": "orders"}), zkApp(s.addr))
 	expectDump(t, cd, "zookeeper", 15*time.Second, "first listing", map[string]float64{da.String(): 1}, "a")
@@ -219,12 +222,28 @@ func TestZooKeeperCurator(t *testing.T) {
 	expectDump(t, cd, "zookeeper", within, "b's instance_status DOWN", map[string]float64{da.String(): 1}, "a")
 	rb.do(t, "status UP")
 	expectDump(t, cd, "zookeeper", within, "b's instance_status UP", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
+	rb.do(t, "status OUT_OF_SERVICE")
+	expectDump(t, cd, "zookeeper", within, "b's instance_status OUT_OF_SERVICE", map[string]float64{da.String(): 1}, "a")
+	rb.do(t, "status UP")
+	expectDump(t, cd, "zookeeper", within, "b's instance_status UP again", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
+	// Curator's own serialization, with ServiceInstance.enabled.
+	rc := startRegistrar(t, []string{"-Dsession=4000", "-Dcompatible=false"}, s, "/services", "orders", "c", dc)
+	expectDump(t, cd, "zookeeper", within, "curator (full form) registers c", map[string]float64{da.String(): 1, db.String(): 1, dc.String(): 1}, "a", "b", "c")
+	rc.do(t, "enabled false")
+	expectDump(t, cd, "zookeeper", within, "c's enabled false", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
+	rc.do(t, "enabled true")
+	expectDump(t, cd, "zookeeper", within, "c's enabled true", map[string]float64{da.String(): 1, db.String(): 1, dc.String(): 1}, "a", "b", "c")
+	rc.do(t, "unregister")
+	expectDump(t, cd, "zookeeper", within, "c unregisters", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
 	ra.do(t, "unregister")
 	expectDump(t, cd, "zookeeper", within, "a unregisters", map[string]float64{db.String(): 1}, "b")
 	_ = rb.cmd.Process.Signal(syscall.SIGKILL)
 	killed := time.Now()
-	expectDumpError(t, "zookeeper", 15*time.Second, "/services/orders has no instances")
-	t.Logf("registrar killed: its node went after %v (session timeout 4 s)", time.Since(killed).Round(time.Millisecond))
+	// The registrar asks for 4 s; ZooKeeper raises it to its minimum, 2 ×
+	// tickTime = 6 s, and expires sessions on tick boundaries (3 s): the
+	// node goes within 9 s, and Caddy follows within a second of that.
+	expectDumpError(t, "zookeeper", 10*time.Second, "/services/orders has no instances")
+	t.Logf("registrar killed: its node went after %v (session timeout 6 s, ticks of 3 s)", time.Since(killed).Round(time.Millisecond))
 
 	cd.Load(zkProxy(map[string]any{"service": "orders", "metadata": map[string]string{"zone": "west"}}), zkApp(s.addr))
 	registerCurator(t, s, "orders", "a2", da, "zone=east")

@@ -14,10 +14,13 @@
 //
 // It prints "registered" once the node is written, then reads commands, one
 // a line, answering "ok" to each: "status <STATUS>" (metadata
-// instance_status, as Spring's /service-registry endpoint sets it) and
-// "unregister". (JsonInstanceSerializer(Class) writes Curator's compatible
-// form, without ServiceInstance.enabled, as Spring and Dubbo use it.) It runs until
-// stdin closes or it is killed; its session, and so its node, ends with it.
+// instance_status, as Spring's /service-registry endpoint sets it),
+// "enabled <true|false>" (ServiceInstance.enabled) and "unregister".
+// JsonInstanceSerializer(Class) writes Curator's compatible form, without
+// ServiceInstance.enabled, as Spring and Dubbo use it; with
+// -Dcompatible=false it writes Curator's own full form, enabled included
+// (JsonInstanceSerializer(Class, false)). It runs until stdin closes or it is
+// killed; its session, and so its node, ends with it.
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.nio.charset.StandardCharsets;
@@ -59,11 +62,11 @@ public class Registrar {
 		}
 		CuratorFramework client = builder.build();
 		client.start();
-		ServiceInstance<ZookeeperInstance> instance = ServiceInstance.<ZookeeperInstance>builder()
-			.name(service).id(id).address(address).port(port)
-			.payload(new ZookeeperInstance(id, service, metadata)).build();
+		boolean enabled = true;
+		ServiceInstance<ZookeeperInstance> instance = instance(service, id, address, port, metadata, enabled);
+		boolean compatible = Boolean.parseBoolean(System.getProperty("compatible", "true"));
 		ServiceDiscovery<ZookeeperInstance> discovery = ServiceDiscoveryBuilder.builder(ZookeeperInstance.class)
-			.client(client).basePath(base).serializer(new JsonInstanceSerializer<>(ZookeeperInstance.class))
+			.client(client).basePath(base).serializer(new JsonInstanceSerializer<>(ZookeeperInstance.class, compatible))
 			.thisInstance(instance).build();
 		discovery.start();
 		System.out.println("registered");
@@ -74,9 +77,11 @@ public class Registrar {
 			switch (cmd[0]) {
 			case "status":
 				metadata.put("instance_status", cmd[1]);
-				discovery.updateService(ServiceInstance.<ZookeeperInstance>builder()
-					.name(service).id(id).address(address).port(port)
-					.payload(new ZookeeperInstance(id, service, metadata)).build());
+				discovery.updateService(instance(service, id, address, port, metadata, enabled));
+				break;
+			case "enabled":
+				enabled = Boolean.parseBoolean(cmd[1]);
+				discovery.updateService(instance(service, id, address, port, metadata, enabled));
 				break;
 			case "unregister":
 				discovery.unregisterService(instance);
@@ -90,5 +95,14 @@ public class Registrar {
 		}
 		discovery.close();
 		client.close();
+	}
+
+	// instance is the ServiceInstance Spring Cloud Zookeeper registers: a
+	// ZookeeperInstance payload with the instance's metadata.
+	static ServiceInstance<ZookeeperInstance> instance(String service, String id, String address, int port,
+			Map<String, String> metadata, boolean enabled) throws Exception {
+		return ServiceInstance.<ZookeeperInstance>builder()
+			.name(service).id(id).address(address).port(port).enabled(enabled)
+			.payload(new ZookeeperInstance(id, service, new HashMap<>(metadata))).build();
 	}
 }
