@@ -432,9 +432,10 @@ func TestZooKeeperPropagation(t *testing.T) {
 
 // TestZooKeeperDubbo: Dubbo interface-level providers, written as Dubbo
 // writes them (ephemeral nodes named by the URL-encoded provider URL under
-// /dubbo/<interface>/providers), with their weights, followed as they come
-// and go; a protocol Caddy does not proxy (dubbo://) is left out and
-// explained.
+// /dubbo/<interface>/providers), with their weights, which split traffic
+// with registry_weighted, followed as they come and go; a disabled provider
+// (enabled=false), a node that is no provider URL and a protocol Caddy does
+// not proxy (dubbo://) are left out and explained.
 func TestZooKeeperDubbo(t *testing.T) {
 	s := startZooKeeper(t)
 	n := harness.NewNetns(t)
@@ -451,15 +452,32 @@ func TestZooKeeperDubbo(t *testing.T) {
 	expectDump(t, cd, "zookeeper", 15*time.Second, "dubbo: first listing", map[string]float64{netip.AddrPortFrom(a, 50051).String(): 100}, "a")
 	s.create(t, provider("tri", b, "weight=300&version=1.0.0"), []byte(b.String()), zk.FlagEphemeral)
 	expectDump(t, cd, "zookeeper", 2*time.Second, "dubbo: b provides, weight 300", map[string]float64{netip.AddrPortFrom(a, 50051).String(): 100, netip.AddrPortFrom(b, 50051).String(): 300}, "a", "b")
+
+	// The weights split traffic with lb_policy registry_weighted.
+	weighted, _ := json.Marshal(map[string]any{
+		"handler":           "reverse_proxy",
+		"dynamic_upstreams": map[string]any{"source": "zookeeper", "service": iface, "format": "dubbo"},
+		"load_balancing":    map[string]any{"selection_policy": map[string]any{"policy": "registry_weighted"}},
+	})
+	cd.Load(string(weighted), zkApp(s.addr))
+	harness.Eventually(t, 5*time.Second, func() error { return shares(cd.Spread(100), map[string]float64{"a": 25, "b": 75}, 3) })
+	cd.Load(zkProxy(map[string]any{"service": iface, "format": "dubbo"}), zkApp(s.addr))
+
 	if err := s.conn.Delete(provider("tri", a, "weight=100&version=1.0.0"), -1); err != nil {
 		t.Fatal(err)
 	}
 	expectDump(t, cd, "zookeeper", 2*time.Second, "dubbo: a stops providing", map[string]float64{netip.AddrPortFrom(b, 50051).String(): 300}, "b")
+	// A disabled provider and a node that is no provider URL are left out.
+	s.create(t, provider("tri", a, "weight=100&enabled=false"), nil, zk.FlagEphemeral)
+	s.create(t, "/dubbo/"+iface+"/providers/not-a-url", nil, zk.FlagEphemeral)
+	time.Sleep(500 * time.Millisecond) // the watch has fired: nothing changes
+	expectDump(t, cd, "zookeeper", 2*time.Second, "dubbo: a disabled, a node of garbage", map[string]float64{netip.AddrPortFrom(b, 50051).String(): 300}, "b")
 	if err := s.conn.Delete(provider("tri", b, "weight=300&version=1.0.0"), -1); err != nil {
 		t.Fatal(err)
 	}
 	s.create(t, provider("dubbo", b, "weight=300"), nil, zk.FlagEphemeral)
-	expectDumpError(t, "zookeeper", 2*time.Second, "protocol dubbo, which Caddy does not proxy here (protocols: tri, rest)")
+	expectDumpError(t, "zookeeper", 2*time.Second, "none of the 3 nodes under /dubbo/"+iface+"/providers is a usable dubbo instance",
+		"1 disabled or not UP, 2 not in the format", "protocol dubbo, which Caddy does not proxy here (protocols: tri, rest)")
 }
 
 // curatorJSON is a node's data as Curator writes it for Spring Cloud
