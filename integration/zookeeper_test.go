@@ -367,7 +367,8 @@ func TestZooKeeperRestarted(t *testing.T) {
 // "metadata"} JSON per node under /apisix/discovery/zk/<service>; APISIX
 // users write these nodes themselves) split traffic by their weights with
 // lb_policy registry_weighted, and follow a weight change (a node's data:
-// its data watch) and a node of weight 0 (no request, as in APISIX).
+// its data watch) and a node of weight 0 (no request, as in APISIX); read
+// as another format (curator), each node is explained by name.
 func TestZooKeeperAPISIX(t *testing.T) {
 	s := startZooKeeper(t)
 	n := harness.NewNetns(t)
@@ -399,6 +400,10 @@ func TestZooKeeperAPISIX(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectDump(t, cd, "zookeeper", 2*time.Second, "apisix: b's weight 0", map[string]float64{netip.AddrPortFrom(a, 8080).String(): 3}, "a")
+
+	// The same nodes read in another format: each is explained by name.
+	cd.Load(zkProxy(map[string]any{"service": "orders", "base_path": "/apisix/discovery/zk"}), zkApp(s.addr))
+	expectDumpError(t, "zookeeper", 5*time.Second, "none of the 2 nodes under /apisix/discovery/zk/orders is a usable curator instance: 2 not in the format (such as node \"a\": ")
 }
 
 // TestZooKeeperPropagation measures, over 20 changes (PROPAGATION_CHANGES),
