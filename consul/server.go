@@ -106,7 +106,7 @@ func (s Server) Validate() error {
 func (s Server) Expand(repl *caddy.Replacer) (Server, error) {
 	err := upstreams.ExpandList(repl, "addresses", &s.Addresses)
 	if err == nil {
-		err = upstreams.ExpandFields(repl, append([]upstreams.Field{{Name: "token", Value: &s.Token}, {Name: "token_file", Value: &s.TokenFile}},
+		err = upstreams.ExpandFields(repl, append([]upstreams.Field{{Name: "token", Value: &s.Token, Secret: true}, {Name: "token_file", Value: &s.TokenFile}},
 			s.ClientTLS.Fields()...)...)
 	}
 	return s, err

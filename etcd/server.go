@@ -89,7 +89,7 @@ func (s Server) Validate() error {
 func (s Server) Expand(repl *caddy.Replacer) (Server, error) {
 	err := upstreams.ExpandList(repl, "endpoints", &s.Endpoints)
 	if err == nil {
-		err = upstreams.ExpandFields(repl, append([]upstreams.Field{{Name: "username", Value: &s.Username}, {Name: "password", Value: &s.Password}},
+		err = upstreams.ExpandFields(repl, append([]upstreams.Field{{Name: "username", Value: &s.Username}, {Name: "password", Value: &s.Password, Secret: true}},
 			s.ClientTLS.Fields()...)...)
 	}
 	return s, err

@@ -87,7 +87,7 @@ func (s Server) Expand(repl *caddy.Replacer) (Server, error) {
 	err := upstreams.ExpandList(repl, "urls", &s.URLs)
 	if err == nil {
 		err = upstreams.ExpandFields(repl, upstreams.Field{Name: "username", Value: &s.Username},
-			upstreams.Field{Name: "password", Value: &s.Password}, upstreams.Field{Name: "ca_file", Value: &s.CAFile})
+			upstreams.Field{Name: "password", Value: &s.Password, Secret: true}, upstreams.Field{Name: "ca_file", Value: &s.CAFile})
 	}
 	if len(s.URLs) == 0 {
 		s.URLs = []string{defaultURL}

@@ -118,7 +118,7 @@ func (c Connection) warnFormerNames(log *zap.Logger, where string) {
 func (c Connection) Expand(repl *caddy.Replacer) (Connection, error) {
 	err := upstreams.ExpandFields(repl, upstreams.Field{Name: "kubeconfig", Value: &c.Kubeconfig}, upstreams.Field{Name: "context", Value: &c.Context},
 		upstreams.Field{Name: "api_server", Value: &c.APIServer}, upstreams.Field{Name: "server", Value: &c.Server},
-		upstreams.Field{Name: "token", Value: &c.Token},
+		upstreams.Field{Name: "token", Value: &c.Token, Secret: true},
 		upstreams.Field{Name: "token_file", Value: &c.TokenFile}, upstreams.Field{Name: "ca_file", Value: &c.CAFile})
 	return c, err
 }

@@ -145,8 +145,8 @@ func (s Server) Expand(repl *caddy.Replacer) (Server, error) {
 	err := upstreams.ExpandList(repl, "addresses", &s.Addresses)
 	if err == nil {
 		err = upstreams.ExpandFields(repl, upstreams.Field{Name: "namespace", Value: &s.Namespace}, upstreams.Field{Name: "username", Value: &s.Username},
-			upstreams.Field{Name: "password", Value: &s.Password}, upstreams.Field{Name: "access_key", Value: &s.AccessKey},
-			upstreams.Field{Name: "secret_key", Value: &s.SecretKey}, upstreams.Field{Name: "ca_file", Value: &s.CAFile})
+			upstreams.Field{Name: "password", Value: &s.Password, Secret: true}, upstreams.Field{Name: "access_key", Value: &s.AccessKey, Secret: true},
+			upstreams.Field{Name: "secret_key", Value: &s.SecretKey, Secret: true}, upstreams.Field{Name: "ca_file", Value: &s.CAFile})
 	}
 	return s, err
 }

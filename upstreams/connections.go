@@ -225,15 +225,23 @@ func (s *ServerApp[T]) Provision(caddy.Context) error {
 type Field struct {
 	Name  string
 	Value *string
+
+	// Secret: the value is a password, token or key, which an error must
+	// not show, not even the placeholder it seems to hold.
+	Secret bool
 }
 
 // ExpandFields replaces the placeholders in each field, in order: what a
 // connection's Expand does. An error names the field and the placeholder,
-// never the field's value, which may be a secret.
+// never the field's value; for a secret field, not even the placeholder,
+// which could be part of a password that has braces in it.
 func ExpandFields(repl *caddy.Replacer, fields ...Field) error {
 	for _, f := range fields {
 		v, err := repl.ReplaceOrErr(*f.Value, true, true)
-		if err != nil {
+		switch {
+		case err != nil && f.Secret:
+			return fmt.Errorf(`%s: holds a placeholder Caddy does not know (not shown: the value is a secret); use {env.NAME} or {file./path}, or write a literal brace as \{ and \}`, f.Name)
+		case err != nil:
 			return fmt.Errorf("%s: %w", f.Name, err)
 		}
 		*f.Value = v
@@ -247,7 +255,7 @@ func ExpandFields(repl *caddy.Replacer, fields ...Field) error {
 func ExpandList(repl *caddy.Replacer, name string, list *[]string) error {
 	*list = slices.Clone(*list)
 	for i := range *list {
-		if err := ExpandFields(repl, Field{name, &(*list)[i]}); err != nil {
+		if err := ExpandFields(repl, Field{Name: name, Value: &(*list)[i]}); err != nil {
 			return err
 		}
 	}

@@ -20,7 +20,7 @@ type server struct{ Addr, Password string }
 func (s server) IsSet() bool { return s != server{} }
 
 func (s server) Expand(repl *caddy.Replacer) (server, error) {
-	err := ExpandFields(repl, Field{"addr", &s.Addr}, Field{"password", &s.Password})
+	err := ExpandFields(repl, Field{Name: "addr", Value: &s.Addr}, Field{Name: "password", Value: &s.Password, Secret: true})
 	return s, err
 }
 
@@ -269,5 +269,26 @@ func TestClientTLS(t *testing.T) {
 		case want != "" && (err == nil || !strings.HasPrefix(err.Error(), want)):
 			t.Errorf("%+v: error %v, want %q", files, err, want)
 		}
+	}
+}
+
+// TestExpandFieldsHidesSecrets: an unknown placeholder in a secret field
+// (a password with braces in it) is refused without showing any of it,
+// and escaped braces are taken literally; other fields name the
+// placeholder.
+func TestExpandFieldsHidesSecrets(t *testing.T) {
+	repl := caddy.NewReplacer()
+	password := "pa{ss-w0rd}x"
+	err := ExpandFields(repl, Field{Name: "password", Value: &password, Secret: true})
+	if err == nil || !strings.HasPrefix(err.Error(), "password: holds a placeholder Caddy does not know") || strings.Contains(err.Error(), "ss-w0rd") {
+		t.Errorf("secret field: %v", err)
+	}
+	escaped := `pa\{ss-w0rd\}x`
+	if err := ExpandFields(repl, Field{Name: "password", Value: &escaped, Secret: true}); err != nil || escaped != "pa{ss-w0rd}x" {
+		t.Errorf("escaped braces: %q, %v", escaped, err)
+	}
+	addr := "10.0.0.1:{port}"
+	if err := ExpandFields(repl, Field{Name: "addr", Value: &addr}); err == nil || err.Error() != "addr: unrecognized placeholder {port}" {
+		t.Errorf("plain field: %v", err)
 	}
 }

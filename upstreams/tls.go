@@ -54,7 +54,7 @@ func (t ClientTLS) Validate() error {
 
 // Fields are the string fields, for ExpandFields.
 func (t *ClientTLS) Fields() []Field {
-	return []Field{{"ca_file", &t.CAFile}, {"cert_file", &t.CertFile}, {"key_file", &t.KeyFile}, {"tls_server_name", &t.TLSServerName}}
+	return []Field{{Name: "ca_file", Value: &t.CAFile}, {Name: "cert_file", Value: &t.CertFile}, {Name: "key_file", Value: &t.KeyFile}, {Name: "tls_server_name", Value: &t.TLSServerName}}
 }
 
 // Key identifies the settings (file names and server name) for a

@@ -116,7 +116,7 @@ func checkServer(a string) error {
 func (s Server) Expand(repl *caddy.Replacer) (Server, error) {
 	err := upstreams.ExpandList(repl, "servers", &s.Servers)
 	if err == nil {
-		err = upstreams.ExpandFields(repl, append([]upstreams.Field{{Name: "username", Value: &s.Username}, {Name: "password", Value: &s.Password}},
+		err = upstreams.ExpandFields(repl, append([]upstreams.Field{{Name: "username", Value: &s.Username}, {Name: "password", Value: &s.Password, Secret: true}},
 			s.ClientTLS.Fields()...)...)
 	}
 	return s, err
