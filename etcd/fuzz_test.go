@@ -16,6 +16,8 @@ import (
 var sourceFields = []string{
 	"service", "format", "prefix", "metadata", "fields", "server",
 	"endpoints", "username", "password", "tls", "ca_file", "cert_file", "key_file", "tls_server_name", "dial_timeout",
+	"allow", "deny", "regex", "max_services", "idle_timeout", "first_answer_timeout", "max_lookups", "unknown_ttl", "denied_status",
+	"servers", // the etcd app's
 }
 
 // FuzzJSON: an etcd source's JSON (and the etcd app's) either provisions

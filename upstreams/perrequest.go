@@ -94,9 +94,23 @@ const (
 )
 
 // IsSet reports whether a field is set.
-func (p PerRequest) IsSet() bool {
-	return len(p.Allow) > 0 || len(p.Deny) > 0 || p.Regex || p.MaxServices != 0 || p.IdleTimeout != 0 ||
-		p.FirstAnswerTimeout != 0 || p.MaxLookups != 0 || p.UnknownTTL != 0 || p.DeniedStatus != 0
+func (p PerRequest) IsSet() bool { return p.firstSet() != "" }
+
+// firstSet is the name of the first field that is set, or "".
+func (p PerRequest) firstSet() string {
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"allow", len(p.Allow) > 0}, {"deny", len(p.Deny) > 0}, {"regex", p.Regex}, {"max_services", p.MaxServices != 0},
+		{"idle_timeout", p.IdleTimeout != 0}, {"first_answer_timeout", p.FirstAnswerTimeout != 0}, {"max_lookups", p.MaxLookups != 0},
+		{"unknown_ttl", p.UnknownTTL != 0}, {"denied_status", p.DeniedStatus != 0},
+	} {
+		if f.set {
+			return f.name
+		}
+	}
+	return ""
 }
 
 // Validate checks the fields. perRequest says whether the service has
@@ -105,7 +119,7 @@ func (p PerRequest) IsSet() bool {
 func (p PerRequest) Validate(perRequest bool) error {
 	switch {
 	case !perRequest && p.IsSet():
-		return errors.New("allow, deny, regex, max_services, idle_timeout, first_answer_timeout, max_lookups, unknown_ttl and denied_status only apply to a service chosen per request (one with request placeholders such as {http.request.host.labels.2})")
+		return fmt.Errorf("%s: set, but allow, deny, regex, max_services, idle_timeout, first_answer_timeout, max_lookups, unknown_ttl and denied_status only apply to a service chosen per request (one with request placeholders such as {http.request.host.labels.2}); remove it, or choose the service per request", p.firstSet())
 	case !perRequest:
 		return nil
 	case len(p.Allow) == 0:
