@@ -46,6 +46,7 @@ func FuzzJSON(f *testing.F) {
 	} {
 		f.Add([]byte(s[0]), []byte(s[1]))
 	}
+	cfg := upstreamstest.Config{App: "etcd", Fields: sourceFields}
 	f.Fuzz(func(t *testing.T, source, appJSON []byte) {
 		if strings.Contains(string(source)+string(appJSON), "file.") {
 			return // {file.*} placeholders read files, which may block
@@ -54,40 +55,20 @@ func FuzzJSON(f *testing.F) {
 		if err := caddy.StrictUnmarshalJSON(source, u); err != nil {
 			return // encoding/json's own errors
 		}
-		check := func(err error) {
-			t.Helper()
-			msg := err.Error()
-			if rest, ok := strings.CutPrefix(msg, "etcd server "); ok {
-				if _, after, ok := strings.Cut(rest, `": `); ok {
-					msg = after
-				}
-			}
-			if !upstreamstest.NamesField(msg, sourceFields...) && !strings.Contains(msg, "is not defined in the etcd app") {
-				t.Fatalf("%s: error %q does not start with the field to fix", source, err)
-			}
-			if pw := u.Password; len(pw) >= 6 && !strings.Contains(strings.ReplaceAll(string(source), pw, ""), pw) && strings.Contains(err.Error(), pw) {
-				t.Fatalf("%s: error %q shows the password", source, err)
-			}
-		}
-		adaptErr := u.Validate()
-		if adaptErr != nil {
-			check(adaptErr)
-		}
 		app := new(App)
-		if caddy.StrictUnmarshalJSON(appJSON, app) == nil {
-			if err := app.Provision(caddy.Context{}); err != nil {
-				check(err)
-				app = new(App)
-			}
-		}
-		err := u.provision(zap.NewNop(), app)
-		if err != nil {
-			check(err)
-		} else if adaptErr != nil && !strings.ContainsAny(string(source), "{}") {
-			t.Fatalf("%s: refused at adapt time (%v) but provisioned", source, adaptErr)
-		}
-		if err := u.Cleanup(); err != nil {
-			t.Fatal(err)
-		}
+		cfg.Check(t, upstreamstest.ConfigInput{
+			JSON: source, Password: u.Password, Validate: u.Validate, Cleanup: u.Cleanup,
+			App: func() error {
+				if caddy.StrictUnmarshalJSON(appJSON, app) != nil {
+					return nil
+				}
+				err := app.Provision(caddy.Context{})
+				if err != nil {
+					app = new(App)
+				}
+				return err
+			},
+			Provision: func() error { return u.provision(zap.NewNop(), app) },
+		})
 	})
 }
