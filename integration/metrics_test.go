@@ -259,6 +259,30 @@ func expectMetrics(t testing.TB, p *harness.Process, timeout time.Duration, chec
 	return s
 }
 
+// series is one sample's metric name and labels.
+type series struct {
+	name   string
+	labels []string
+}
+
+// reloadKeeps reloads proc's config (forced) and checks that every series
+// has the value it had in before; it returns the scrape after the reload.
+func reloadKeeps(t *testing.T, proc *harness.Process, config string, before scrape, kept ...series) scrape {
+	t.Helper()
+	code, body, err := proc.Request(http.MethodPost, "/load", harness.ReadFile(config), "Cache-Control", "must-revalidate")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("reload: %d %v %s", code, err, body)
+	}
+	time.Sleep(2 * time.Second)
+	after := scrapeMetrics(t, proc)
+	for _, c := range kept {
+		if b, a := before.must(t, c.name, c.labels...), after.must(t, c.name, c.labels...); a != b {
+			t.Errorf("%s%v = %v after the reload, %v before", c.name, c.labels, a, b)
+		}
+	}
+	return after
+}
+
 // TestMetricsKubernetes scrapes /metrics from a real Caddy process against
 // the real API server: backends, updates and the propagation histogram
 // follow a scale-up and readiness flips; two sources of one Service share
@@ -353,26 +377,11 @@ func TestMetricsKubernetes(t *testing.T) {
 
 	// A reload: the new config registers the metrics in its own registry
 	// and its sources join the running series; nothing resets or doubles.
-	before := s
-	code, body, err := proc.Request(http.MethodPost, "/load", harness.ReadFile(config), "Cache-Control", "must-revalidate")
-	if err != nil || code != http.StatusOK {
-		t.Fatalf("reload: %d %v %s", code, err, body)
-	}
-	time.Sleep(2 * time.Second)
-	after := scrapeMetrics(t, proc)
-	for _, c := range []struct {
-		name   string
-		labels []string
-	}{
-		{"caddy_discovery_backends", web}, {"caddy_discovery_updates_total", web},
-		{"caddy_discovery_connected", mainConn}, {"caddy_discovery_watch_restarts_total", mainConn},
-		{"caddy_discovery_problems_total", kind(denied, "forbidden")}, {"caddy_discovery_updates_total", denied},
-		{"caddy_discovery_k8s_propagation_seconds_count", []string{"connection", "main"}},
-	} {
-		if b, a := before.must(t, c.name, c.labels...), after.must(t, c.name, c.labels...); a != b {
-			t.Errorf("%s%v = %v after the reload, %v before", c.name, c.labels, a, b)
-		}
-	}
+	after := reloadKeeps(t, proc, config, s,
+		series{"caddy_discovery_backends", web}, series{"caddy_discovery_updates_total", web},
+		series{"caddy_discovery_connected", mainConn}, series{"caddy_discovery_watch_restarts_total", mainConn},
+		series{"caddy_discovery_problems_total", kind(denied, "forbidden")}, series{"caddy_discovery_updates_total", denied},
+		series{"caddy_discovery_k8s_propagation_seconds_count", []string{"connection", "main"}})
 	t.Logf("after the reload:\n%s", after.discovery())
 }
 
@@ -515,26 +524,11 @@ func TestMetricsEtcdZooKeeper(t *testing.T) {
 		eq(3, "caddy_discovery_updates_total", zkSvc...))
 
 	// A reload: nothing resets or doubles.
-	before := s
-	code, body, err := proc.Request(http.MethodPost, "/load", harness.ReadFile(config), "Cache-Control", "must-revalidate")
-	if err != nil || code != http.StatusOK {
-		t.Fatalf("reload: %d %v %s", code, err, body)
-	}
-	time.Sleep(2 * time.Second)
-	after := scrapeMetrics(t, proc)
-	for _, c := range []struct {
-		name   string
-		labels []string
-	}{
-		{"caddy_discovery_backends", etcdSvc}, {"caddy_discovery_updates_total", etcdSvc},
-		{"caddy_discovery_backends", zkSvc}, {"caddy_discovery_updates_total", zkSvc},
-		{"caddy_discovery_connected", etcdConn}, {"caddy_discovery_connected", zkConn},
-		{"caddy_discovery_problems_total", kind([]string{"source", "etcd", "service", "none/"}, "not_found")},
-	} {
-		if b, a := before.must(t, c.name, c.labels...), after.must(t, c.name, c.labels...); a != b {
-			t.Errorf("%s%v = %v after the reload, %v before", c.name, c.labels, a, b)
-		}
-	}
+	reloadKeeps(t, proc, config, s,
+		series{"caddy_discovery_backends", etcdSvc}, series{"caddy_discovery_updates_total", etcdSvc},
+		series{"caddy_discovery_backends", zkSvc}, series{"caddy_discovery_updates_total", zkSvc},
+		series{"caddy_discovery_connected", etcdConn}, series{"caddy_discovery_connected", zkConn},
+		series{"caddy_discovery_problems_total", kind([]string{"source", "etcd", "service", "none/"}, "not_found")})
 
 	// Both servers killed: disconnected, one unreachable problem per
 	// service however long it lasts, the last known backends in use.
