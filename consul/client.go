@@ -43,10 +43,11 @@ var (
 // logged once when it fails and once when it works again, and every
 // long-poll through the client shows it as its trouble.
 type client struct {
-	key   string // in the pool
-	name  string // the server's name in the consul app, "" for a source's own fields
-	where string // for messages
-	conn  string // the connection label of the metrics
+	log   *zap.Logger // shared by the client's long-polls
+	key   string      // in the pool
+	name  string      // the server's name in the consul app, "" for a source's own fields
+	where string      // for messages
+	conn  string      // the connection label of the metrics
 	apis  []*api.Client
 	addrs []address
 	// active is the index of the address requests go to.
@@ -101,7 +102,8 @@ func newClient(name string, e endpoint) (*client, error) {
 		c.apis = append(c.apis, ac)
 	}
 	c.link = upstreams.NewLink("consul", c.conn, publishSeconds)
-	c.problem = upstreams.NewCondition(caddy.Log().Named("consul"), "consul connection problem", "connected to consul", zap.String("server", c.where))
+	c.log = caddy.Log().Named("consul")
+	c.problem = upstreams.NewCondition(c.log, "consul connection problem", "connected to consul", zap.String("server", c.where))
 	c.Init()
 	return c, nil
 }
@@ -203,7 +205,7 @@ func (c *client) checkToken() {
 	for c.Until(t.C) {
 		if tok, err := c.file.Get(); err == nil && tok != last {
 			last = tok
-			caddy.Log().Named("consul").Info("consul token file changed; restarting the long-polls with the new token",
+			c.log.Info("consul token file changed; restarting the long-polls with the new token",
 				zap.String("server", c.where), zap.String("token_file", c.file.Path))
 			c.polls.Each(nil, (*longPoll).restart)
 		}

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
@@ -81,7 +80,7 @@ func newLongPoll(c *client, q query) *longPoll {
 		limiter: rate.NewLimiter(rate.Every(rateEvery), rateBurst),
 		kickCh:  make(chan struct{}, 1),
 	}
-	log, svc := caddy.Log().Named("consul"), zap.String("service", q.name())
+	log, svc := c.log, zap.String("service", q.name())
 	w.problem = upstreams.NewCondition(log, "consul long-poll failed; retrying with backoff", "consul long-poll works again", svc, zap.String("server", c.where))
 	w.hidden = upstreams.NewCondition(log, "consul ACLs hide instances of the service", "consul ACLs no longer hide instances of the service", svc)
 	w.badAddrs = upstreams.NewCondition(log, "skipping consul instances that have no usable address", "every passing consul instance has a usable address again", svc)

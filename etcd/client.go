@@ -35,7 +35,8 @@ var (
 // any I/O: the etcd client, which logs in when the cluster has
 // authentication on, is made in the background once the app starts.
 type client struct {
-	key string // in the pool
+	log *zap.Logger // shared by the client's watches
+	key string      // in the pool
 	st  settings
 
 	upstreams.Runner // creates the etcd client, then probes the cluster
@@ -54,7 +55,8 @@ func newClient(st settings) *client {
 		ready: make(chan struct{}),
 		link:  upstreams.NewLink("etcd", st.conn, publishSeconds),
 	}
-	c.problem = upstreams.NewCondition(caddy.Log().Named("etcd"), "etcd connection problem", "connected to etcd", zap.String("server", st.where))
+	c.log = caddy.Log().Named("etcd")
+	c.problem = upstreams.NewCondition(c.log, "etcd connection problem", "connected to etcd", zap.String("server", st.where))
 	c.problem.Set(upstreams.Pending(fmt.Errorf("%s: connecting", st.where)))
 	c.Init()
 	return c

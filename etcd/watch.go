@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -45,8 +44,7 @@ type watch struct {
 
 func newWatch(c *client, prefix string) *watch {
 	w := &watch{c: c, prefix: prefix}
-	log := caddy.Log().Named("etcd")
-	w.problem = upstreams.NewCondition(log, "reading etcd keys failed; retrying with backoff", "reading etcd keys works again",
+	w.problem = upstreams.NewCondition(c.log, "reading etcd keys failed; retrying with backoff", "reading etcd keys works again",
 		zap.String("prefix", prefix), zap.String("server", c.st.where))
 	w.fan = upstreams.NewFanout[[]kv](
 		upstreams.Pending(fmt.Errorf("%s: waiting for the first read of keys under %q", c.st.where, prefix)),

@@ -84,9 +84,10 @@ const sdkNotConnected = "client not connected"
 // credentials) fingerprint, shared by all subscriptions through it. It is
 // created without any I/O; start creates the SDK client in the background.
 type client struct {
-	key       string // in the pool
-	name      string // the server's name in the nacos app, "" for a source's own fields
-	where     string // addresses and namespace, for messages
+	log       *zap.Logger // shared by the client's subscriptions
+	key       string      // in the pool
+	name      string      // the server's name in the nacos app, "" for a source's own fields
+	where     string      // addresses and namespace, for messages
 	namespace string
 	param     vo.NacosClientParam
 	auth      string // "username", "access_key" or "", for messages
@@ -158,7 +159,8 @@ func newClient(name string, param vo.NacosClientParam, tn *tuning) *client {
 	case param.ClientConfig.AccessKey != "":
 		c.auth = "access_key"
 	}
-	c.problem = upstreams.NewCondition(caddy.Log().Named("nacos"), "nacos connection problem", "connected to nacos server", zap.String("server", where))
+	c.log = caddy.Log().Named("nacos")
+	c.problem = upstreams.NewCondition(c.log, "nacos connection problem", "connected to nacos server", zap.String("server", where))
 	c.problem.Set(upstreams.Pending(fmt.Errorf("%s: connecting", where)))
 	c.Init()
 	return c

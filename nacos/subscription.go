@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/nacos-group/nacos-sdk-go/v2/model"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 	"go.uber.org/zap"
@@ -67,7 +66,7 @@ func newSubscription(c *client, ref Reference) *subscription {
 		kickCh: make(chan struct{}, 1),
 		diagCh: make(chan struct{}, 1),
 	}
-	log, svc := caddy.Log().Named("nacos"), zap.String("service", ref.String())
+	log, svc := c.log, zap.String("service", ref.String())
 	w.sub = upstreams.NewCondition(log, "subscribing to nacos service failed; retrying with backoff", "subscribed to nacos service", svc)
 	w.silence = upstreams.NewCondition(log, "nacos service sent no instance list; retrying", "received the first instance list of nacos service", svc)
 	// The trouble: the connection's problem, a failing subscription, a
@@ -316,7 +315,7 @@ func (w *subscription) leave() {
 	err := guard("unsubscribing", func() error { return w.c.nc.Unsubscribe(w.param) })
 	w.c.sdk.Unlock()
 	if err != nil && w.c.healthy.Load() {
-		caddy.Log().Named("nacos").Warn("unsubscribing from nacos service failed", zap.String("service", w.ref.String()),
+		w.c.log.Warn("unsubscribing from nacos service failed", zap.String("service", w.ref.String()),
 			zap.String("server", w.c.where), zap.Error(err))
 	}
 }

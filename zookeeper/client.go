@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/go-zookeeper/zk"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
@@ -25,7 +26,8 @@ import (
 // and its watches while the session lives; when the session expires every
 // watch ends, and the watches list their paths again on the new session.
 type client struct {
-	key string // in the pool
+	log *zap.Logger // shared by the client's watches
+	key string      // in the pool
 	st  settings
 
 	upstreams.Runner // opens the session and follows its state
@@ -41,7 +43,8 @@ type client struct {
 
 func newClient(st settings) *client {
 	c := &client{st: st, ready: make(chan struct{}), link: upstreams.NewLink("zookeeper", st.conn, publishSeconds)}
-	c.problem = upstreams.NewCondition(caddy.Log().Named("zookeeper"), "zookeeper connection problem", "connected to zookeeper", zap.String("server", st.where))
+	c.log = caddy.Log().Named("zookeeper")
+	c.problem = upstreams.NewCondition(c.log, "zookeeper connection problem", "connected to zookeeper", zap.String("server", st.where))
 	c.problem.Set(upstreams.Pending(fmt.Errorf("%s: connecting", st.where)))
 	c.Init()
 	return c
@@ -55,7 +58,10 @@ func (c *client) start() { c.Start(c.run) }
 type zkLog struct{}
 
 func (zkLog) Printf(format string, args ...any) {
-	caddy.Log().Named("zookeeper.client").Debug(fmt.Sprintf(format, args...))
+	if ce := caddy.Log().Named("zookeeper.client").Check(zapcore.DebugLevel, ""); ce != nil {
+		ce.Message = fmt.Sprintf(format, args...) // formatted only when debug logging is on
+		ce.Write()
+	}
 }
 
 func (c *client) run() {

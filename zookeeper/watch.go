@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/go-zookeeper/zk"
 	"go.uber.org/zap"
 
@@ -95,7 +94,7 @@ type watch struct {
 func newWatch(c *client, path string) *watch {
 	w := &watch{c: c, path: path, kickCh: make(chan struct{}, 1), fired: queue{wake: make(chan struct{}, 1)},
 		data: map[string][]byte{}, armed: map[string]bool{}}
-	w.problem = upstreams.NewCondition(caddy.Log().Named("zookeeper"), "reading zookeeper nodes failed; retrying with backoff", "reading zookeeper nodes works again",
+	w.problem = upstreams.NewCondition(c.log, "reading zookeeper nodes failed; retrying with backoff", "reading zookeeper nodes works again",
 		zap.String("path", path), zap.String("server", c.st.where))
 	w.fan = upstreams.NewFanout[[]node](
 		upstreams.Pending(fmt.Errorf("%s: waiting for the first listing of %s", c.st.where, path)),
