@@ -721,6 +721,25 @@ func newTestPKI(t *testing.T, dir string) testPKI {
 	return p
 }
 
+// TestEtcdSeveralEndpoints: with several endpoints, one of which refuses
+// connections (a member that is down), Caddy reads and watches through the
+// one that works, whichever comes first in the list.
+func TestEtcdSeveralEndpoints(t *testing.T) {
+	e := startEtcd(t)
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	da, db := netip.AddrPortFrom(a, 8080), netip.AddrPortFrom(b, 8080)
+	e.put(t, "svc/a", fmt.Sprintf(`{"Op":0,"Addr":%q}`, da), 0)
+	down := freeAddr(t) // nothing listens there
+	app := fmt.Sprintf(`"etcd": {"servers": {"default": {"endpoints": [%q, %q]}}}`, down, e.addr)
+	cd := harness.StartCaddy(t, etcdCaddyPort, etcdProxy(map[string]any{"service": "svc"}), app)
+	expectDump(t, cd, "etcd", 10*time.Second, "first read, one member down", map[string]float64{da.String(): 1}, "a")
+	e.put(t, "svc/b", fmt.Sprintf(`{"Op":0,"Addr":%q}`, db), 0)
+	expectDump(t, cd, "etcd", 2*time.Second, "watched through the member that works", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
+}
+
 // TestEtcdTLS: etcd's usual production setup, TLS with client certificates
 // (--client-cert-auth): Caddy verifies the members against ca_file and
 // presents cert_file; without the CA or without a client certificate it

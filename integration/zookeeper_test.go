@@ -202,7 +202,8 @@ func zkApp(addr string) string {
 // instance_status), an instance disabled and enabled again in Curator's own
 // serialization (ServiceInstance.enabled), an unregistration, and a
 // registrar killed with -9, whose session ends and takes its ephemeral node
-// with it within the session timeout.
+// with it within the session timeout; metadata selection, and a weight in
+// the payload's metadata.
 func TestZooKeeperCurator(t *testing.T) {
 	s := startZooKeeper(t)
 	n := harness.NewNetns(t)
@@ -247,8 +248,8 @@ func TestZooKeeperCurator(t *testing.T) {
 
 	cd.Load(zkProxy(map[string]any{"service": "orders", "metadata": map[string]string{"zone": "west"}}), zkApp(s.addr))
 	registerCurator(t, s, "orders", "a2", da, "zone=east")
-	registerCurator(t, s, "orders", "b2", db, "zone=west")
-	expectDump(t, cd, "zookeeper", within, "metadata zone=west", map[string]float64{db.String(): 1}, "b")
+	registerCurator(t, s, "orders", "b2", db, "zone=west", "weight=5")
+	expectDump(t, cd, "zookeeper", within, "metadata zone=west, its weight 5", map[string]float64{db.String(): 5}, "b")
 }
 
 // TestZooKeeperDigest: a registrar that authenticates with ZooKeeper's
@@ -292,6 +293,25 @@ func TestZooKeeperDigest(t *testing.T) {
 			t.Errorf("the %s shows the password", where)
 		}
 	}
+}
+
+// TestZooKeeperSeveralServers: with several servers, one of which refuses
+// connections (an ensemble member that is down), Caddy's session lives on
+// the one that works, whichever comes first in the list.
+func TestZooKeeperSeveralServers(t *testing.T) {
+	s := startZooKeeper(t)
+	n := harness.NewNetns(t)
+	a, b := n.AddAddr(t), n.AddAddr(t)
+	n.Backend(t, "a", a, 8080)
+	n.Backend(t, "b", b, 8080)
+	da, db := netip.AddrPortFrom(a, 8080), netip.AddrPortFrom(b, 8080)
+	s.create(t, "/services/orders/a", curatorJSON("a", da), zk.FlagEphemeral)
+	down := freeAddr(t) // nothing listens there
+	app := fmt.Sprintf(`"zookeeper": {"servers": {"default": {"servers": [%q, %q], "relist_interval": -1}}}`, down, s.addr)
+	cd := harness.StartCaddy(t, zkCaddyPort, zkProxy(map[string]any{"service": "orders"}), app)
+	expectDump(t, cd, "zookeeper", 15*time.Second, "first listing, one server down", map[string]float64{da.String(): 1}, "a")
+	s.create(t, "/services/orders/b", curatorJSON("b", db), zk.FlagEphemeral)
+	expectDump(t, cd, "zookeeper", 2*time.Second, "watched through the server that works", map[string]float64{da.String(): 1, db.String(): 1}, "a", "b")
 }
 
 // TestZooKeeperTLS: ZooKeeper's secureClientPort (its Netty connection
