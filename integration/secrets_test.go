@@ -63,6 +63,8 @@ var leakSecrets = map[string]string{
 	"zookeeper server password":        "zkurlpass-Y9h3Cf",
 	"zookeeper Caddyfile password":     "zkcfpass-Z2i7Dg",
 	"zookeeper key_file":               "zkkeyfile-A6j1Eh",
+	"password with braces":             "pwbrace-B3k7Fi",
+	"address with braces":              "addrbrace-C8m2Gj",
 }
 
 // TestSecretsNeverLeave sets a distinct secret in every secret-bearing field
@@ -174,6 +176,8 @@ func TestSecretsNeverLeave(t *testing.T) {
 		"zookeeper server with credentials": fmt.Sprintf(`{"source": "zookeeper", "service": "orders", "servers": ["orders:%s@127.0.0.1:2181"]}`, s["zookeeper server password"]),
 		"zookeeper half credentials":        fmt.Sprintf(`{"source": "zookeeper", "service": "orders", "password": %q}`, s["zookeeper password"]),
 		"zookeeper key_file that is no key": fmt.Sprintf(`{"source": "zookeeper", "service": "orders", "tls": true, "cert_file": %q, "key_file": %q}`, notCert, notKey("zookeeper")),
+		"password with braces":              fmt.Sprintf(`{"source": "zookeeper", "service": "orders", "username": "orders", "password": "x{%s}y"}`, s["password with braces"]),
+		"address with braces":               fmt.Sprintf(`{"source": "nacos", "service": "shop", "addresses": ["http://nacos:{%s}@127.0.0.1:8848"]}`, s["address with braces"]),
 	} {
 		out, err := exec.Command(bin, "validate", "--config", write("bad.json", leakConfig("127.0.0.1:1", "127.0.0.1:0", map[string]string{"/": source}, ""))).CombinedOutput()
 		if err == nil {

@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-discovery/caddy-discovery/redact"
 )
 
 // What every registry's app (consul, eureka, k8s, nacos, …) does alike: it
@@ -251,13 +253,19 @@ func ExpandFields(repl *caddy.Replacer, fields ...Field) error {
 
 // ExpandList replaces the placeholders in each element of the list field
 // named name, in a copy of the list, so that the config's own list keeps
-// them.
+// them. The list holds addresses: an error shows an address that has
+// credentials in it only with them redacted, a placeholder in them too.
 func ExpandList(repl *caddy.Replacer, name string, list *[]string) error {
 	*list = slices.Clone(*list)
-	for i := range *list {
-		if err := ExpandFields(repl, Field{Name: name, Value: &(*list)[i]}); err != nil {
-			return err
+	for i, v := range *list {
+		s, err := repl.ReplaceOrErr(v, true, true)
+		switch {
+		case err != nil && redact.Address(v) != v:
+			return fmt.Errorf("%s: %q holds a placeholder Caddy does not know (credentials not shown)", name, redact.Address(v))
+		case err != nil:
+			return fmt.Errorf("%s: %w", name, err)
 		}
+		(*list)[i] = s
 	}
 	return nil
 }

@@ -99,6 +99,11 @@ func TestExpandList(t *testing.T) {
 	if err := ExpandList(caddy.NewReplacer(), "addresses", &list); err == nil || !strings.HasPrefix(err.Error(), "addresses: ") {
 		t.Errorf("unknown placeholder: %v", err)
 	}
+	list = []string{"http://nacos:pa{ss-w0rd}@10.0.0.1:8848"}
+	if err := ExpandList(caddy.NewReplacer(), "addresses", &list); err == nil ||
+		err.Error() != `addresses: "http://REDACTED@10.0.0.1:8848" holds a placeholder Caddy does not know (credentials not shown)` {
+		t.Errorf("a placeholder in credentials: %v", err)
+	}
 }
 
 // receiver records what a Fanout hands it.
