@@ -55,19 +55,10 @@ func FuzzJSON(f *testing.F) {
 		if err := caddy.StrictUnmarshalJSON(source, u); err != nil {
 			return // encoding/json's own errors
 		}
-		app := new(App)
+		var app *App
 		cfg.Check(t, upstreamstest.ConfigInput{
 			JSON: source, Password: u.Password, Validate: u.Validate, Cleanup: u.Cleanup,
-			App: func() error {
-				if caddy.StrictUnmarshalJSON(appJSON, app) != nil {
-					return nil
-				}
-				err := app.Provision(caddy.Context{})
-				if err != nil {
-					app = new(App)
-				}
-				return err
-			},
+			App:       func() (err error) { app, err = upstreamstest.ProvisionApp[App](appJSON); return err },
 			Provision: func() error { return u.provision(zap.NewNop(), app) },
 		})
 	})

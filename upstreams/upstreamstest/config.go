@@ -3,6 +3,8 @@ package upstreamstest
 import (
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // Config is what a source's FuzzJSON checks of each input: its JSON (and
@@ -66,4 +68,22 @@ func (c Config) Check(t *testing.T, s ConfigInput) {
 	if err := s.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// ProvisionApp decodes appJSON into a new app and provisions it, as Caddy
+// would before a source uses it. It returns the app, or, when appJSON is no
+// app's JSON or the app's Provision fails, a new unprovisioned one, with
+// that Provision error.
+func ProvisionApp[A any, P interface {
+	*A
+	caddy.Provisioner
+}](appJSON []byte) (P, error) {
+	app := P(new(A))
+	if caddy.StrictUnmarshalJSON(appJSON, app) != nil {
+		return P(new(A)), nil
+	}
+	if err := app.Provision(caddy.Context{}); err != nil {
+		return P(new(A)), err
+	}
+	return app, nil
 }
