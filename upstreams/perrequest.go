@@ -96,21 +96,39 @@ const (
 // IsSet reports whether a field is set.
 func (p PerRequest) IsSet() bool { return p.firstSet() != "" }
 
-// firstSet is the name of the first field that is set, or "".
-func (p PerRequest) firstSet() string {
-	for _, f := range []struct {
+// fields are the fields by name, each with whether it is set.
+func (p PerRequest) fields() []struct {
+	name string
+	set  bool
+} {
+	return []struct {
 		name string
 		set  bool
 	}{
 		{"allow", len(p.Allow) > 0}, {"deny", len(p.Deny) > 0}, {"regex", p.Regex}, {"max_services", p.MaxServices != 0},
 		{"idle_timeout", p.IdleTimeout != 0}, {"first_answer_timeout", p.FirstAnswerTimeout != 0}, {"max_lookups", p.MaxLookups != 0},
 		{"unknown_ttl", p.UnknownTTL != 0}, {"denied_status", p.DeniedStatus != 0},
-	} {
+	}
+}
+
+// firstSet is the name of the first field that is set, or "".
+func (p PerRequest) firstSet() string {
+	for _, f := range p.fields() {
 		if f.set {
 			return f.name
 		}
 	}
 	return ""
+}
+
+// fieldNames lists the fields' names, as "a, b and c".
+func (p PerRequest) fieldNames() string {
+	fs := p.fields()
+	names := make([]string, len(fs))
+	for i, f := range fs {
+		names[i] = f.name
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
 
 // Validate checks the fields. perRequest says whether the service has
@@ -119,7 +137,7 @@ func (p PerRequest) firstSet() string {
 func (p PerRequest) Validate(perRequest bool) error {
 	switch {
 	case !perRequest && p.IsSet():
-		return fmt.Errorf("%s: set, but allow, deny, regex, max_services, idle_timeout, first_answer_timeout, max_lookups, unknown_ttl and denied_status only apply to a service chosen per request (one with request placeholders such as {http.request.host.labels.2}); remove it, or choose the service per request", p.firstSet())
+		return fmt.Errorf("%s: set, but %s only apply to a service chosen per request (one with request placeholders such as {http.request.host.labels.2}); remove it, or choose the service per request", p.firstSet(), p.fieldNames())
 	case !perRequest:
 		return nil
 	case len(p.Allow) == 0:

@@ -22,8 +22,8 @@ type Config struct {
 }
 
 // ConfigInput is one input, decoded: its JSON as given and the password it
-// holds, its adapt-time check, the app's Provision from the app's JSON (nil
-// when the JSON is no app), the source's Provision with that app, and its
+// holds, its adapt-time check, the app's Provision from the app's JSON
+// (see ProvisionApp), the source's Provision with that app, and its
 // Cleanup.
 type ConfigInput struct {
 	JSON      []byte
