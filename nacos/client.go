@@ -12,6 +12,7 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/model"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/caddy-discovery/caddy-discovery/upstreams"
 )
@@ -55,6 +56,13 @@ type tuning struct {
 	// healthInterval, so that it goes through soon after the connection
 	// does.
 	retryMin, retryMax, connRetry time.Duration
+
+	// reconcileRate is how many routine re-reads (reconcile_interval) a
+	// client starts a second at most, spread evenly: each one costs the SDK
+	// an Unsubscribe, a Subscribe, a JSON log line and a disk write (about
+	// 1.5 ms of CPU), so that a client following thousands of services
+	// stretches its round rather than spend a core on it.
+	reconcileRate rate.Limit
 }
 
 // productionTuning is the tuning of every source that sets none.
@@ -72,6 +80,7 @@ func defaultTuning() *tuning {
 		retryMin:       time.Second,
 		retryMax:       30 * time.Second,
 		connRetry:      200 * time.Millisecond,
+		reconcileRate:  defaultReconcileRate,
 	}
 }
 
@@ -119,6 +128,9 @@ type client struct {
 
 	// link reports the connection state to the server's metrics.
 	link *upstreams.Link
+	// pace spaces the subscriptions' routine re-reads (see
+	// tuning.reconcileRate).
+	pace *rate.Limiter
 
 	subscriptions upstreams.Members[*subscription] // the subscriptions through the client
 	mu            sync.Mutex
@@ -152,6 +164,7 @@ func newClient(name string, param vo.NacosClientParam, tn *tuning) *client {
 		ready:     make(chan struct{}),
 		gone:      make(map[Reference]chan struct{}),
 		link:      upstreams.NewLink("nacos", connectionName(name, param), publishSeconds),
+		pace:      rate.NewLimiter(tn.reconcileRate, 1),
 	}
 	switch {
 	case param.ClientConfig.Username != "":

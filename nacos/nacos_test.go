@@ -654,6 +654,51 @@ func TestReconcileIntervalSharesClient(t *testing.T) {
 	}
 }
 
+// TestReconcilePaced checks that a client's routine re-reads keep to its
+// pace whatever the number of its subscriptions and their interval, while
+// first Subscribes and those after a reconnect do not wait for it.
+func TestReconcilePaced(t *testing.T) {
+	tn, fake, _ := fakeTuning()
+	tn.reconcileRate = 10
+	app := new(App)
+	const services = 20
+	for i := range services {
+		u := &NacosUpstreams{Service: fmt.Sprintf("s%d", i), Server: Server{Addresses: []string{"10.0.0.1"}, ReconcileInterval: caddy.Duration(10 * time.Millisecond)}, tuning: tn}
+		if err := u.provision(caddy.Log(), app); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = u.Cleanup() })
+	}
+	calls := func() (params, n int) {
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		for _, c := range fake.subs {
+			n += c
+		}
+		return len(fake.subs), n
+	}
+	start := time.Now()
+	_ = app.Start()
+	upstreamstest.Eventually(t, 5*time.Second, func() error {
+		if p, _ := calls(); p < services {
+			return fmt.Errorf("%d of %d services subscribed", p, services)
+		}
+		return nil
+	})
+	if d := time.Since(start); d > services*time.Second/10/2 {
+		t.Errorf("first Subscribes took %v: they must not wait for the pace (one each 100 ms)", d)
+	}
+	_, before := calls()
+	window := time.Now()
+	time.Sleep(time.Second)
+	_, after := calls()
+	// Unpaced, 20 subscriptions re-reading every 10 ms would make some
+	// 2,000 calls a second; the pace allows 10, and one more at each edge.
+	if got, most := after-before, int(time.Since(window).Seconds()*10)+2; got > most || got < 3 {
+		t.Errorf("%d re-reads in %v, want 3 to %d", got, time.Since(window), most)
+	}
+}
+
 // TestReconcileAndOutage checks the re-read after reconnecting, that the last
 // instances stay while the server is unreachable, and protect_threshold.
 func TestReconcileAndOutage(t *testing.T) {

@@ -137,7 +137,10 @@ type plan struct {
 	// again is set when the next Subscribe makes up for a failed one or a
 	// lost connection, not a routine reconcile: once established, such a
 	// Subscribe is a restart for the metrics.
-	again                bool
+	again bool
+	// paced is set once the next Subscribe, a routine re-read, has its
+	// turn in the client's pace.
+	paced                bool
 	backoff, connBackoff time.Duration
 }
 
@@ -162,7 +165,7 @@ func (w *subscription) run() {
 	defer timer.Stop()
 	var silent <-chan time.Time // fires when a successful Subscribe got no list in time
 	for {
-		if !p.next.IsZero() && !time.Now().Before(p.next) && w.subscribeNow(&p) && !w.fan.Listed() {
+		if w.due(&p) && w.subscribeNow(&p) && !w.fan.Listed() {
 			// A refused request (credentials, namespace) can end with a nil
 			// error and no list: SDK v2.3.5 drops the server's typed
 			// refusal. Give the list the server's timeout.
@@ -190,6 +193,25 @@ func (w *subscription) run() {
 		case <-timer.C:
 		}
 	}
+}
+
+// due reports whether the planned Subscribe may go now. A routine re-read
+// (reconcile_interval) first takes its turn in the client's pace, which
+// may plan it later: the first Subscribe, and those that make up for a
+// failure or a lost connection, never wait for it.
+func (w *subscription) due(p *plan) bool {
+	if p.next.IsZero() || time.Now().Before(p.next) {
+		return false
+	}
+	if !w.established || p.again || p.paced {
+		return true
+	}
+	p.paced = true
+	if d := w.c.pace.Reserve().Delay(); d > 0 {
+		p.next = time.Now().Add(d)
+		return false
+	}
+	return true
 }
 
 // waitForClient waits until the client exists and the previous
