@@ -210,9 +210,23 @@ func (c *client) run() {
 
 	t := time.NewTicker(c.tuning.healthInterval)
 	defer t.Stop()
+	protecting := c.protecting()
 	for c.Until(t.C) {
 		c.checkHealth(false)
+		protecting = c.endProtection(protecting)
 	}
+}
+
+// endProtection has the subscriptions whose views protect_threshold holds
+// hand them their current list once protection has ended since the last
+// check (was: it applied then), and reports whether it applies now. One
+// check for the client, not a timer per subscription.
+func (c *client) endProtection(was bool) bool {
+	now := c.protecting()
+	if was && !now {
+		c.subscriptions.Each((*subscription).holding, func(w *subscription) { w.fan.Relist() })
+	}
+	return now
 }
 
 // checkHealth follows the connection state: it reports each problem with

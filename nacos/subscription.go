@@ -159,8 +159,6 @@ func (w *subscription) run() {
 	}
 	tn := w.c.tuning
 	p := plan{next: time.Now(), backoff: tn.retryMin, connBackoff: tn.connRetry}
-	tick := time.NewTicker(tn.healthInterval)
-	defer tick.Stop()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var silent <-chan time.Time // fires when a successful Subscribe got no list in time
@@ -186,10 +184,6 @@ func (w *subscription) run() {
 			w.noList()
 		case <-w.diagCh:
 			w.diagnose()
-		case <-tick.C:
-			if w.holding() && !w.c.protecting() {
-				w.fan.Relist() // protect_threshold's grace is over
-			}
 		case <-timer.C:
 		}
 	}
