@@ -1378,7 +1378,9 @@ func scaleEureka(t *testing.T, p scParams, bin string, rep *scReport) {
 	base := fmt.Sprintf("http://127.0.0.1:%d/eureka", scEurekaPort)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = p.workers
-	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	// Polaris creates a service in a second and more once it holds
+	// thousands, both cores busy: a registration waits that long.
+	hc := &http.Client{Transport: tr, Timeout: time.Minute}
 	t.Cleanup(hc.CloseIdleConnections)
 	per := p.nacosInstances
 	name := func(i int) string { return fmt.Sprintf("SCALE-%04d", i) }
