@@ -1294,7 +1294,7 @@ func scaleConsul(t *testing.T, p scParams, bin string, rep *scReport) {
 	done, err := scPool(t.Context(), p.createTimeout, p.nacosServices*per, p.workers, func(ctx context.Context, _, i int) error {
 		return register(ctx, name(i/per), i%per, scRegistryAddr(i))
 	})
-	if !scRegistered(rep, p, "consul", fmt.Sprintf("the catalog API, a node per instance, %d workers", p.workers), start, done, err) {
+	if !scRegistered(rep, p, "consul", fmt.Sprintf("the catalog API, services of one external node, %d workers", p.workers), start, done, err) {
 		return
 	}
 	proc, pid, ok := scServe(t, p, bin, rep, "consul", "blocking queries", c.app(), func(i int) (string, string) { return name(i), name(i) })
