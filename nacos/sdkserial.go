@@ -14,6 +14,7 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client/naming_cache"
 	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client/naming_grpc"
 	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client/naming_proxy"
+	"github.com/nacos-group/nacos-sdk-go/v2/common/constant"
 	"github.com/nacos-group/nacos-sdk-go/v2/common/remote/rpc"
 	"github.com/nacos-group/nacos-sdk-go/v2/common/remote/rpc/rpc_request"
 	"github.com/nacos-group/nacos-sdk-go/v2/common/remote/rpc/rpc_response"
@@ -74,12 +75,14 @@ func newSDKClient(p vo.NacosClientParam, sdk *sync.Mutex) (namingClient, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := serialize(c, sdk); err != nil {
+	cache, err := serialize(c, sdk)
+	if err != nil {
 		// Another SDK version than go.mod's: its own locking is all there
-		// is (v2.3.5's races are fixed upstream).
+		// is (v2.3.5's races are fixed upstream), and its cache stays whole.
 		caddy.Log().Named("nacos").Debug("nacos client not serialized", zap.Error(err))
+		return closeExclusive{c}, nil
 	}
-	return closeExclusive{c}, nil
+	return trimmed{closeExclusive{c}, cache}, nil
 }
 
 // closeExclusive is an SDK naming client that closes holding sdkClients.
@@ -92,44 +95,45 @@ func (c closeExclusive) CloseClient() {
 }
 
 // serialize makes the push handler and connection listener of the SDK
-// client c hold mu. It returns an error, having changed nothing, when c is
-// not laid out as in nacos-sdk-go v2.3.5.
-func serialize(c naming_client.INamingClient, mu *sync.Mutex) error {
+// client c hold mu, and returns the client's cache, which the push handler
+// trims (see sdkCache). It returns an error, having changed nothing, when c
+// is not laid out as in nacos-sdk-go v2.3.5.
+func serialize(c naming_client.INamingClient, mu *sync.Mutex) (*sdkCache, error) {
 	nc, ok := c.(*naming_client.NamingClient)
 	if !ok {
-		return fmt.Errorf("naming client is a %T, not a *NamingClient", c)
+		return nil, fmt.Errorf("naming client is a %T, not a *NamingClient", c)
 	}
 	proxy, err := fieldOf[naming_proxy.INamingProxy](nc, "serviceProxy")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	delegate, ok := proxy.(*naming_client.NamingProxyDelegate)
 	if !ok {
-		return fmt.Errorf("naming proxy is a %T, not a *NamingProxyDelegate", proxy)
+		return nil, fmt.Errorf("naming proxy is a %T, not a *NamingProxyDelegate", proxy)
 	}
 	grpc, err := fieldOf[*naming_grpc.NamingGrpcProxy](delegate, "grpcClientProxy")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	conn, err := fieldOf[rpc.IRpcClient](grpc, "rpcClient")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	holder, err := fieldOf[*naming_cache.ServiceInfoHolder](grpc, "serviceInfoHolder")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	redo, err := fieldOf[*naming_grpc.ConnectionEventListener](grpc, "eventListener")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if conn == nil || holder == nil || redo == nil {
-		return errors.New("naming gRPC proxy is not fully set up")
+		return nil, errors.New("naming gRPC proxy is not fully set up")
 	}
 	rc := conn.GetRpcClient()
 	listeners, err := fieldPtr[atomic.Value](rc, "connectionEventListeners")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	list, _ := listeners.Load().([]rpc.IConnectionEventListener)
 	i := -1
@@ -139,22 +143,27 @@ func serialize(c naming_client.INamingClient, mu *sync.Mutex) error {
 		}
 	}
 	if i < 0 {
-		return errors.New("the naming connection listener is not registered")
+		return nil, errors.New("the naming connection listener is not registered")
 	}
+	cache := newSDKCache(holder)
 	wrapped := append([]rpc.IConnectionEventListener(nil), list...)
 	wrapped[i] = serialListener{mu: mu, next: redo}
 	listeners.Store(wrapped)
 	// As NewNamingGrpcProxy registers it, with the handler held.
 	rc.RegisterServerRequestHandler(func() rpc_request.IRequest {
 		return &rpc_request.NotifySubscriberRequest{NamingRequest: &rpc_request.NamingRequest{}}
-	}, serialPush{mu: mu, next: &rpc.NamingPushRequestHandler{ServiceInfoHolder: holder}})
-	return nil
+	}, serialPush{mu: mu, cache: cache, next: &rpc.NamingPushRequestHandler{ServiceInfoHolder: holder}})
+	return cache, nil
 }
 
-// serialPush handles a server push with the mutex held.
+// serialPush handles a server push with the mutex held: one older than
+// the list last processed is acknowledged and dropped, as the SDK drops it
+// while it has the service cached, and the cache is trimmed after the
+// others.
 type serialPush struct {
-	mu   *sync.Mutex
-	next rpc.IServerRequestHandler
+	mu    *sync.Mutex
+	cache *sdkCache
+	next  rpc.IServerRequestHandler
 }
 
 func (h serialPush) Name() string { return h.next.Name() }
@@ -162,6 +171,12 @@ func (h serialPush) Name() string { return h.next.Name() }
 func (h serialPush) RequestReply(r rpc_request.IRequest, c *rpc.RpcClient) rpc_response.IResponse {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if push, ok := r.(*rpc_request.NotifySubscriberRequest); ok && h.cache.stale(&push.ServiceInfo) {
+		return &rpc_response.NotifySubscriberResponse{
+			Response: &rpc_response.Response{ResultCode: constant.RESPONSE_CODE_SUCCESS, Success: true},
+		}
+	}
+	defer h.cache.trim()
 	return h.next.RequestReply(r, c)
 }
 

@@ -20,8 +20,12 @@ func TestSerializeFindsTheSDKsInternals(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.CloseClient()
-	if err := serialize(nc, new(sync.Mutex)); err != nil {
+	cache, err := serialize(nc, new(sync.Mutex))
+	if err != nil {
 		t.Fatalf("serialize: %v", err)
+	}
+	if cache.holder == nil {
+		t.Fatal("serialize found no cache to trim")
 	}
 }
 
