@@ -59,9 +59,10 @@ func (l sdkLogger) Debugf(format string, a ...any) { l.logf("debug", format, a) 
 func (sdkLogger) Close() error                     { return nil }
 
 // logf formats only when debug logging is on: the SDK formats whole instance
-// lists into some messages.
+// lists into some messages. (A named logger has its parent's core: asking
+// the parent costs no copy of the logger.)
 func (l sdkLogger) logf(level, format string, a []any) {
-	if !caddy.Log().Named("nacos.sdk").Core().Enabled(zapcore.DebugLevel) {
+	if !caddy.Log().Core().Enabled(zapcore.DebugLevel) {
 		return
 	}
 	l.log(level, fmt.Sprintf(format, a...))
