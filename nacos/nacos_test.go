@@ -656,7 +656,7 @@ func TestReconcileIntervalSharesClient(t *testing.T) {
 
 // TestReconcilePaced checks that a client's routine re-reads keep to its
 // pace whatever the number of its subscriptions and their interval, while
-// first Subscribes and those after a reconnect do not wait for it.
+// first Subscribes do not wait for it.
 func TestReconcilePaced(t *testing.T) {
 	tn, fake, _ := fakeTuning()
 	tn.reconcileRate = 10
