@@ -55,7 +55,7 @@
 // Consul, etcd and ZooKeeper, each against a server of its own (a Consul
 // -dev agent, Debian's etcd and ZooKeeper): the same
 // numbers of services and instances as Nacos (SCALE_NACOS_SERVICES,
-// SCALE_NACOS_INSTANCES), registered directly (Consul's agent API, etcd
+// SCALE_NACOS_INSTANCES), registered directly (Consul's catalog API, etcd
 // puts in etcd's naming format, Curator's JSON as ephemeral nodes), at fake
 // addresses in 10.170.0.0/16; a Caddy with one route per service, and the
 // same figures, per instance and per service.
