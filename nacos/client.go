@@ -60,7 +60,7 @@ type tuning struct {
 	// reconcileRate is how many routine re-reads (reconcile_interval) a
 	// client starts a second at most, spread evenly: each one costs the SDK
 	// an Unsubscribe, a Subscribe, a JSON log line and a disk write (about
-	// 1.5 ms of CPU), so that a client following thousands of services
+	// 1.6 ms of CPU), so that a client following thousands of services
 	// stretches its round rather than spend a core on it.
 	reconcileRate rate.Limit
 }
