@@ -726,11 +726,8 @@ func newTestPKI(t *testing.T, dir string) testPKI {
 // one that works, whichever comes first in the list.
 func TestEtcdSeveralEndpoints(t *testing.T) {
 	e := startEtcd(t)
-	n := harness.NewNetns(t)
-	a, b := n.AddAddr(t), n.AddAddr(t)
-	n.Backend(t, "a", a, 8080)
-	n.Backend(t, "b", b, 8080)
-	da, db := netip.AddrPortFrom(a, 8080), netip.AddrPortFrom(b, 8080)
+	d := harness.NewNetns(t).Backends(t, 8080, "a", "b")
+	da, db := d[0], d[1]
 	e.put(t, "svc/a", fmt.Sprintf(`{"Op":0,"Addr":%q}`, da), 0)
 	down := freeAddr(t) // nothing listens there
 	app := fmt.Sprintf(`"etcd": {"servers": {"default": {"endpoints": [%q, %q]}}}`, down, e.addr)

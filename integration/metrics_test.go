@@ -465,11 +465,8 @@ func TestMetricsNacosServerRestart(t *testing.T) {
 func TestMetricsEtcdZooKeeper(t *testing.T) {
 	e := startEtcd(t)
 	z := startZooKeeper(t)
-	n := harness.NewNetns(t)
-	a, b := n.AddAddr(t), n.AddAddr(t)
-	n.Backend(t, "a", a, 8080)
-	n.Backend(t, "b", b, 8080)
-	da, db := netip.AddrPortFrom(a, 8080), netip.AddrPortFrom(b, 8080)
+	d := harness.NewNetns(t).Backends(t, 8080, "a", "b")
+	da, db := d[0], d[1]
 	etcdValue := func(d netip.AddrPort) string { return fmt.Sprintf(`{"Op":0,"Addr":%q}`, d) }
 	e.put(t, "svc/a", etcdValue(da), 0)
 	z.create(t, "/services/orders/a", curatorJSON("a", da), 0)

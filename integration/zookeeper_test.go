@@ -300,11 +300,8 @@ func TestZooKeeperDigest(t *testing.T) {
 // the one that works, whichever comes first in the list.
 func TestZooKeeperSeveralServers(t *testing.T) {
 	s := startZooKeeper(t)
-	n := harness.NewNetns(t)
-	a, b := n.AddAddr(t), n.AddAddr(t)
-	n.Backend(t, "a", a, 8080)
-	n.Backend(t, "b", b, 8080)
-	da, db := netip.AddrPortFrom(a, 8080), netip.AddrPortFrom(b, 8080)
+	d := harness.NewNetns(t).Backends(t, 8080, "a", "b")
+	da, db := d[0], d[1]
 	s.create(t, "/services/orders/a", curatorJSON("a", da), zk.FlagEphemeral)
 	down := freeAddr(t) // nothing listens there
 	app := fmt.Sprintf(`"zookeeper": {"servers": {"default": {"servers": [%q, %q], "relist_interval": -1}}}`, down, s.addr)
@@ -645,11 +642,8 @@ func TestZooKeeperReloadsKeepOneWatch(t *testing.T) {
 // known instances, and follows changes again once it answers (SIGCONT).
 func TestZooKeeperHung(t *testing.T) {
 	s := startZooKeeper(t)
-	n := harness.NewNetns(t)
-	a, b := n.AddAddr(t), n.AddAddr(t)
-	n.Backend(t, "a", a, 8080)
-	n.Backend(t, "b", b, 8080)
-	da, db := netip.AddrPortFrom(a, 8080), netip.AddrPortFrom(b, 8080)
+	d := harness.NewNetns(t).Backends(t, 8080, "a", "b")
+	da, db := d[0], d[1]
 	s.create(t, "/services/orders/a", curatorJSON("a", da), 0)
 	cd := harness.StartCaddy(t, zkCaddyPort, zkProxy(map[string]any{"service": "orders"}), zkApp(s.addr))
 	expectDump(t, cd, "zookeeper", 15*time.Second, "first listing", map[string]float64{da.String(): 1}, "a")

@@ -172,6 +172,18 @@ func (n *Netns) Backend(t testing.TB, name string, addr netip.Addr, port uint16)
 	return b
 }
 
+// Backends starts a backend for each of names, each on an address of its
+// own in the namespace and all on port, and returns their addresses in the
+// order of names.
+func (n *Netns) Backends(t testing.TB, port uint16, names ...string) []netip.AddrPort {
+	t.Helper()
+	addrs := make([]netip.AddrPort, len(names))
+	for i, name := range names {
+		addrs[i] = n.Backend(t, name, n.AddAddr(t), port).Addr
+	}
+	return addrs
+}
+
 // Close stops the backend; it is safe to call more than once.
 func (b *Backend) Close() {
 	_ = b.srv.Close()
